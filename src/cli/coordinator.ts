@@ -1,0 +1,73 @@
+#!/usr/bin/env node
+/**
+ * `coordinator`: trains MNIST, alone (--workers 0) or with workers over ZeroMQ.
+ * Subcommands: keygen, sweep, visualize (see --help).
+ */
+import { Command, CommanderError, Option } from 'commander';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { visibleGpuCount } from '../engine/backend.js';
+import { train } from '../coordinator/train.js';
+import { UsageError, reportFatal } from '../util/errors.js';
+import { type TrainFlags, addTrainingFlags, configFromFlags, positiveInt } from './flags.js';
+
+interface DistributedFlags {
+  resume: boolean;
+  spawn: boolean;
+  listen?: string;
+  connectTimeout: number;
+  workerTimeout: number;
+}
+
+const PROG = 'coordinator';
+
+function defaultOutDir(model: string): string {
+  const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
+  return join('runs', `${stamp}-${model}`);
+}
+
+/** One worker per visible GPU, else one per CPU core. */
+function defaultWorkers(noCuda: boolean): number {
+  const gpus = noCuda ? 0 : visibleGpuCount();
+  return gpus > 0 ? gpus : availableParallelism();
+}
+
+export function buildProgram(): Command {
+  const program = new Command(PROG)
+    .description('Data-parallel MNIST training: a coordinator and its workers over ZeroMQ')
+    .showHelpAfterError(false)
+    .exitOverride()
+    .configureOutput({ outputError: () => {} });
+  addTrainingFlags(program)
+    .option('--resume', 'continue the run in --out DIR from its last checkpoint', false)
+    .option('--no-spawn', 'do not start workers: wait for --workers N of them to connect to --listen')
+    .option('--listen <addr>', 'address workers connect to, e.g. tcp://0.0.0.0:5555 (default: a free loopback port)')
+    .addOption(new Option('--connect-timeout <s>', 'give up when the workers have not all joined within S seconds').argParser(positiveInt).default(60))
+    .addOption(new Option('--worker-timeout <s>', 'declare a silent worker lost after S seconds').argParser(positiveInt).default(5))
+    .action(async (flags: TrainFlags & DistributedFlags) => {
+      if (flags.resume && !flags.out) throw new UsageError('--resume needs --out DIR (the run to continue)');
+      if (!flags.spawn && !flags.listen) throw new UsageError('--no-spawn needs --listen ADDR (where the workers connect)');
+      if (flags.listen && !/^(tcp|ipc):\/\/.+/.test(flags.listen)) throw new UsageError(`--listen ${flags.listen}: expected an address like tcp://0.0.0.0:5555`);
+      const config = configFromFlags(flags, { workers: defaultWorkers(!flags.cuda), outDir: defaultOutDir(flags.model) });
+      if (!flags.spawn && config.workers === 0) throw new UsageError('--no-spawn needs --workers N with N ≥ 1');
+      await train(config, {
+        resume: flags.resume,
+        distributed: { spawn: flags.spawn, listen: flags.listen, connectTimeoutS: flags.connectTimeout, workerTimeoutS: flags.workerTimeout },
+      });
+    });
+  return program;
+}
+
+async function main(): Promise<void> {
+  try {
+    await buildProgram().parseAsync(process.argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.exitCode === 0 || err.code === 'commander.helpDisplayed' || err.code === 'commander.version') return;
+      throw new UsageError(err.message.replace(/^error: /, ''));
+    }
+    throw err;
+  }
+}
+
+main().catch((err) => reportFatal(PROG, err));

@@ -1,0 +1,108 @@
+/**
+ * The training flags, named and defaulted as in the PyTorch MNIST example, plus the product's own.
+ * Shared by `coordinator` (train) and `coordinator sweep`.
+ */
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { DEFAULTS, type TrainConfig } from '../config.js';
+import { MODEL_NAMES, isModelName } from '../models/index.js';
+
+export function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!/^\s*\d+\s*$/.test(value) || !Number.isSafeInteger(n) || n <= 0) throw new InvalidArgumentError('must be a positive integer.');
+  return n;
+}
+
+export function nonNegativeInt(value: string): number {
+  const n = Number(value);
+  if (!/^\s*\d+\s*$/.test(value) || !Number.isSafeInteger(n)) throw new InvalidArgumentError('must be an integer ≥ 0.');
+  return n;
+}
+
+export function positiveNumber(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('must be a number > 0.');
+  return n;
+}
+
+export function momentumValue(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0 || n >= 1) throw new InvalidArgumentError('must be a number in [0, 1).');
+  return n;
+}
+
+export function modelName(value: string): string {
+  if (!isModelName(value)) throw new InvalidArgumentError(`must be one of ${MODEL_NAMES.join(', ')}.`);
+  return value;
+}
+
+/** Options as commander hands them over (camel-cased flag names). */
+export interface TrainFlags {
+  batchSize: number;
+  testBatchSize: number;
+  epochs: number;
+  lr: number;
+  momentum: number;
+  momentumFinal?: number;
+  momentumRampSteps?: number;
+  seed: number;
+  logInterval: number;
+  cuda: boolean;
+  workers?: number;
+  deterministic: boolean;
+  shardSize: number;
+  model: string;
+  trainLimit?: number;
+  testLimit?: number;
+  data?: string;
+  out?: string;
+  checkpointEvery: number;
+}
+
+/** Adds the training flags to `cmd`; each shows its default in --help. */
+export function addTrainingFlags(cmd: Command): Command {
+  return cmd
+    .addOption(new Option('--batch-size <n>', 'input batch size for training').argParser(positiveInt).default(DEFAULTS.batchSize))
+    .addOption(new Option('--test-batch-size <n>', 'input batch size for testing').argParser(positiveInt).default(DEFAULTS.testBatchSize))
+    .addOption(new Option('--epochs <n>', 'number of epochs to train').argParser(positiveInt).default(DEFAULTS.epochs))
+    .addOption(new Option('--lr <lr>', 'learning rate').argParser(positiveNumber).default(DEFAULTS.lr))
+    .addOption(new Option('--momentum <m>', 'SGD momentum').argParser(momentumValue).default(DEFAULTS.momentum))
+    .addOption(new Option('--momentum-final <m>', 'raise momentum linearly to this value during training (the study: 0.99)').argParser(momentumValue))
+    .addOption(new Option('--momentum-ramp-steps <n>', 'steps over which momentum reaches --momentum-final (default: the whole run)').argParser(positiveInt))
+    .addOption(new Option('--seed <s>', 'random seed').argParser(nonNegativeInt).default(DEFAULTS.seed))
+    .addOption(new Option('--log-interval <n>', 'how many batches to wait before logging training status').argParser(positiveInt).default(DEFAULTS.logInterval))
+    .addOption(new Option('--no-cuda', 'disables GPU training'))
+    .addOption(new Option('--workers <n>', 'worker processes; 0 = single-node fallback (one process, no sockets) (default: one per visible GPU, else one per CPU core)').argParser(nonNegativeInt))
+    .addOption(new Option('--deterministic', 'bitwise-reproducible weights whatever the number of workers').default(DEFAULTS.deterministic))
+    .addOption(new Option('--shard-size <n>', 'deterministic mode: samples per shard (one gradient per shard)').argParser(positiveInt).default(DEFAULTS.shardSize))
+    .addOption(new Option('--model <name>', `model: ${MODEL_NAMES.join(', ')}`).argParser(modelName).default(DEFAULTS.model))
+    .addOption(new Option('--train-limit <n>', 'use only the first N training samples').argParser(positiveInt))
+    .addOption(new Option('--test-limit <n>', 'use only the first N test samples').argParser(positiveInt))
+    .addOption(new Option('--data <dir>', 'read MNIST from DIR (the four IDX files, raw or .gz) (default: the bundled copy)'))
+    .addOption(new Option('--out <dir>', 'where everything of the run goes (default: a new folder under runs/)'))
+    .addOption(new Option('--checkpoint-every <steps>', 'also checkpoint every N steps; 0 = at epoch ends only').argParser(nonNegativeInt).default(DEFAULTS.checkpointEvery));
+}
+
+export function configFromFlags(flags: TrainFlags, defaults: { workers: number; outDir: string }): TrainConfig {
+  if (!isModelName(flags.model)) throw new InvalidArgumentError(`unknown model ${flags.model}`);
+  return {
+    model: flags.model,
+    batchSize: flags.batchSize,
+    testBatchSize: flags.testBatchSize,
+    epochs: flags.epochs,
+    lr: flags.lr,
+    momentum: flags.momentum,
+    momentumFinal: flags.momentumFinal,
+    momentumRampSteps: flags.momentumRampSteps,
+    seed: flags.seed,
+    logInterval: flags.logInterval,
+    noCuda: !flags.cuda,
+    workers: flags.workers ?? defaults.workers,
+    deterministic: flags.deterministic,
+    shardSize: flags.shardSize,
+    trainLimit: flags.trainLimit,
+    testLimit: flags.testLimit,
+    dataDir: flags.data,
+    outDir: flags.out ?? defaults.outDir,
+    checkpointEvery: flags.checkpointEvery,
+  };
+}

@@ -1,0 +1,41 @@
+#!/usr/bin/env node
+/** `worker --connect tcp://HOST:PORT`: joins a coordinator and computes gradients for it. */
+import { Command, CommanderError, Option } from 'commander';
+import { createLogger } from '../util/logger.js';
+import { UsageError, reportFatal } from '../util/errors.js';
+import { runWorker } from '../worker/worker.js';
+import { nonNegativeInt, positiveInt } from './flags.js';
+
+const PROG = 'worker';
+
+async function main(): Promise<void> {
+  const program = new Command(PROG)
+    .description('Joins a coordinator and computes gradients for it')
+    .exitOverride()
+    .configureOutput({ outputError: () => {} })
+    .requiredOption('--connect <addr>', 'the coordinator, e.g. tcp://coordinator:5555')
+    .addOption(new Option('--gpu <i>', 'pin this worker to GPU I').argParser(nonNegativeInt))
+    .addOption(new Option('--no-cuda', 'never use a GPU'))
+    .addOption(new Option('--connect-timeout <s>', 'give up when no coordinator answers within S seconds').argParser(positiveInt).default(60))
+    .addOption(new Option('--keys <dir>', 'authenticate and encrypt with the keys in DIR (see coordinator keygen)'))
+    .action(async (flags: { connect: string; gpu?: number; cuda: boolean; connectTimeout: number; keys?: string }) => {
+      if (!/^(tcp|ipc|inproc):\/\/.+/.test(flags.connect)) throw new UsageError(`--connect ${flags.connect}: expected an address like tcp://HOST:PORT`);
+      // Spawned by a local coordinator: leave as soon as it is gone, whatever killed it.
+      if (process.send) process.on('disconnect', () => process.exit(0));
+      const logger = createLogger({ name: PROG });
+      await runWorker({ connect: flags.connect, gpu: flags.gpu, noCuda: !flags.cuda, logger, connectTimeoutMs: flags.connectTimeout * 1000 });
+      // The IPC channel to a spawning coordinator would keep the process alive.
+      process.disconnect?.();
+    });
+  try {
+    await program.parseAsync(process.argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (err.exitCode === 0) return;
+      throw new UsageError(err.message.replace(/^error: /, ''));
+    }
+    throw err;
+  }
+}
+
+main().catch((err) => reportFatal(PROG, err));

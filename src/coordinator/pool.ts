@@ -1,0 +1,463 @@
+/**
+ * The coordinator's side of distributed training: a ROUTER socket, the workers that joined it,
+ * and the distribution of each step's shards among them. It is a GradientSource, so the training
+ * loop does not know whether gradients come from here or from its own process.
+ *
+ * Faults: a worker is lost when its process exits (spawned workers) or when it has been silent
+ * for `workerTimeoutMs`. Its unfinished shards go to the others at once; a spawned worker is
+ * started again; any worker that says hello later is put to work. A result counts only if it is
+ * for the current step, from the worker that shard was assigned to, and well-formed; the first
+ * valid result of a shard wins, so no shard is counted twice.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { hostname } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { Router } from 'zeromq';
+import type { ShardData } from '../training/gradients.js';
+import { type BatchResult, type GradientSource, reduceInShardOrder } from '../training/source.js';
+import { UserError } from '../util/errors.js';
+import type { Logger } from '../util/logger.js';
+import {
+  type CoordinatorMessage,
+  type Hello,
+  MAX_MESSAGE_BYTES,
+  PROTOCOL_VERSION,
+  type Result,
+  SendQueue,
+  decodeWorkerMessage,
+  encode,
+} from '../protocol/messages.js';
+
+const WORKER_SCRIPT = fileURLToPath(new URL('../cli/worker.js', import.meta.url));
+
+export interface PoolOptions {
+  /** Address to bind; `tcp://127.0.0.1:*` picks a free loopback port. */
+  listen: string;
+  /** Workers expected before training starts. */
+  workers: number;
+  /** Start the workers as child processes (else wait for them to connect). */
+  spawn: boolean;
+  /** GPUs to pin spawned workers to, round-robin (0 = none). */
+  gpus: number;
+  noCuda: boolean;
+  model: string;
+  params: number;
+  logger: Logger;
+  heartbeatMs?: number;
+  /** A worker silent this long is declared lost. */
+  workerTimeoutMs?: number;
+  /** How long to wait for the expected workers at start. */
+  connectTimeoutMs?: number;
+  /** With no worker left, how long to wait for one before giving up. */
+  allGoneTimeoutMs?: number;
+  /** Extra arguments for spawned workers (e.g. --keys DIR). */
+  workerArgs?: string[];
+  /** Socket options applied before binding (CURVE keys). */
+  socketOptions?: Partial<Router>;
+}
+
+interface Member {
+  id: string;
+  hello: Hello;
+  lastHeard: number;
+  /** The weights version this worker holds. */
+  weightsVersion: number;
+  /** Shards of the current step assigned to it and not yet returned. */
+  pending: Set<number>;
+  child?: ChildProcess;
+  out: number;
+}
+
+interface StepInFlight {
+  step: number;
+  weights: Float32Array;
+  shards: ShardData[];
+  /** Where the reduced gradient goes. */
+  gradSum: Float32Array;
+  results: Array<Result | undefined>;
+  /** shard → the worker it is assigned to now. */
+  assignee: Array<string | undefined>;
+  remaining: number;
+  resolve: (r: BatchResult) => void;
+  reject: (e: Error) => void;
+  lastResultAt: number;
+}
+
+export interface PoolStats {
+  /** Bytes the coordinator sent / received per step, on average. */
+  bytes_sent_per_step: number;
+  bytes_received_per_step: number;
+  /** Coordinator's own time per step: last gradient in → reduction, update → next weights out. */
+  coordinator_ms_per_step: number;
+  rejected_messages: number;
+  stale_results: number;
+  reassigned_shards: number;
+}
+
+export class WorkerPool implements GradientSource {
+  readonly workers: number;
+  private readonly router: Router;
+  private readonly sendQueue: SendQueue;
+  private readonly members = new Map<string, Member>();
+  private readonly children = new Set<ChildProcess>();
+  private failures = 0;
+  private restarts = 0;
+  private joinOrder = 0;
+  private current: StepInFlight | undefined;
+  private closing = false;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
+  private allGoneTimer: NodeJS.Timeout | undefined;
+  private receiveLoop: Promise<void> | undefined;
+  private joinWaiters: Array<() => void> = [];
+  private readonly opts: Required<Omit<PoolOptions, 'socketOptions' | 'workerArgs'>> & Pick<PoolOptions, 'socketOptions' | 'workerArgs'>;
+  private stats = { bytesSent: 0, bytesReceived: 0, steps: 0, coordinatorMs: 0, rejected: 0, stale: 0, reassigned: 0 };
+  private lastStepDoneAt: number | undefined;
+  endpoint = '';
+
+  private constructor(opts: PoolOptions) {
+    this.opts = {
+      heartbeatMs: 500,
+      workerTimeoutMs: 5000,
+      connectTimeoutMs: 60000,
+      allGoneTimeoutMs: 30000,
+      ...opts,
+    };
+    this.workers = opts.workers;
+    this.router = new Router({ linger: 0, maxMessageSize: MAX_MESSAGE_BYTES, ...opts.socketOptions });
+    this.sendQueue = new SendQueue((frames) => this.router.send(frames));
+  }
+
+  /** Binds, starts (or waits for) the workers, and returns once all of them have joined. */
+  static async start(opts: PoolOptions): Promise<WorkerPool> {
+    const pool = new WorkerPool(opts);
+    try {
+      await pool.router.bind(opts.listen);
+    } catch (e) {
+      throw new UserError(`cannot listen on ${opts.listen}: ${(e as Error).message}`);
+    }
+    pool.endpoint = pool.router.lastEndpoint ?? opts.listen;
+    pool.receiveLoop = pool.receive();
+    pool.heartbeatTimer = setInterval(() => pool.tick(), pool.opts.heartbeatMs);
+    process.on('exit', pool.killChildrenNow);
+    if (opts.spawn) for (let i = 0; i < opts.workers; i++) pool.spawnWorker(i);
+    else opts.logger.info(`waiting for ${opts.workers} workers on ${pool.endpoint}`);
+    try {
+      await pool.waitForMembers(opts.workers, pool.opts.connectTimeoutMs);
+    } catch (e) {
+      await pool.close();
+      throw e;
+    }
+    return pool;
+  }
+
+  workerFailures(): number {
+    return this.failures;
+  }
+
+  poolStats(): PoolStats {
+    const steps = Math.max(1, this.stats.steps);
+    return {
+      bytes_sent_per_step: this.stats.bytesSent / steps,
+      bytes_received_per_step: this.stats.bytesReceived / steps,
+      coordinator_ms_per_step: this.stats.coordinatorMs / Math.max(1, steps - 1),
+      rejected_messages: this.stats.rejected,
+      stale_results: this.stats.stale,
+      reassigned_shards: this.stats.reassigned,
+    };
+  }
+
+  computeBatch(step: number, weights: Float32Array, shards: ShardData[], gradSum: Float32Array): Promise<BatchResult> {
+    if (this.current) return Promise.reject(new Error('a step is already in flight'));
+    return new Promise<BatchResult>((resolve, reject) => {
+      const flight: StepInFlight = {
+        step,
+        weights,
+        shards,
+        gradSum,
+        results: new Array(shards.length).fill(undefined),
+        assignee: new Array(shards.length).fill(undefined),
+        remaining: shards.length,
+        lastResultAt: 0,
+        resolve: (r) => {
+          this.current = undefined;
+          this.lastStepDoneAt = performance.now();
+          resolve(r);
+        },
+        reject: (e) => {
+          this.current = undefined;
+          reject(e);
+        },
+      };
+      this.current = flight;
+      this.stats.steps++;
+      for (let shard = 0; shard < shards.length; shard++) this.assign(shard);
+      if (this.lastStepDoneAt !== undefined) this.stats.coordinatorMs += performance.now() - this.lastStepDoneAt;
+      this.finishIfComplete();
+    });
+  }
+
+  /** Gives `shard` of the current step to the live worker with the least work (or leaves it for a later joiner). */
+  private assign(shard: number): void {
+    const flight = this.current;
+    if (!flight) return;
+    let best: Member | undefined;
+    for (const m of this.members.values()) {
+      if (!best || m.pending.size < best.pending.size || (m.pending.size === best.pending.size && m.out < best.out)) best = m;
+    }
+    flight.assignee[shard] = best?.id;
+    if (!best) return; // no worker now: a joiner takes it (see onHello), or the all-gone timer fires
+    best.pending.add(shard);
+    const data = flight.shards[shard];
+    const withWeights = best.weightsVersion !== flight.step;
+    best.weightsVersion = flight.step;
+    this.sendTo(best.id, {
+      type: 'assign',
+      step: flight.step,
+      shard,
+      weightsVersion: flight.step,
+      ...(withWeights ? { weights: flight.weights } : {}),
+      pixels: data.pixels,
+      labels: data.labels,
+      keys: data.keys,
+    });
+  }
+
+  private sendTo(id: string, message: CoordinatorMessage): void {
+    const frame = encode(message);
+    this.stats.bytesSent += frame.length;
+    this.sendQueue.send([id, frame]).catch((e) => this.opts.logger.debug(`send to ${id} failed: ${(e as Error).message}`));
+  }
+
+  private async receive(): Promise<void> {
+    for (;;) {
+      let frames: Buffer[];
+      try {
+        frames = await this.router.receive();
+      } catch (e) {
+        if (this.closing || this.router.closed) return;
+        this.opts.logger.error(`receive failed: ${(e as Error).message}`);
+        continue;
+      }
+      const [idFrame, ...rest] = frames;
+      const id = idFrame.toString('utf8');
+      const body = rest[rest.length - 1];
+      if (!body) continue;
+      this.stats.bytesReceived += body.length;
+      try {
+        this.dispatch(id, body);
+      } catch (e) {
+        this.stats.rejected++;
+        this.opts.logger.warn({ worker: id }, `rejected a message from ${id.slice(0, 60)}: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  private dispatch(id: string, body: Buffer): void {
+    const msg = decodeWorkerMessage(body);
+    const member = this.members.get(id);
+    if (member) member.lastHeard = Date.now();
+    switch (msg.type) {
+      case 'hello':
+        this.onHello(id, msg);
+        return;
+      case 'result':
+        if (!member) throw new Error('result from a worker that has not joined');
+        this.onResult(member, msg);
+        return;
+      case 'heartbeat':
+        return;
+      case 'bye':
+        if (member) this.lose(member, `left: ${msg.reason}`, false);
+        return;
+    }
+  }
+
+  private onHello(id: string, hello: Hello): void {
+    if (hello.protocol !== PROTOCOL_VERSION) {
+      this.sendTo(id, { type: 'reject', reason: `protocol version ${hello.protocol}, coordinator speaks ${PROTOCOL_VERSION}` });
+      throw new Error(`worker ${id} speaks protocol ${hello.protocol}`);
+    }
+    if (this.members.has(id)) return; // a repeated hello changes nothing
+    const child = [...this.children].find((c) => c.pid === hello.pid && hello.host === hostname());
+    const member: Member = { id, hello, lastHeard: Date.now(), weightsVersion: -1, pending: new Set(), child, out: this.joinOrder++ };
+    this.members.set(id, member);
+    this.sendTo(id, {
+      type: 'welcome',
+      model: this.opts.model,
+      params: this.opts.params,
+      heartbeatMs: this.opts.heartbeatMs,
+      timeoutMs: Math.max(this.opts.workerTimeoutMs * 2, 10000),
+    });
+    this.opts.logger.info({ worker: id, backend: hello.backend, device: hello.device }, `worker ${id} joined (${hello.backend} on ${hello.device}); ${this.members.size} in the pool`);
+    if (this.allGoneTimer) {
+      clearTimeout(this.allGoneTimer);
+      this.allGoneTimer = undefined;
+    }
+    // Shards that found no worker wait for this one.
+    const flight = this.current;
+    if (flight) for (let s = 0; s < flight.shards.length; s++) if (!flight.results[s] && flight.assignee[s] === undefined) this.assign(s);
+    this.joinWaiters.splice(0).forEach((w) => w());
+  }
+
+  private onResult(member: Member, r: Result): void {
+    const flight = this.current;
+    if (!flight || r.step !== flight.step) {
+      this.stats.stale++;
+      return;
+    }
+    if (r.shard >= flight.shards.length || flight.assignee[r.shard] !== member.id) {
+      throw new Error(`result for shard ${r.shard} of step ${r.step}, which is not assigned to this worker`);
+    }
+    if (r.gradSum.length !== this.opts.params) throw new Error(`gradient of length ${r.gradSum.length}, expected ${this.opts.params}`);
+    if (r.count !== flight.shards[r.shard].labels.length) throw new Error(`result counts ${r.count} samples, shard has ${flight.shards[r.shard].labels.length}`);
+    for (let i = 0; i < r.gradSum.length; i++) {
+      if (!Number.isFinite(r.gradSum[i])) {
+        member.pending.delete(r.shard);
+        flight.assignee[r.shard] = undefined;
+        this.assign(r.shard);
+        throw new Error(`non-finite gradient for shard ${r.shard} of step ${r.step}; shard reassigned`);
+      }
+    }
+    member.pending.delete(r.shard);
+    if (flight.results[r.shard]) return;
+    flight.results[r.shard] = r;
+    flight.remaining--;
+    flight.lastResultAt = performance.now();
+    this.finishIfComplete();
+  }
+
+  private finishIfComplete(): void {
+    const flight = this.current;
+    if (!flight || flight.remaining > 0) return;
+    const results = flight.results as Result[];
+    reduceInShardOrder(
+      results.map((r) => r.gradSum),
+      flight.gradSum,
+    );
+    let lossSum = 0;
+    let count = 0;
+    for (const r of results) {
+      lossSum += r.lossSum;
+      count += r.count;
+    }
+    flight.resolve({ lossSum, count });
+  }
+
+  /** Heartbeats out, silence detection in. */
+  private tick(): void {
+    const now = Date.now();
+    for (const m of [...this.members.values()]) {
+      if (now - m.lastHeard > this.opts.workerTimeoutMs) this.lose(m, `silent for ${((now - m.lastHeard) / 1000).toFixed(1)} s`, true);
+      else this.sendTo(m.id, { type: 'heartbeat', t: now });
+    }
+  }
+
+  /** A worker is gone: its shards go to the others; a spawned one is replaced. */
+  private lose(member: Member, reason: string, failure: boolean): void {
+    if (!this.members.delete(member.id)) return;
+    if (failure) this.failures++;
+    this.opts.logger.warn({ worker: member.id, reason }, `lost worker ${member.id}: ${reason}`);
+    if (member.child && member.child.exitCode === null && member.child.signalCode === null) member.child.kill('SIGKILL');
+    const flight = this.current;
+    if (flight) {
+      for (const shard of member.pending) {
+        if (flight.results[shard]) continue;
+        flight.assignee[shard] = undefined;
+        this.stats.reassigned++;
+        this.assign(shard);
+      }
+    }
+    member.pending.clear();
+    if (member.child && !this.closing) this.respawn(member.child);
+    this.armAllGoneTimer();
+  }
+
+  private armAllGoneTimer(): void {
+    if (this.members.size > 0 || this.allGoneTimer || this.closing) return;
+    const waitS = Math.round(this.opts.allGoneTimeoutMs / 1000);
+    this.opts.logger.warn(`no worker left; waiting up to ${waitS} s for one to join ${this.endpoint}`);
+    this.allGoneTimer = setTimeout(() => {
+      this.allGoneTimer = undefined;
+      if (this.members.size > 0) return;
+      this.current?.reject(new UserError(`every worker is gone and none joined within ${waitS} s`));
+    }, this.opts.allGoneTimeoutMs);
+  }
+
+  private spawnIndex = new Map<ChildProcess, number>();
+
+  private spawnWorker(index: number): void {
+    const args = [WORKER_SCRIPT, '--connect', this.endpoint.replace('0.0.0.0', '127.0.0.1')];
+    if (this.opts.noCuda) args.push('--no-cuda');
+    else if (this.opts.gpus > 0) args.push('--gpu', String(index % this.opts.gpus));
+    args.push(...(this.opts.workerArgs ?? []));
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+    this.children.add(child);
+    this.spawnIndex.set(child, index);
+    child.stdout?.setEncoding('utf8').on('data', (text: string) => {
+      for (const line of text.split('\n')) if (line.trim()) this.opts.logger.debug({ workerPid: child.pid }, line);
+    });
+    child.on('exit', (code, signal) => {
+      this.children.delete(child);
+      if (this.closing) return;
+      const member = [...this.members.values()].find((m) => m.child === child);
+      const how = signal ? `killed by ${signal}` : `exited with status ${code}`;
+      if (member) this.lose(member, `process ${how}`, true);
+      else {
+        // Died before joining: count it and try again.
+        this.failures++;
+        this.opts.logger.warn(`worker process ${child.pid} ${how} before joining`);
+        this.respawn(child);
+      }
+    });
+  }
+
+  private respawn(dead: ChildProcess): void {
+    if (this.closing) return;
+    const index = this.spawnIndex.get(dead) ?? 0;
+    this.spawnIndex.delete(dead);
+    if (this.restarts >= 3 * this.workers + 3) {
+      this.opts.logger.error('too many worker restarts; not starting another');
+      return;
+    }
+    this.restarts++;
+    this.opts.logger.info(`starting a replacement worker (${this.restarts} restarts so far)`);
+    this.spawnWorker(index);
+  }
+
+  private waitForMembers(n: number, timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const check = (): void => {
+        if (this.members.size >= n) {
+          clearTimeout(timer);
+          resolve();
+        } else this.joinWaiters.push(check);
+      };
+      const timer = setTimeout(() => {
+        this.joinWaiters = this.joinWaiters.filter((w) => w !== check);
+        reject(new UserError(`only ${this.members.size} of ${n} workers joined ${this.endpoint} within ${Math.round(timeoutMs / 1000)} s`));
+      }, timeoutMs);
+      check();
+    });
+  }
+
+  private readonly killChildrenNow = (): void => {
+    for (const c of this.children) c.kill('SIGKILL');
+  };
+
+  /** Tells every worker to stop, waits briefly for spawned ones, kills what is left. */
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    clearInterval(this.heartbeatTimer);
+    clearTimeout(this.allGoneTimer);
+    for (const m of this.members.values()) this.sendTo(m.id, { type: 'shutdown', reason: 'training finished' });
+    const exits = [...this.children].map((c) => new Promise<void>((r) => (c.exitCode !== null || c.signalCode !== null ? r() : c.once('exit', () => r()))));
+    const grace = new Promise<void>((r) => setTimeout(r, 3000).unref());
+    await Promise.race([Promise.all(exits), grace]);
+    for (const c of this.children) c.kill('SIGKILL');
+    await Promise.all(exits);
+    process.off('exit', this.killChildrenNow);
+    this.router.close();
+    await this.receiveLoop;
+  }
+}

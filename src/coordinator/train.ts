@@ -1,0 +1,136 @@
+/**
+ * One training run, start to finish: output folder, logging, engine, data, model, state (fresh or
+ * resumed), the gradient source (this process, or workers over ZeroMQ), signals, the loop.
+ */
+import { accessSync, constants, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import type { TrainConfig } from '../config.js';
+import { loadMnist } from '../data/mnist.js';
+import { initEngine, visibleGpuCount } from '../engine/backend.js';
+import { createModel, describeModel, initialWeights, paramLayout } from '../models/index.js';
+import { CHECKPOINT_FILE, loadLatestCheckpoint } from '../training/checkpoint.js';
+import { type RunSummary, freshState, runTraining, truncateMetrics } from '../training/loop.js';
+import { type GradientSource, createLocalSource } from '../training/source.js';
+import { UserError } from '../util/errors.js';
+import { createLogger } from '../util/logger.js';
+import { Terminal } from '../util/terminal.js';
+import { writeRunArtifacts } from './artifacts.js';
+import { WorkerPool } from './pool.js';
+
+export const LOG_FILE = 'log.jsonl';
+
+export interface DistributedOptions {
+  /** Start the workers here (else wait for them to connect to `listen`). */
+  spawn: boolean;
+  /** Where workers connect; spawned workers use a free loopback port when absent. */
+  listen?: string;
+  connectTimeoutS: number;
+  workerTimeoutS: number;
+}
+
+export interface TrainOptions {
+  resume: boolean;
+  distributed: DistributedOptions;
+  terminal?: Terminal;
+}
+
+/** Creates --out (or checks it) and proves it can be written, before any work starts. */
+export function prepareOutDir(outDir: string, resume: boolean): void {
+  try {
+    mkdirSync(outDir, { recursive: true });
+    accessSync(outDir, constants.W_OK);
+    const probe = join(outDir, `.write-test-${process.pid}`);
+    writeFileSync(probe, '');
+    rmSync(probe, { force: true });
+  } catch (e) {
+    throw new UserError(`--out ${outDir}: cannot write there (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  if (!resume && existsSync(join(outDir, CHECKPOINT_FILE))) {
+    throw new UserError(`--out ${outDir} already holds a run; continue it with --resume or choose another --out`);
+  }
+  if (resume && !existsSync(join(outDir, CHECKPOINT_FILE)) && !existsSync(join(outDir, 'checkpoint.prev.bin'))) {
+    throw new UserError(`--resume: no checkpoint in ${outDir}`);
+  }
+}
+
+export async function train(requested: TrainConfig, opts: TrainOptions): Promise<RunSummary> {
+  requested = { ...requested, outDir: resolve(requested.outDir) };
+  prepareOutDir(requested.outDir, opts.resume);
+  const terminal = opts.terminal ?? new Terminal();
+  const logger = createLogger({ name: 'coordinator', file: join(requested.outDir, LOG_FILE), terminal });
+
+  const loaded = opts.resume ? loadLatestCheckpoint(requested.outDir) : undefined;
+  for (const problem of loaded?.skipped ?? []) logger.warn(`skipped a checkpoint: ${problem}`);
+  // A resumed run keeps its own configuration; only how it is executed may change.
+  const config: TrainConfig = loaded
+    ? { ...loaded.state.config, workers: requested.workers, outDir: requested.outDir, noCuda: requested.noCuda, epochs: Math.max(requested.epochs, loaded.state.config.epochs) }
+    : requested;
+
+  const engine = await initEngine({ noCuda: config.noCuda });
+  const data = loadMnist({ dir: config.dataDir, trainLimit: config.trainLimit, testLimit: config.testLimit });
+  const model = createModel(config.model);
+  const size = paramLayout(model).total;
+  logger.info({ config, backend: engine.name, device: engine.device }, `config: ${JSON.stringify(config)}`);
+  logger.info(`engine: ${engine.name} on ${engine.device}; data: ${data.train.count} training, ${data.test.count} test samples from ${data.source}`);
+  logger.info(describeModel(model));
+
+  let state = loaded?.state;
+  if (state) {
+    state.config = config;
+    truncateMetrics(config.outDir, state.step);
+    logger.info({ step: state.step, epoch: state.epoch }, `resuming from ${loaded?.file} at epoch ${state.epoch}, step ${state.step}`);
+  } else {
+    state = freshState(config, initialWeights(model, config.seed));
+  }
+
+  const source: GradientSource =
+    config.workers === 0
+      ? createLocalSource(model, size)
+      : await WorkerPool.start({
+          listen: opts.distributed.listen ?? 'tcp://127.0.0.1:*',
+          workers: config.workers,
+          spawn: opts.distributed.spawn,
+          gpus: config.noCuda ? 0 : visibleGpuCount(),
+          noCuda: config.noCuda,
+          model: model.name,
+          params: size,
+          logger,
+          connectTimeoutMs: opts.distributed.connectTimeoutS * 1000,
+          workerTimeoutMs: opts.distributed.workerTimeoutS * 1000,
+        });
+
+  const abort = new AbortController();
+  const onSignal = (signal: NodeJS.Signals): void => {
+    if (abort.signal.aborted) return;
+    logger.warn(`${signal} received: finishing the current step, then checkpointing`);
+    abort.abort();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+  try {
+    const summary = await runTraining({
+      config,
+      model,
+      data,
+      source,
+      logger,
+      terminal,
+      backend: engine.name,
+      state,
+      signal: abort.signal,
+      onFinished: (outDir, summary, evaluation) => writeRunArtifacts(outDir, { config, summary, evaluation, data }),
+    });
+    if (!summary.interrupted) {
+      logger.info(
+        { summary },
+        `done: test accuracy ${(100 * summary.test_accuracy).toFixed(2)}%, ${summary.train_samples_per_s.toFixed(0)} training samples/s, results in ${config.outDir}`,
+      );
+    }
+    return summary;
+  } finally {
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await source.close();
+    logger.flush();
+  }
+}

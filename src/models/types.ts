@@ -1,0 +1,42 @@
+import type * as tf from '@tensorflow/tfjs-core';
+import type { Sequential } from '@tensorflow/tfjs-layers';
+
+export type ModelName = 'net' | 'lenet' | 'strong';
+export const MODEL_NAMES: readonly ModelName[] = ['net', 'lenet', 'strong'];
+
+/** One trainable tensor. Shapes are tfjs's: conv kernels [kh, kw, in, out], dense kernels [in, out]. */
+export interface ParamSpec {
+  name: string;
+  shape: number[];
+  /** fan-in of the layer it belongs to: PyTorch's default init draws U(−1/√fanIn, 1/√fanIn). */
+  fanIn: number;
+}
+
+/** A dropout layer: `units` mask entries per sample (channels for Dropout2d, features for Dropout). */
+export interface DropoutSpec {
+  name: string;
+  p: number;
+  units: number;
+}
+
+export type Params = Record<string, tf.Tensor>;
+
+export interface ForwardOptions {
+  /** Per dropout layer, a [N, units] mask of 0 and 1/(1−p); absent in evaluation. */
+  masks?: Record<string, tf.Tensor2D>;
+  /** Receives named intermediate activations (the conv layers' outputs), for pictures. */
+  tap?: (name: string, activation: tf.Tensor) => void;
+}
+
+export interface ModelDef {
+  name: ModelName;
+  /** In the model's one canonical order: checkpoints, the wire and weights_sha256 all use it. */
+  params: ParamSpec[];
+  dropouts: DropoutSpec[];
+  /** Names that `tap` receives, in order: the conv layers' outputs after pool and relu. */
+  featureMaps: string[];
+  /** x: normalised images [N, 28, 28, 1] → log-probabilities [N, 10]. */
+  forward(p: Params, x: tf.Tensor4D, opts?: ForwardOptions): tf.Tensor2D;
+  /** The same network as tfjs layers (dropout inactive, softmax output), weights in canonical order. */
+  buildLayersModel(): Sequential;
+}

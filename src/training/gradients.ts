@@ -1,0 +1,77 @@
+/**
+ * The gradient of a shard: what a worker computes and what the single-node fallback computes,
+ * with the same code so that both give the same bits.
+ */
+import * as tf from '@tensorflow/tfjs-core';
+import { IMAGE_SIZE, NUM_CLASSES, normalisePixels } from '../data/mnist.js';
+import { paramLayout, paramSize } from '../models/index.js';
+import type { ModelDef, Params } from '../models/types.js';
+import { dropoutMasks } from './dropout.js';
+
+/** A shard as it travels: raw pixels, labels and the per-sample keys of its dropout masks. */
+export interface ShardData {
+  /** [n × 28 × 28] uint8. */
+  pixels: Uint8Array;
+  labels: Uint8Array;
+  keys: Uint32Array;
+}
+
+export interface ShardResult {
+  /** Σ over the shard's samples of ∂loss_i/∂w, canonical parameter order. */
+  gradSum: Float32Array;
+  /** Σ of the samples' NLL losses. */
+  lossSum: number;
+  count: number;
+}
+
+export interface GradientComputer {
+  /** Gradient sum of `shard` at `weights`; written into `out` when given (no allocation). */
+  compute(weights: Float32Array, shard: ShardData, out?: Float32Array): ShardResult;
+}
+
+/** Uploads a flat weight vector as one tensor per parameter (inside the caller's tidy). */
+export function paramTensors(model: ModelDef, weights: Float32Array): tf.Tensor[] {
+  const layout = paramLayout(model);
+  return layout.specs.map((spec, i) => tf.tensor(weights.subarray(layout.offsets[i], layout.offsets[i] + paramSize(spec)), spec.shape));
+}
+
+export function asParams(model: ModelDef, tensors: readonly tf.Tensor[]): Params {
+  const params: Params = {};
+  model.params.forEach((spec, i) => (params[spec.name] = tensors[i]));
+  return params;
+}
+
+export function createGradientComputer(model: ModelDef): GradientComputer {
+  const layout = paramLayout(model);
+  let pixelScratch = new Float32Array(0);
+
+  return {
+    compute(weights, shard, out = new Float32Array(layout.total)) {
+      const n = shard.labels.length;
+      if (pixelScratch.length < shard.pixels.length) pixelScratch = new Float32Array(shard.pixels.length);
+      const x = normalisePixels(shard.pixels, pixelScratch.subarray(0, shard.pixels.length));
+      const oneHot = new Float32Array(n * NUM_CLASSES);
+      for (let i = 0; i < n; i++) oneHot[i * NUM_CLASSES + shard.labels[i]] = 1;
+      const masks = dropoutMasks(model.dropouts, shard.keys);
+
+      const lossSum = tf.tidy(() => {
+        const xs = tf.tensor4d(x, [n, IMAGE_SIZE, IMAGE_SIZE, 1]);
+        const targets = tf.tensor2d(oneHot, [n, NUM_CLASSES]);
+        const maskTensors: Record<string, tf.Tensor2D> = {};
+        model.dropouts.forEach((d, i) => (maskTensors[d.name] = tf.tensor2d(masks[i], [n, d.units])));
+        // NLL summed over the shard: the mean over the global batch is taken after reduction.
+        const loss = (...ps: tf.Tensor[]): tf.Scalar =>
+          tf.neg(tf.sum(tf.mul(model.forward(asParams(model, ps), xs, { masks: maskTensors }), targets))) as tf.Scalar;
+        const { value, grads } = tf.valueAndGrads(loss)(paramTensors(model, weights));
+        grads.forEach((g, i) => out.set(g.dataSync() as Float32Array, layout.offsets[i]));
+        return value.dataSync()[0];
+      });
+      return { gradSum: out, lossSum, count: n };
+    },
+  };
+}
+
+/** acc += g, element by element in float32: the reduction whose order deterministic mode fixes. */
+export function accumulate(acc: Float32Array, g: Float32Array): void {
+  for (let i = 0; i < acc.length; i++) acc[i] += g[i];
+}

@@ -1,0 +1,231 @@
+/**
+ * The training loop: epochs of shuffled batches, a gradient per batch from the source, momentum
+ * SGD, the example's log lines, an evaluation after every epoch, checkpoints, and at the end the
+ * summary, the layers-format model, plots and the report. Only the coordinator runs it.
+ */
+import { createHash } from 'node:crypto';
+import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { type TrainConfig, momentumAt } from '../config.js';
+import { type MnistData, gatherSamples } from '../data/mnist.js';
+import { paramLayout } from '../models/index.js';
+import type { ModelDef } from '../models/types.js';
+import type { Logger } from '../util/logger.js';
+import type { Terminal } from '../util/terminal.js';
+import { type TrainingState, saveCheckpoint } from './checkpoint.js';
+import { type Evaluation, evaluate } from './evaluate.js';
+import { exportLayersModel } from './export.js';
+import type { ShardData } from './gradients.js';
+import { MomentumSgd } from './sgd.js';
+import { batchesPerEpoch, epochOrder, evenShards, fixedSizeShards, sampleKey } from './schedule.js';
+import type { GradientSource } from './source.js';
+
+export const METRICS_FILE = 'metrics.jsonl';
+export const SUMMARY_FILE = 'summary.json';
+
+export interface RunContext {
+  config: TrainConfig;
+  model: ModelDef;
+  data: MnistData;
+  source: GradientSource;
+  logger: Logger;
+  terminal: Terminal;
+  /** The engine that computes, as summary.json names it. */
+  backend: string;
+  /** Where to start: a fresh state or one read from a checkpoint. */
+  state: TrainingState;
+  /** Aborted on SIGINT/SIGTERM: the loop checkpoints and returns after the current step. */
+  signal?: AbortSignal;
+  /** Called after each artefact-producing phase; the report layer plugs in here. */
+  onFinished?: (outDir: string, summary: RunSummary, evaluation: Evaluation) => Promise<void>;
+}
+
+export interface RunSummary {
+  test_accuracy: number;
+  test_loss: number;
+  test_correct: number;
+  test_count: number;
+  epochs: number;
+  steps: number;
+  workers: number;
+  model: string;
+  backend: string;
+  deterministic: boolean;
+  train_samples_per_s: number;
+  train_seconds: number;
+  samples_seen: number;
+  weights_sha256: string;
+  worker_failures: number;
+  momentum: { start: number; final: number | null; ramp_steps: number | null };
+  interrupted: boolean;
+  /** The exchange with workers: bytes and times per step (distributed runs only). */
+  distributed?: object;
+  config: TrainConfig;
+  finished_at: string;
+}
+
+/** Hex SHA-256 of every parameter as little-endian float32, in canonical order. */
+export function weightsSha256(weights: Float32Array): string {
+  // x86-64 and arm64 are little-endian; say so rather than assume silently.
+  if (new Uint8Array(new Uint16Array([1]).buffer)[0] !== 1) throw new Error('big-endian hosts are not supported');
+  return createHash('sha256').update(new Uint8Array(weights.buffer, weights.byteOffset, weights.byteLength)).digest('hex');
+}
+
+export function freshState(config: TrainConfig, weights: Float32Array): TrainingState {
+  return {
+    config,
+    epoch: 1,
+    batchInEpoch: 0,
+    step: 0,
+    weights,
+    velocity: new Float32Array(weights.length),
+    trainSeconds: 0,
+    samplesSeen: 0,
+    workerFailures: 0,
+  };
+}
+
+/** On resume: drop metric records written after the checkpoint, so none appears twice. */
+export function truncateMetrics(outDir: string, step: number): void {
+  const path = join(outDir, METRICS_FILE);
+  if (!existsSync(path)) return;
+  const kept = readFileSync(path, 'utf8')
+    .split('\n')
+    .filter((line) => {
+      if (!line.trim()) return false;
+      try {
+        return (JSON.parse(line) as { step: number }).step <= step;
+      } catch {
+        return false; // a torn last line from a crash
+      }
+    });
+  writeFileSync(path, kept.map((l) => `${l}\n`).join(''));
+}
+
+function shardsOfBatch(ctx: RunContext, epoch: number, indices: Uint32Array): ShardData[] {
+  const { config, source } = ctx;
+  const ranges = config.deterministic
+    ? fixedSizeShards(indices.length, config.shardSize)
+    : evenShards(indices.length, Math.max(1, source.workers));
+  return ranges.map(([start, end]) => {
+    const slice = indices.subarray(start, end);
+    const { pixels, labels } = gatherSamples(ctx.data.train, slice);
+    const keys = new Uint32Array(slice.length);
+    for (let i = 0; i < slice.length; i++) keys[i] = sampleKey(config.seed, epoch, slice[i]);
+    return { pixels, labels, keys };
+  });
+}
+
+export async function runTraining(ctx: RunContext): Promise<RunSummary> {
+  const { config, model, data, source, logger, terminal } = ctx;
+  const state = ctx.state;
+  const layout = paramLayout(model);
+  const optimizer = new MomentumSgd(layout.total, state.velocity);
+  const gradSum = new Float32Array(layout.total);
+  const trainCount = data.train.count;
+  const perEpoch = batchesPerEpoch(trainCount, config.batchSize);
+  const totalSteps = perEpoch * config.epochs;
+  const metricsPath = join(config.outDir, METRICS_FILE);
+  const writeMetric = (record: object): void => appendFileSync(metricsPath, `${JSON.stringify(record)}\n`);
+  const checkpoint = (): void => {
+    state.workerFailures = source.workerFailures();
+    saveCheckpoint(config.outDir, state);
+    logger.debug({ step: state.step, epoch: state.epoch }, 'checkpoint written');
+  };
+
+  let evaluation: Evaluation | undefined;
+  let interrupted = false;
+
+  outer: while (state.epoch <= config.epochs) {
+    const epoch = state.epoch;
+    const order = epochOrder(config.seed, epoch, trainCount);
+    const epochStart = performance.now();
+    let epochSamples = 0;
+    for (let b = state.batchInEpoch; b < perEpoch; b++) {
+      if (ctx.signal?.aborted) {
+        interrupted = true;
+        break outer;
+      }
+      const indices = order.subarray(b * config.batchSize, Math.min(trainCount, (b + 1) * config.batchSize));
+      const shards = shardsOfBatch(ctx, epoch, indices);
+      const started = performance.now();
+      const { lossSum, count } = await source.computeBatch(state.step, state.weights, shards, gradSum);
+      // The update uses the mean gradient over the global batch, as single-node training would.
+      const scale = 1 / count;
+      for (let i = 0; i < gradSum.length; i++) gradSum[i] *= scale;
+      optimizer.step(state.weights, gradSum, config.lr, momentumAt(config, state.step, totalSteps));
+      state.trainSeconds += (performance.now() - started) / 1000;
+      state.step++;
+      state.samplesSeen += count;
+      state.batchInEpoch = b + 1;
+      epochSamples += count;
+
+      const loss = lossSum / count;
+      if (!Number.isFinite(loss)) logger.warn({ step: state.step, loss }, `loss is ${loss} at step ${state.step}`);
+      if (b % config.logInterval === 0) {
+        const seen = b * config.batchSize;
+        logger.info(
+          { type: 'train', epoch, batch: b, step: state.step, loss },
+          `Train Epoch: ${epoch} [${seen}/${trainCount} (${((100 * b) / perEpoch).toFixed(0)}%)]\tLoss: ${loss.toFixed(6)}`,
+        );
+        writeMetric({ type: 'train', epoch, batch: b, step: state.step, samples: state.samplesSeen, loss, time: state.trainSeconds });
+      }
+      terminal.progress(`epoch ${epoch}/${config.epochs}`, b + 1, perEpoch, epochSamples / ((performance.now() - epochStart) / 1000));
+      if (config.checkpointEvery > 0 && state.step % config.checkpointEvery === 0) checkpoint();
+    }
+    terminal.endProgress();
+
+    evaluation = evaluate(model, state.weights, data.test, config.testBatchSize);
+    logger.info(
+      { type: 'test', epoch, step: state.step, test_loss: evaluation.loss, test_accuracy: evaluation.accuracy },
+      `\nTest set: Average loss: ${evaluation.loss.toFixed(4)}, Accuracy: ${evaluation.correct}/${evaluation.count} (${(100 * evaluation.accuracy).toFixed(0)}%)\n`,
+    );
+    writeMetric({
+      type: 'test',
+      epoch,
+      step: state.step,
+      samples: state.samplesSeen,
+      test_loss: evaluation.loss,
+      test_accuracy: evaluation.accuracy,
+      time: state.trainSeconds,
+    });
+    state.epoch++;
+    state.batchInEpoch = 0;
+    checkpoint();
+  }
+
+  if (interrupted) {
+    checkpoint();
+    logger.warn({ step: state.step }, `interrupted at step ${state.step}; checkpoint written, continue with --resume --out ${config.outDir}`);
+  }
+  evaluation ??= evaluate(model, state.weights, data.test, config.testBatchSize);
+
+  const summary: RunSummary = {
+    test_accuracy: evaluation.accuracy,
+    test_loss: evaluation.loss,
+    test_correct: evaluation.correct,
+    test_count: evaluation.count,
+    epochs: Math.min(config.epochs, state.epoch - 1),
+    steps: state.step,
+    workers: source.workers,
+    model: model.name,
+    backend: ctx.backend,
+    deterministic: config.deterministic,
+    train_samples_per_s: state.trainSeconds > 0 ? state.samplesSeen / state.trainSeconds : 0,
+    train_seconds: state.trainSeconds,
+    samples_seen: state.samplesSeen,
+    weights_sha256: weightsSha256(state.weights),
+    worker_failures: source.workerFailures(),
+    momentum: { start: config.momentum, final: config.momentumFinal ?? null, ramp_steps: config.momentumFinal === undefined ? null : (config.momentumRampSteps ?? totalSteps) },
+    interrupted,
+    ...(source.poolStats ? { distributed: source.poolStats() } : {}),
+    config,
+    finished_at: new Date().toISOString(),
+  };
+  if (!interrupted) {
+    writeFileSync(join(config.outDir, SUMMARY_FILE), `${JSON.stringify(summary, null, 2)}\n`);
+    await exportLayersModel(model, state.weights, config.outDir);
+    await ctx.onFinished?.(config.outDir, summary, evaluation);
+  }
+  return summary;
+}

@@ -1,0 +1,56 @@
+/**
+ * Where a step's gradient comes from. The training loop is the same for the single-node fallback
+ * and for distributed training; only this source differs.
+ */
+import type { ModelDef } from '../models/types.js';
+import { accumulate, createGradientComputer, type ShardData } from './gradients.js';
+
+export interface BatchResult {
+  /** Σ of the samples' NLL losses over the batch. */
+  lossSum: number;
+  count: number;
+}
+
+export interface GradientSource {
+  /** How many workers take part (0 for the single-node fallback). */
+  readonly workers: number;
+  /**
+   * Writes into `gradSum` the sum over `shards`, in shard order, of each shard's gradient sum:
+   * gradSum = ((0 + g₀) + g₁) + … in float32. Deterministic mode depends on exactly this order.
+   */
+  computeBatch(step: number, weights: Float32Array, shards: ShardData[], gradSum: Float32Array): Promise<BatchResult>;
+  /** Workers lost so far. */
+  workerFailures(): number;
+  /** Figures about the exchange (bytes, times) for summary.json; absent for the local source. */
+  poolStats?(): object;
+  close(): Promise<void>;
+}
+
+/** Adds shard results into `out` in shard order (the one reduction every source uses). */
+export function reduceInShardOrder(shardGrads: readonly Float32Array[], out: Float32Array): void {
+  out.fill(0);
+  for (const g of shardGrads) accumulate(out, g);
+}
+
+/** The single-node fallback: every shard computed here, one after another. */
+export function createLocalSource(model: ModelDef, size: number): GradientSource {
+  const computer = createGradientComputer(model);
+  const scratch: Float32Array[] = [];
+  return {
+    workers: 0,
+    async computeBatch(_step, weights, shards, gradSum) {
+      let lossSum = 0;
+      let count = 0;
+      while (scratch.length < shards.length) scratch.push(new Float32Array(size));
+      shards.forEach((shard, i) => {
+        const r = computer.compute(weights, shard, scratch[i]);
+        lossSum += r.lossSum;
+        count += r.count;
+      });
+      reduceInShardOrder(scratch.slice(0, shards.length), gradSum);
+      return { lossSum, count };
+    },
+    workerFailures: () => 0,
+    async close() {},
+  };
+}

@@ -1,0 +1,40 @@
+/**
+ * Logging through pino: every record as a JSON line in the run's log file, and its message alone
+ * on the terminal (so the example's `Train Epoch` / `Test set` lines keep their exact shape).
+ */
+import { mkdirSync } from 'node:fs';
+import { dirname } from 'node:path';
+import pino, { type Logger } from 'pino';
+import { Terminal } from './terminal.js';
+
+export type { Logger } from 'pino';
+
+export interface LoggerOptions {
+  name: string;
+  /** JSON-lines file that receives every record (debug and up). */
+  file?: string;
+  terminal?: Terminal;
+  /** Lowest level printed on the terminal. */
+  terminalLevel?: pino.Level;
+}
+
+const LEVEL_VALUES = pino.levels.values;
+
+export function createLogger(opts: LoggerOptions): Logger {
+  const terminal = opts.terminal ?? new Terminal();
+  const minTerminal = LEVEL_VALUES[opts.terminalLevel ?? 'info'];
+  const terminalStream = {
+    write(line: string): void {
+      const record = JSON.parse(line) as { level: number; msg?: string };
+      if (record.level < minTerminal || record.msg === undefined) return;
+      if (record.level >= LEVEL_VALUES.warn) terminal.line(`${opts.name}: ${record.level >= LEVEL_VALUES.error ? 'error' : 'warning'}: ${record.msg}`, 'err');
+      else terminal.line(record.msg);
+    },
+  };
+  const streams: pino.StreamEntry[] = [{ level: 'debug', stream: terminalStream }];
+  if (opts.file) {
+    mkdirSync(dirname(opts.file), { recursive: true });
+    streams.push({ level: 'debug', stream: pino.destination({ dest: opts.file, sync: true, mkdir: true }) });
+  }
+  return pino({ name: opts.name, level: 'debug', base: { pid: process.pid } }, pino.multistream(streams));
+}

@@ -1,0 +1,144 @@
+/**
+ * A worker: connects to the coordinator, announces itself, then computes the gradient of every
+ * shard it is assigned and sends it back. It holds no dataset and no optimiser state: pixels,
+ * labels, dropout keys and weights all come with the assignments.
+ */
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import { Dealer } from 'zeromq';
+import { initEngine } from '../engine/backend.js';
+import { createModel, isModelName, paramLayout } from '../models/index.js';
+import {
+  type Assign,
+  type CoordinatorMessage,
+  MAX_MESSAGE_BYTES,
+  PROTOCOL_VERSION,
+  ProtocolError,
+  SendQueue,
+  decodeCoordinatorMessage,
+  encode,
+} from '../protocol/messages.js';
+import { createGradientComputer } from '../training/gradients.js';
+import { UserError } from '../util/errors.js';
+import type { Logger } from '../util/logger.js';
+
+export interface WorkerOptions {
+  connect: string;
+  gpu?: number;
+  noCuda: boolean;
+  logger: Logger;
+  /** How long to wait for the coordinator's welcome. */
+  connectTimeoutMs: number;
+  /** Extra socket options (CURVE keys), applied before connecting. */
+  socketOptions?: Partial<Dealer>;
+}
+
+export async function runWorker(opts: WorkerOptions): Promise<void> {
+  const { logger } = opts;
+  const engine = await initEngine({ noCuda: opts.noCuda, gpu: opts.gpu });
+  const workerId = `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
+  const socket = new Dealer({ routingId: workerId, linger: 0, maxMessageSize: MAX_MESSAGE_BYTES, ...opts.socketOptions });
+  const out = new SendQueue((frames) => socket.send(frames));
+  socket.connect(opts.connect);
+  logger.info({ workerId, backend: engine.name, device: engine.device }, `worker ${workerId} (${engine.name} on ${engine.device}) connecting to ${opts.connect}`);
+
+  const send = (m: Parameters<typeof encode>[0]): Promise<void> => out.send([encode(m)]);
+  await send({ type: 'hello', protocol: PROTOCOL_VERSION, workerId, pid: process.pid, host: hostname(), backend: engine.name, device: engine.device });
+
+  let lastHeard = Date.now();
+  let timeoutMs = opts.connectTimeoutMs;
+  let heartbeat: NodeJS.Timeout | undefined;
+  let welcomed = false;
+  let stopReason: string | undefined;
+  let computer: ReturnType<typeof createGradientComputer> | undefined;
+  let paramCount = 0;
+  let weights: Float32Array = new Float32Array(0);
+  let weightsVersion = -1;
+  let gradBuffer = new Float32Array(0);
+
+  // The receive loop below blocks in `receive()`; this watchdog ends it when the coordinator is gone.
+  const watchdog = setInterval(() => {
+    if (Date.now() - lastHeard > timeoutMs) {
+      stopReason = welcomed
+        ? `coordinator silent for ${Math.round(timeoutMs / 1000)} s, exiting`
+        : `no answer from a coordinator at ${opts.connect} within ${Math.round(timeoutMs / 1000)} s`;
+      socket.close();
+    }
+  }, 250);
+
+  const handleAssign = async (m: Assign): Promise<void> => {
+    if (!computer) throw new ProtocolError('assignment before welcome');
+    if (m.weights) {
+      if (m.weights.length !== paramCount) throw new ProtocolError(`weights of length ${m.weights.length}, expected ${paramCount}`);
+      weights = m.weights;
+      weightsVersion = m.weightsVersion;
+    }
+    if (m.weightsVersion !== weightsVersion) throw new ProtocolError(`assignment for weights v${m.weightsVersion}, worker holds v${weightsVersion}`);
+    const started = performance.now();
+    const r = computer.compute(weights, { pixels: m.pixels, labels: m.labels, keys: m.keys }, gradBuffer);
+    await send({
+      type: 'result',
+      step: m.step,
+      shard: m.shard,
+      weightsVersion: m.weightsVersion,
+      gradSum: r.gradSum,
+      lossSum: r.lossSum,
+      count: r.count,
+      computeMs: performance.now() - started,
+    });
+  };
+
+  try {
+    for (;;) {
+      let frames: Buffer[];
+      try {
+        frames = await socket.receive();
+      } catch (e) {
+        if (socket.closed) break;
+        throw e;
+      }
+      lastHeard = Date.now();
+      let msg: CoordinatorMessage;
+      try {
+        msg = decodeCoordinatorMessage(frames[frames.length - 1]);
+      } catch (e) {
+        logger.warn(`ignored a bad message from the coordinator: ${(e as Error).message}`);
+        continue;
+      }
+      switch (msg.type) {
+        case 'welcome': {
+          if (!isModelName(msg.model)) throw new UserError(`coordinator asks for unknown model ${msg.model}`);
+          const model = createModel(msg.model);
+          paramCount = paramLayout(model).total;
+          if (paramCount !== msg.params) throw new UserError(`model ${msg.model} has ${paramCount} parameters here, ${msg.params} at the coordinator`);
+          computer = createGradientComputer(model);
+          gradBuffer = new Float32Array(paramCount);
+          timeoutMs = msg.timeoutMs;
+          welcomed = true;
+          clearInterval(heartbeat);
+          heartbeat = setInterval(() => void send({ type: 'heartbeat', t: Date.now() }).catch(() => {}), msg.heartbeatMs);
+          logger.info(`joined: training ${msg.model} (${paramCount} parameters)`);
+          break;
+        }
+        case 'reject':
+          throw new UserError(`coordinator refused this worker: ${msg.reason}`);
+        case 'assign':
+          await handleAssign(msg);
+          break;
+        case 'heartbeat':
+          break;
+        case 'shutdown':
+          stopReason = `coordinator says: ${msg.reason}`;
+          socket.close();
+          break;
+      }
+      if (socket.closed) break;
+    }
+  } finally {
+    clearInterval(watchdog);
+    clearInterval(heartbeat);
+    if (!socket.closed) socket.close();
+  }
+  if (stopReason && !welcomed) throw new UserError(stopReason);
+  logger.info(stopReason ?? 'stopped');
+}

@@ -1,0 +1,64 @@
+/** Shared by the tests: run the real CLIs as processes, temporary folders, process checks. */
+import { type SpawnOptions, execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const COORDINATOR = fileURLToPath(new URL('../src/cli/coordinator.js', import.meta.url));
+export const WORKER = fileURLToPath(new URL('../src/cli/worker.js', import.meta.url));
+
+export function tempDir(prefix = 'mnist-test-'): string {
+  return mkdtempSync(join(tmpdir(), prefix));
+}
+
+export interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a CLI to completion (with a hard timeout) and captures its output. */
+export function runCli(script: string, args: string[], opts: SpawnOptions & { timeoutMs?: number } = {}): Promise<RunResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+    let stdout = '';
+    let stderr = '';
+    child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${script} ${args.join(' ')} timed out\n${stdout}\n${stderr}`));
+    }, opts.timeoutMs ?? 240_000);
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code, signal, stdout, stderr });
+    });
+  });
+}
+
+export function readJson<T = Record<string, unknown>>(path: string): T {
+  return JSON.parse(readFileSync(path, 'utf8')) as T;
+}
+
+/** PIDs of live processes running this project's worker CLI. */
+export function workerPids(): number[] {
+  let out = '';
+  try {
+    out = execFileSync('pgrep', ['-f', WORKER], { encoding: 'utf8' });
+  } catch {
+    return []; // pgrep exits 1 when nothing matches
+  }
+  return out.split('\n').filter(Boolean).map(Number);
+}
+
+/** Waits until `cond` holds, polling; false when it did not within `timeoutMs`. */
+export async function waitFor(cond: () => boolean, timeoutMs: number, everyMs = 50): Promise<boolean> {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (cond()) return true;
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+  return cond();
+}

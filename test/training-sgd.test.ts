@@ -1,0 +1,24 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { MomentumSgd } from '../src/training/sgd.js';
+import { momentumAt, DEFAULTS, type TrainConfig } from '../src/config.js';
+
+test("momentum SGD follows PyTorch: v = μv + g, w = w − lr·v", () => {
+  const w = Float32Array.from([1, -2]);
+  const sgd = new MomentumSgd(2);
+  sgd.step(w, Float32Array.from([0.5, 1]), 0.1, 0.9);
+  // First step: v = g (buffer starts at zero).
+  assert.deepEqual([...w], [Math.fround(1 - 0.05), Math.fround(-2 - 0.1)]);
+  sgd.step(w, Float32Array.from([0.5, 1]), 0.1, 0.9);
+  // v = 0.9·0.5 + 0.5 = 0.95; w = 0.95 − 0.095.
+  assert.ok(Math.abs(w[0] - (0.95 - 0.095)) < 1e-6);
+  assert.ok(Math.abs(sgd.velocity[1] - 1.9) < 1e-6);
+});
+
+test('momentum ramps linearly when a final value is set', () => {
+  const config = { ...DEFAULTS, momentum: 0.5, momentumFinal: 0.99, momentumRampSteps: 100 } as unknown as TrainConfig;
+  assert.equal(momentumAt(config, 0, 1000), 0.5);
+  assert.ok(Math.abs(momentumAt(config, 50, 1000) - 0.745) < 1e-12);
+  assert.equal(momentumAt(config, 500, 1000), 0.99);
+  assert.equal(momentumAt({ ...config, momentumFinal: undefined }, 500, 1000), 0.5);
+});
