@@ -1,11 +1,12 @@
 /**
  * Micro-benchmark of src/engine/kernels on the wasm backend (1 thread): each training kernel
  * at batch 64 (median of 20 runs after 3 warm-ups), ours against the wasm built-in where one
- * exists. Run: npx tsc -p tsconfig.json && node dist/bench/kernels-bench.js [--batch 64] [--runs 20] [--all]
+ * exists; dW rows also show each of its two algorithms forced ('auto' picks per stride). Run: npx tsc -p tsconfig.json && node dist/bench/kernels-bench.js [--batch 64] [--runs 20] [--all]
  * --all adds lenet's and 'strong'-style shapes (3×3 same, stride 2) to net's.
  */
 import * as tf from '@tensorflow/tfjs-core';
 import type { NamedAttrMap, TensorInfo } from '@tensorflow/tfjs-core';
+import { conv2DBackpropFilterOptions } from '../src/engine/kernels/conv2d_backprop_filter.js';
 import { registerFastWasmKernels, unregisterFastWasmKernels } from '../src/engine/kernels/index.js';
 
 function arg(name: string, dflt: number): number {
@@ -22,6 +23,8 @@ interface Case {
   kernel: string;
   inputs: () => Record<string, tf.Tensor>;
   attrs: NamedAttrMap;
+  /** Conv2DBackpropFilter algorithm to force for this row. */
+  method?: 'im2col' | 'conv';
 }
 
 function rnd(shape: number[], seed: number): tf.Tensor {
@@ -42,6 +45,13 @@ function convCases(name: string, x: [number, number, number, number], w: [number
       inputs: () => ({ x: xs, dy }),
       attrs: { strides: stride, pad, dataFormat: 'NHWC', filterShape: w },
     },
+    ...(['im2col', 'conv'] as const).map((method) => ({
+      label: `${name} dW  ${shape} (${method})`,
+      kernel: tf.Conv2DBackpropFilter,
+      inputs: () => ({ x: xs, dy }),
+      attrs: { strides: stride, pad, dataFormat: 'NHWC', filterShape: w },
+      method,
+    })),
     {
       label: `${name} dx  ${shape}`,
       kernel: tf.Conv2DBackpropInput,
@@ -66,6 +76,7 @@ function poolCase(name: string, x: [number, number, number, number]): Case {
 /** Median ms of one kernel call, or undefined when the kernel is missing/fails. */
 function time(c: Case, runs: number): number | undefined {
   const engine = tf.engine();
+  conv2DBackpropFilterOptions.method = c.method ?? 'auto';
   const once = (): number => {
     const t0 = performance.now();
     const out = engine.runKernel(c.kernel, c.inputs(), c.attrs) as tf.Tensor | TensorInfo;
@@ -114,6 +125,7 @@ async function main(): Promise<void> {
   const builtin = cases.map((c) => time(c, RUNS));
   registerFastWasmKernels();
   const ours = cases.map((c) => time(c, RUNS));
+  conv2DBackpropFilterOptions.method = 'auto';
 
   const fmt = (v: number | undefined): string => (v === undefined ? 'missing' : v.toFixed(2));
   console.log(`wasm backend, simd=${simd}, 1 thread, batch ${N}, median of ${RUNS} runs (ms)`);

@@ -92,6 +92,8 @@ export interface PoolStats {
   rejected_messages: number;
   stale_results: number;
   reassigned_shards: number;
+  /** The largest peak resident memory any worker reported, MB. */
+  worker_peak_rss_mb: number;
 }
 
 export class WorkerPool implements GradientSource {
@@ -110,7 +112,7 @@ export class WorkerPool implements GradientSource {
   private receiveLoop: Promise<void> | undefined;
   private joinWaiters: Array<() => void> = [];
   private readonly opts: Required<Omit<PoolOptions, 'socketOptions' | 'workerArgs'>> & Pick<PoolOptions, 'socketOptions' | 'workerArgs'>;
-  private stats = { bytesSent: 0, bytesReceived: 0, steps: 0, coordinatorMs: 0, rejected: 0, stale: 0, reassigned: 0 };
+  private stats = { bytesSent: 0, bytesReceived: 0, steps: 0, coordinatorMs: 0, rejected: 0, stale: 0, reassigned: 0, workerPeakRss: 0 };
   private lastStepDoneAt: number | undefined;
   endpoint = '';
 
@@ -163,6 +165,7 @@ export class WorkerPool implements GradientSource {
       rejected_messages: this.stats.rejected,
       stale_results: this.stats.stale,
       reassigned_shards: this.stats.reassigned,
+      worker_peak_rss_mb: this.stats.workerPeakRss / 2 ** 20,
     };
   }
 
@@ -265,6 +268,7 @@ export class WorkerPool implements GradientSource {
         this.onResult(member, msg);
         return;
       case 'heartbeat':
+        if (typeof msg.peakRss === 'number' && msg.peakRss > this.stats.workerPeakRss) this.stats.workerPeakRss = msg.peakRss;
         return;
       case 'bye':
         if (member) this.lose(member, `left: ${msg.reason}`, false);

@@ -72,6 +72,8 @@ export interface Heartbeat {
   type: 'heartbeat';
   /** Sender's clock, milliseconds. */
   t: number;
+  /** Worker → coordinator: the worker's peak resident memory so far, bytes. */
+  peakRss?: number;
 }
 
 export interface Shutdown {

@@ -53,6 +53,8 @@ export interface RunSummary {
   deterministic: boolean;
   train_samples_per_s: number;
   train_seconds: number;
+  /** This process's peak resident memory, MB. */
+  peak_rss_mb: number;
   samples_seen: number;
   weights_sha256: string;
   worker_failures: number;
@@ -168,7 +170,7 @@ export async function runTraining(ctx: RunContext): Promise<RunSummary> {
           { type: 'train', epoch, batch: b, step: state.step, loss },
           `Train Epoch: ${epoch} [${seen}/${trainCount} (${((100 * b) / perEpoch).toFixed(0)}%)]\tLoss: ${loss.toFixed(6)}`,
         );
-        writeMetric({ type: 'train', epoch, batch: b, step: state.step, samples: state.samplesSeen, loss, time: state.trainSeconds });
+        writeMetric({ type: 'train', epoch, batch: b, step: state.step, samples: state.samplesSeen, loss, elapsed_s: state.trainSeconds });
       }
       terminal.progress(`epoch ${epoch}/${config.epochs}`, b + 1, perEpoch, epochSamples / ((performance.now() - epochStart) / 1000));
       if (config.checkpointEvery > 0 && state.step % config.checkpointEvery === 0) checkpoint();
@@ -187,7 +189,7 @@ export async function runTraining(ctx: RunContext): Promise<RunSummary> {
       samples: state.samplesSeen,
       test_loss: evaluation.loss,
       test_accuracy: evaluation.accuracy,
-      time: state.trainSeconds,
+      elapsed_s: state.trainSeconds,
     });
     state.epoch++;
     state.batchInEpoch = 0;
@@ -213,6 +215,7 @@ export async function runTraining(ctx: RunContext): Promise<RunSummary> {
     deterministic: config.deterministic,
     train_samples_per_s: state.trainSeconds > 0 ? state.samplesSeen / state.trainSeconds : 0,
     train_seconds: state.trainSeconds,
+    peak_rss_mb: (process.resourceUsage().maxRSS * 1024) / 2 ** 20,
     samples_seen: state.samplesSeen,
     weights_sha256: weightsSha256(state.weights),
     worker_failures: source.workerFailures(),

@@ -116,7 +116,10 @@ export async function runWorker(opts: WorkerOptions): Promise<void> {
           timeoutMs = msg.timeoutMs;
           welcomed = true;
           clearInterval(heartbeat);
-          heartbeat = setInterval(() => void send({ type: 'heartbeat', t: Date.now() }).catch(() => {}), msg.heartbeatMs);
+          heartbeat = setInterval(
+            () => void send({ type: 'heartbeat', t: Date.now(), peakRss: process.resourceUsage().maxRSS * 1024 }).catch(() => {}),
+            msg.heartbeatMs,
+          );
           logger.info(`joined: training ${msg.model} (${paramCount} parameters)`);
           break;
         }

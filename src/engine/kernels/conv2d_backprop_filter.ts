@@ -1,12 +1,15 @@
 /**
  * Conv2DBackpropFilter for the wasm backend, which has none (tfjs issue 8474), so without it
- * tf.grads through conv2d fails on wasm.
+ * tf.grads through conv2d fails on wasm. Two algorithms, both on the wasm backend's own
+ * XNNPACK kernels:
  *
- * dW[K×Cout] = im2col(x)[K×M] · dy[M×Cout], with K = kh·kw·Cin and M = N·OH·OW. im2col is
- * written straight into a reusable wasm-heap buffer already laid out [K×M], and the product
- * is computed by the wasm backend's own BatchMatMul (XNNPACK fully-connected) with no
- * transposes, which is its fast path. Large batches are split into chunks of images so the
- * im2col buffer stays bounded, and the chunk products are summed.
+ *  - im2col: dW[K×Cout] = im2col(x)[K×M] · dy[M×Cout], K = kh·kw·Cin, M = N·OH·OW. im2col is
+ *    written straight into a reusable wasm-heap buffer already laid out [K×M] and multiplied
+ *    by the BatchMatMul kernel with no transposes (its XNNPACK fast path). Large batches are
+ *    split into chunks of images so the buffer stays bounded; chunk products are summed.
+ *  - conv: the same sum written as a convolution of x with dy as the filter (batch and
+ *    channels swapped), run by the Conv2D kernel, whose indirection buffer replaces the
+ *    im2col copy. Faster at stride 1, so 'auto' uses it there.
  */
 import { backend_util } from '@tensorflow/tfjs-core';
 import type { Conv2DBackpropFilterAttrs, TensorInfo } from '@tensorflow/tfjs-core';
@@ -15,7 +18,9 @@ import {
   borrowScratch,
   callWasmKernel,
   f32,
+  heapF32,
   input,
+  offsetF32,
   releaseScratch,
   sameShape,
   SCRATCH_KEEP_FLOATS,
@@ -44,15 +49,19 @@ export interface ConvGeom {
 /**
  * Writes im2col of images [n0, n0+nb) of x (NHWC, flat) into dst laid out [K×M]:
  * row k = (r·kw + c)·cin + ci, column m = ((n−n0)·OH + oy)·OW + ox; out-of-image taps are 0.
- * Loops run tap (r,c) → pixel → channel, so x is read in contiguous channel runs and the
- * writes advance along cin rows at once (a small transpose per tap), which keeps both sides
- * cache-friendly for any cin.
+ * Loops run tap (r,c) → image row → channel → pixel: each step transposes one row segment
+ * of x (which stays in L1) into cin contiguous runs of the output. With cin = 1 and stride 1
+ * the runs are contiguous in x too and are moved with copyWithin on the heap.
  */
 export function im2colKM(x: Float32Array, dst: Float32Array, n0: number, nb: number, g: ConvGeom): void {
   const { H, W, cin, kh, kw, sh, sw, padTop, padLeft, OH, OW } = g;
   const M = nb * OH * OW;
   const step = sw * cin;
   const imgSize = H * W * cin;
+  // When x and dst live in the same buffer (the wasm heap), long runs are moved natively.
+  const heap = x.buffer === dst.buffer ? new Float32Array(x.buffer) : undefined;
+  const xOff = x.byteOffset >> 2;
+  const dOff = dst.byteOffset >> 2;
   for (let r = 0; r < kh; r++) {
     // Output rows whose tap r lands inside the image: 0 <= oy*sh - padTop + r < H.
     const oyLo = Math.min(OH, Math.max(0, Math.ceil((padTop - r) / sh)));
@@ -79,10 +88,18 @@ export function im2colKM(x: Float32Array, dst: Float32Array, n0: number, nb: num
           let s = img + (iy * W + oxLo * sw - padLeft + c) * cin;
           let q0 = row0 + col + oxLo;
           if (cin === 1) {
-            for (let ox = oxLo; ox < oxHi; ox++, s += step) dst[q0++] = x[s];
+            if (heap !== undefined && step === 1 && oxHi - oxLo >= 24) {
+              // Contiguous run: a native memmove within the heap beats a JS loop here.
+              heap.copyWithin(dOff + q0, xOff + s, xOff + s + oxHi - oxLo);
+            } else {
+              for (let ox = oxLo; ox < oxHi; ox++, s += step) dst[q0++] = x[s];
+            }
           } else {
-            for (let ox = oxLo; ox < oxHi; ox++, s += step, q0++) {
-              for (let ci = 0, q = q0; ci < cin; ci++, q += M) dst[q] = x[s + ci];
+            // Channel by channel: reads stay within this row segment of x (in L1), writes
+            // are contiguous runs along each of the cin rows.
+            const nIn = oxHi - oxLo;
+            for (let ci = 0, q = q0; ci < cin; ci++, q += M) {
+              for (let i = 0, p = q, t = s + ci; i < nIn; i++, t += step) dst[p++] = x[t];
             }
           }
         }
@@ -138,16 +155,43 @@ export function conv2DBackpropFilterWasm(args: KernelArgs): TensorInfo {
   };
   const N = info.batchSize;
   const cout = info.outChannels;
-  const K = g.kh * g.kw * g.cin;
-  const P = g.OH * g.OW;
   const outShape = [g.kh, g.kw, g.cin, cout];
 
-  if (N * P === 0 || K * cout === 0) {
+  if (N * g.OH * g.OW === 0 || g.kh * g.kw * g.cin * cout === 0) {
     const z = alloc(backend, outShape);
     f32(backend, z).fill(0);
     return z;
   }
 
+  // Measured (bench/kernels-bench.ts): the convolution form wins at stride 1 (it skips the
+  // im2col copy); at stride 2 its dilated filter makes it no better than im2col.
+  const method = conv2DBackpropFilterOptions.method;
+  if (method === 'conv' || (method === 'auto' && g.sh === 1 && g.sw === 1)) {
+    const viaConv = filterGradViaConv(backend, x, dy, g, N, cout);
+    if (viaConv !== undefined) return viaConv;
+  }
+  return filterGradIm2col(backend, x, dy, g, N, cout);
+}
+
+/**
+ * Which algorithm Conv2DBackpropFilter uses: 'auto' (convolution form at stride 1, im2col
+ * otherwise), or one forced (benchmarks and tests). The convolution form falls back to
+ * im2col when its geometry does not fit (e.g. rows of x that no output reads).
+ */
+export const conv2DBackpropFilterOptions: { method: 'auto' | 'im2col' | 'conv' } = { method: 'auto' };
+
+/** dW via im2col [K×M] · dy [M×Cout] on the wasm BatchMatMul (XNNPACK fully-connected). */
+export function filterGradIm2col(
+  backend: WasmBackend,
+  x: TensorInfo,
+  dy: TensorInfo,
+  g: ConvGeom,
+  N: number,
+  cout: number,
+): TensorInfo {
+  const K = g.kh * g.kw * g.cin;
+  const P = g.OH * g.OW;
+  const outShape = [g.kh, g.kw, g.cin, cout];
   // Images per chunk: keep the im2col buffer within the scratch size we retain.
   const perChunk = Math.max(1, Math.min(N, Math.floor(SCRATCH_KEEP_FLOATS / (K * P))));
   let acc: TensorInfo | undefined;
@@ -183,4 +227,102 @@ export function conv2DBackpropFilterWasm(args: KernelArgs): TensorInfo {
     throw e;
   }
   return { dataId: acc!.dataId, shape: outShape, dtype: 'float32' };
+}
+
+/**
+ * dW as a convolution with batch and channels swapped: the cin planes of x become a batch of
+ * images with N channels, xT [cin,H,W,N], and dy becomes the filter, dyT [OH,OW,N,Cout]
+ * (its taps spaced by the forward stride, i.e. dilated). conv(xT, dyT) is [cin,kh,kw,Cout],
+ * so XNNPACK's convolution does the im2col implicitly (indirection) instead of us copying it.
+ * Returns undefined when the geometry does not fit (then the im2col path is used).
+ */
+export function filterGradViaConv(
+  backend: WasmBackend,
+  x: TensorInfo,
+  dy: TensorInfo,
+  g: ConvGeom,
+  N: number,
+  cout: number,
+): TensorInfo | undefined {
+  const { H, W, cin, kh, kw, sh, sw, padTop, padLeft, OH, OW } = g;
+  // Padding after the image such that the output is exactly kh × kw.
+  const padBottom = kh + (OH - 1) * sh - H - padTop;
+  const padRight = kw + (OW - 1) * sw - W - padLeft;
+  if (padBottom < 0 || padRight < 0 || padTop < 0 || padLeft < 0) return undefined;
+
+  const xT = alloc(backend, [cin, H, W, N]);
+  const dyT = alloc(backend, [OH, OW, N, cout]);
+  let out: TensorInfo;
+  try {
+    // xT[ci,h,w,n] = x[n,h,w,ci]
+    {
+      const src = f32(backend, x);
+      const dst = f32(backend, xT);
+      const img = H * W * cin;
+      let p = 0;
+      for (let ci = 0; ci < cin; ci++) {
+        for (let hw = 0; hw < H * W; hw++) {
+          for (let n = 0, s = hw * cin + ci; n < N; n++, s += img) dst[p++] = src[s];
+        }
+      }
+    }
+    // dyT[oy,ox,n,:] = dy[n,oy,ox,:]
+    {
+      const heap = heapF32(backend);
+      const src = offsetF32(backend, dy);
+      const dst = offsetF32(backend, dyT);
+      const P = OH * OW;
+      if (cout >= 24) {
+        let q = dst;
+        for (let pix = 0; pix < P; pix++) {
+          for (let n = 0; n < N; n++, q += cout) {
+            const s = src + (n * P + pix) * cout;
+            heap.copyWithin(q, s, s + cout);
+          }
+        }
+      } else {
+        let q = dst;
+        for (let pix = 0; pix < P; pix++) {
+          for (let n = 0; n < N; n++) {
+            const s = src + (n * P + pix) * cout;
+            for (let co = 0; co < cout; co++) heap[q++] = heap[s + co];
+          }
+        }
+      }
+    }
+    out = callWasmKernel('Conv2D', backend, { x: xT, filter: dyT }, {
+      strides: [1, 1],
+      pad: [
+        [0, 0],
+        [padTop, padBottom],
+        [padLeft, padRight],
+        [0, 0],
+      ],
+      dataFormat: 'NHWC',
+      dilations: [sh, sw],
+    });
+  } finally {
+    backend.disposeData(xT.dataId);
+    backend.disposeData(dyT.dataId);
+  }
+  const outShape = [kh, kw, cin, cout];
+  if (!sameShape(out.shape, [cin, kh, kw, cout])) {
+    backend.disposeData(out.dataId);
+    throw new Error(`${NAME} (wasm): internal shape mismatch [${out.shape}]`);
+  }
+  if (cin === 1) return { dataId: out.dataId, shape: outShape, dtype: 'float32' };
+  // [cin,kh,kw,Cout] → [kh,kw,cin,Cout]
+  const dW = alloc(backend, outShape);
+  const src = f32(backend, out);
+  const dst = f32(backend, dW);
+  const taps = kh * kw;
+  for (let ci = 0; ci < cin; ci++) {
+    for (let t = 0; t < taps; t++) {
+      const s = (ci * taps + t) * cout;
+      const d = (t * cin + ci) * cout;
+      for (let co = 0; co < cout; co++) dst[d + co] = src[s + co];
+    }
+  }
+  backend.disposeData(out.dataId);
+  return dW;
 }

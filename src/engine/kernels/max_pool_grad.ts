@@ -12,9 +12,6 @@ import { alloc, f32, input, sameShape, type KernelArgs, type WasmBackend } from 
 
 const NAME = 'MaxPoolGrad';
 
-let bestBuf = new Float32Array(64);
-let posBuf = new Int32Array(64);
-
 /**
  * dx (zeroed by the caller) += scatter of dy to the argmax of each window of x.
  * All arrays NHWC and flat; pool geometry as computePool2DInfo gives it.
@@ -36,13 +33,8 @@ export function maxPoolGradInto(
   padTop: number,
   padLeft: number,
 ): void {
-  if (bestBuf.length < C) {
-    bestBuf = new Float32Array(C);
-    posBuf = new Int32Array(C);
-  }
-  const best = bestBuf;
-  const pos = posBuf;
   const rowStride = W * C;
+  let o = 0; // index into dy, advancing in NHWC order
   for (let n = 0; n < N; n++) {
     const img = n * H * rowStride;
     for (let yR = 0; yR < OH; yR++) {
@@ -53,26 +45,39 @@ export function maxPoolGradInto(
         const c0 = yC * sw - padLeft;
         const cLo = Math.max(0, c0);
         const cHi = Math.min(W, c0 + fw);
-        for (let d = 0; d < C; d++) {
-          best[d] = -Infinity;
-          pos[d] = -1;
+        const corner = img + rLo * rowStride + cLo * C;
+        if (rHi - rLo === 2 && cHi - cLo === 2) {
+          // The common 2×2 window, unrolled; same scan order and tie rule as below.
+          for (let d = 0; d < C; d++, o++) {
+            const p0 = corner + d;
+            const p2 = p0 + rowStride;
+            let best = -Infinity;
+            let pos = -1;
+            let v = x[p0];
+            if (v > best) { best = v; pos = p0; }
+            v = x[p0 + C];
+            if (v > best) { best = v; pos = p0 + C; }
+            v = x[p2];
+            if (v > best) { best = v; pos = p2; }
+            v = x[p2 + C];
+            if (v > best) { pos = p2 + C; }
+            if (pos >= 0) dx[pos] += dy[o];
+          }
+          continue;
         }
-        for (let r = rLo; r < rHi; r++) {
-          let base = img + r * rowStride + cLo * C;
-          for (let c = cLo; c < cHi; c++, base += C) {
-            for (let d = 0; d < C; d++) {
-              const v = x[base + d];
-              if (v > best[d]) {
-                best[d] = v;
-                pos[d] = base + d;
+        for (let d = 0; d < C; d++, o++) {
+          let best = -Infinity;
+          let pos = -1;
+          for (let r = rLo, rowBase = corner + d; r < rHi; r++, rowBase += rowStride) {
+            for (let c = cLo, p = rowBase; c < cHi; c++, p += C) {
+              const v = x[p];
+              if (v > best) {
+                best = v;
+                pos = p;
               }
             }
           }
-        }
-        const o = ((n * OH + yR) * OW + yC) * C;
-        for (let d = 0; d < C; d++) {
-          const p = pos[d];
-          if (p >= 0) dx[p] += dy[o + d];
+          if (pos >= 0) dx[pos] += dy[o];
         }
       }
     }

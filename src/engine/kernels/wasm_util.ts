@@ -31,6 +31,16 @@ export function f32(backend: WasmBackend, info: TensorInfo): Float32Array {
   return backend.typedArrayFromHeap(info) as Float32Array;
 }
 
+/** A float32 view of the whole wasm heap (valid until the heap next grows). */
+export function heapF32(backend: WasmBackend): Float32Array {
+  return new Float32Array((backend.wasm as unknown as { HEAPU8: Uint8Array }).HEAPU8.buffer);
+}
+
+/** Index of a float32 tensor's first element in `heapF32(backend)`. */
+export function offsetF32(backend: WasmBackend, info: TensorInfo): number {
+  return backend.dataIdMap.get(info.dataId)!.memoryOffset / 4;
+}
+
 /** Allocates an uninitialised tensor on the wasm heap with a fresh data id. */
 export function alloc(backend: WasmBackend, shape: number[], dtype: DataType = 'float32'): TensorInfo {
   return backend.makeOutput(shape, dtype);
