@@ -8,6 +8,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { visibleGpuCount } from '../engine/backend.js';
 import { train } from '../coordinator/train.js';
+import { generateKeys } from '../protocol/keys.js';
 import { UsageError, reportFatal } from '../util/errors.js';
 import { type TrainFlags, addTrainingFlags, configFromFlags, positiveInt } from './flags.js';
 
@@ -17,6 +18,8 @@ interface DistributedFlags {
   listen?: string;
   connectTimeout: number;
   workerTimeout: number;
+  keys?: string;
+  insecure: boolean;
 }
 
 const PROG = 'coordinator';
@@ -36,6 +39,7 @@ export function buildProgram(): Command {
   const program = new Command(PROG)
     .description('Data-parallel MNIST training: a coordinator and its workers over ZeroMQ')
     .showHelpAfterError(false)
+    .enablePositionalOptions()
     .exitOverride()
     .configureOutput({ outputError: () => {} });
   addTrainingFlags(program)
@@ -44,6 +48,8 @@ export function buildProgram(): Command {
     .option('--listen <addr>', 'address workers connect to, e.g. tcp://0.0.0.0:5555 (default: a free loopback port)')
     .addOption(new Option('--connect-timeout <s>', 'give up when the workers have not all joined within S seconds').argParser(positiveInt).default(60))
     .addOption(new Option('--worker-timeout <s>', 'declare a silent worker lost after S seconds').argParser(positiveInt).default(5))
+    .option('--keys <dir>', 'authenticate and encrypt the worker link with the keys in DIR (see keygen)')
+    .option('--insecure', 'allow --listen beyond loopback without --keys', false)
     .action(async (flags: TrainFlags & DistributedFlags) => {
       if (flags.resume && !flags.out) throw new UsageError('--resume needs --out DIR (the run to continue)');
       if (!flags.spawn && !flags.listen) throw new UsageError('--no-spawn needs --listen ADDR (where the workers connect)');
@@ -52,8 +58,24 @@ export function buildProgram(): Command {
       if (!flags.spawn && config.workers === 0) throw new UsageError('--no-spawn needs --workers N with N ≥ 1');
       await train(config, {
         resume: flags.resume,
-        distributed: { spawn: flags.spawn, listen: flags.listen, connectTimeoutS: flags.connectTimeout, workerTimeoutS: flags.workerTimeout },
+        distributed: {
+          spawn: flags.spawn,
+          listen: flags.listen,
+          connectTimeoutS: flags.connectTimeout,
+          workerTimeoutS: flags.workerTimeout,
+          keysDir: flags.keys,
+          insecure: flags.insecure,
+        },
       });
+    });
+  program
+    .command('keygen')
+    .description('make the CURVE keys that --keys DIR reads (coordinator and worker key pairs)')
+    .requiredOption('--out <dir>', 'where to write the keys')
+    .option('--force', 'replace keys already in DIR', false)
+    .action((flags: { out: string; force: boolean }) => {
+      const { files } = generateKeys(flags.out, flags.force);
+      process.stdout.write(`wrote ${files.join(', ')}\nstart the coordinator and every worker with --keys ${flags.out}\n`);
     });
   return program;
 }

@@ -4,6 +4,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { createLogger } from '../util/logger.js';
 import { UsageError, reportFatal } from '../util/errors.js';
 import { runWorker } from '../worker/worker.js';
+import { loadWorkerKeys } from '../protocol/keys.js';
 import { nonNegativeInt, positiveInt } from './flags.js';
 
 const PROG = 'worker';
@@ -23,7 +24,8 @@ async function main(): Promise<void> {
       // Spawned by a local coordinator: leave as soon as it is gone, whatever killed it.
       if (process.send) process.on('disconnect', () => process.exit(0));
       const logger = createLogger({ name: PROG });
-      await runWorker({ connect: flags.connect, gpu: flags.gpu, noCuda: !flags.cuda, logger, connectTimeoutMs: flags.connectTimeout * 1000 });
+      const keys = flags.keys ? loadWorkerKeys(flags.keys) : undefined;
+      await runWorker({ connect: flags.connect, gpu: flags.gpu, noCuda: !flags.cuda, logger, connectTimeoutMs: flags.connectTimeout * 1000, keys });
       // The IPC channel to a spawning coordinator would keep the process alive.
       process.disconnect?.();
     });

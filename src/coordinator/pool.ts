@@ -16,6 +16,8 @@ import { Router } from 'zeromq';
 import type { ShardData } from '../training/gradients.js';
 import { type BatchResult, type GradientSource, reduceInShardOrder } from '../training/source.js';
 import { UserError } from '../util/errors.js';
+import type { CoordinatorKeys } from '../protocol/keys.js';
+import { ZAP_DOMAIN, type ZapHandler, startZapHandler } from './zap.js';
 import type { Logger } from '../util/logger.js';
 import {
   type CoordinatorMessage,
@@ -52,8 +54,10 @@ export interface PoolOptions {
   allGoneTimeoutMs?: number;
   /** Extra arguments for spawned workers (e.g. --keys DIR). */
   workerArgs?: string[];
-  /** Socket options applied before binding (CURVE keys). */
-  socketOptions?: Partial<Router>;
+  /** CURVE keys: encrypt the link and admit only allow-listed workers (--keys DIR). */
+  keys?: CoordinatorKeys;
+  /** Where the keys came from, passed on to spawned workers. */
+  keysDir?: string;
 }
 
 interface Member {
@@ -94,6 +98,8 @@ export interface PoolStats {
   reassigned_shards: number;
   /** The largest peak resident memory any worker reported, MB. */
   worker_peak_rss_mb: number;
+  /** Connections refused by CURVE/ZAP (wrong or missing keys). */
+  refused_connections: number;
 }
 
 export class WorkerPool implements GradientSource {
@@ -111,7 +117,9 @@ export class WorkerPool implements GradientSource {
   private allGoneTimer: NodeJS.Timeout | undefined;
   private receiveLoop: Promise<void> | undefined;
   private joinWaiters: Array<() => void> = [];
-  private readonly opts: Required<Omit<PoolOptions, 'socketOptions' | 'workerArgs'>> & Pick<PoolOptions, 'socketOptions' | 'workerArgs'>;
+  private readonly opts: Required<Omit<PoolOptions, 'keys' | 'keysDir' | 'workerArgs'>> & Pick<PoolOptions, 'keys' | 'keysDir' | 'workerArgs'>;
+  private zap: ZapHandler | undefined;
+  private handshakeFailures = 0;
   private stats = { bytesSent: 0, bytesReceived: 0, steps: 0, coordinatorMs: 0, rejected: 0, stale: 0, reassigned: 0, workerPeakRss: 0 };
   private lastStepDoneAt: number | undefined;
   endpoint = '';
@@ -125,16 +133,31 @@ export class WorkerPool implements GradientSource {
       ...opts,
     };
     this.workers = opts.workers;
-    this.router = new Router({ linger: 0, maxMessageSize: MAX_MESSAGE_BYTES, ...opts.socketOptions });
+    const curve: Partial<Router> = opts.keys
+      ? {
+          curveServer: true,
+          curvePublicKey: opts.keys.server.publicKey,
+          curveSecretKey: opts.keys.server.secretKey,
+          zapDomain: ZAP_DOMAIN,
+          // No ZAP handler, no entry: a missing handler must not mean "everyone may join".
+          zapEnforceDomain: true,
+        }
+      : {};
+    this.router = new Router({ linger: 0, maxMessageSize: MAX_MESSAGE_BYTES, ...curve });
     this.sendQueue = new SendQueue((frames) => this.router.send(frames));
   }
 
   /** Binds, starts (or waits for) the workers, and returns once all of them have joined. */
   static async start(opts: PoolOptions): Promise<WorkerPool> {
     const pool = new WorkerPool(opts);
+    if (opts.keys) {
+      pool.zap = await startZapHandler(opts.keys.allowed, opts.logger);
+      pool.watchHandshakes();
+    }
     try {
       await pool.router.bind(opts.listen);
     } catch (e) {
+      pool.zap?.close();
       throw new UserError(`cannot listen on ${opts.listen}: ${(e as Error).message}`);
     }
     pool.endpoint = pool.router.lastEndpoint ?? opts.listen;
@@ -152,6 +175,32 @@ export class WorkerPool implements GradientSource {
     return pool;
   }
 
+  /** Logs CURVE handshakes that fail before ZAP is asked (a worker holding another coordinator key). */
+  private watchHandshakes(): void {
+    void (async () => {
+      try {
+        for await (const event of this.router.events) {
+          if (event.type === 'handshake:error:protocol' || event.type === 'handshake:error:other') {
+            this.handshakeFailures++;
+            // One line per burst: a misconfigured worker retries every few hundred milliseconds.
+            if (this.handshakeFailures === 1 || this.handshakeFailures % 50 === 0) {
+              this.opts.logger.warn(
+                `a connection failed the CURVE handshake (${this.handshakeFailures} so far): a worker with keys from another keygen, or without --keys`,
+              );
+            }
+          }
+        }
+      } catch {
+        // socket closed
+      }
+    })();
+  }
+
+  /** Connection attempts refused: failed handshakes and keys not on the allow-list. */
+  refusedConnections(): number {
+    return this.handshakeFailures + (this.zap?.refused() ?? 0);
+  }
+
   workerFailures(): number {
     return this.failures;
   }
@@ -166,6 +215,7 @@ export class WorkerPool implements GradientSource {
       stale_results: this.stats.stale,
       reassigned_shards: this.stats.reassigned,
       worker_peak_rss_mb: this.stats.workerPeakRss / 2 ** 20,
+      refused_connections: this.refusedConnections(),
     };
   }
 
@@ -312,15 +362,12 @@ export class WorkerPool implements GradientSource {
     if (r.shard >= flight.shards.length || flight.assignee[r.shard] !== member.id) {
       throw new Error(`result for shard ${r.shard} of step ${r.step}, which is not assigned to this worker`);
     }
-    if (r.gradSum.length !== this.opts.params) throw new Error(`gradient of length ${r.gradSum.length}, expected ${this.opts.params}`);
-    if (r.count !== flight.shards[r.shard].labels.length) throw new Error(`result counts ${r.count} samples, shard has ${flight.shards[r.shard].labels.length}`);
-    for (let i = 0; i < r.gradSum.length; i++) {
-      if (!Number.isFinite(r.gradSum[i])) {
-        member.pending.delete(r.shard);
-        flight.assignee[r.shard] = undefined;
-        this.assign(r.shard);
-        throw new Error(`non-finite gradient for shard ${r.shard} of step ${r.step}; shard reassigned`);
-      }
+    const problem = this.checkResult(r, flight);
+    if (problem) {
+      // A worker that returns a broken result for its own shard cannot be trusted with more:
+      // it leaves the pool, and its shards (this one included) go to the others.
+      this.lose(member, `sent an invalid result (${problem})`, true);
+      throw new Error(`invalid result for shard ${r.shard} of step ${r.step}: ${problem}`);
     }
     member.pending.delete(r.shard);
     if (flight.results[r.shard]) return;
@@ -328,6 +375,17 @@ export class WorkerPool implements GradientSource {
     flight.remaining--;
     flight.lastResultAt = performance.now();
     this.finishIfComplete();
+  }
+
+  /** What is wrong with a result for an assigned shard, or undefined when it is sound. */
+  private checkResult(r: Result, flight: StepInFlight): string | undefined {
+    if (r.weightsVersion !== flight.step) return `computed on weights v${r.weightsVersion}, expected v${flight.step}`;
+    if (r.gradSum.length !== this.opts.params) return `gradient of length ${r.gradSum.length}, expected ${this.opts.params}`;
+    const expected = flight.shards[r.shard].labels.length;
+    if (r.count !== expected) return `counts ${r.count} samples, the shard has ${expected}`;
+    if (!Number.isFinite(r.lossSum)) return `loss ${r.lossSum}`;
+    for (let i = 0; i < r.gradSum.length; i++) if (!Number.isFinite(r.gradSum[i])) return `non-finite gradient at ${i}`;
+    return undefined;
   }
 
   private finishIfComplete(): void {
@@ -393,6 +451,7 @@ export class WorkerPool implements GradientSource {
     const args = [WORKER_SCRIPT, '--connect', this.endpoint.replace('0.0.0.0', '127.0.0.1')];
     if (this.opts.noCuda) args.push('--no-cuda');
     else if (this.opts.gpus > 0) args.push('--gpu', String(index % this.opts.gpus));
+    if (this.opts.keysDir) args.push('--keys', this.opts.keysDir);
     args.push(...(this.opts.workerArgs ?? []));
     const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
     this.children.add(child);
@@ -462,6 +521,7 @@ export class WorkerPool implements GradientSource {
     await Promise.all(exits);
     process.off('exit', this.killChildrenNow);
     this.router.close();
+    this.zap?.close();
     await this.receiveLoop;
   }
 }

@@ -11,7 +11,8 @@ import { createModel, describeModel, initialWeights, paramLayout } from '../mode
 import { CHECKPOINT_FILE, loadLatestCheckpoint } from '../training/checkpoint.js';
 import { type RunSummary, freshState, runTraining, truncateMetrics } from '../training/loop.js';
 import { type GradientSource, createLocalSource } from '../training/source.js';
-import { UserError } from '../util/errors.js';
+import { UsageError, UserError } from '../util/errors.js';
+import { loadCoordinatorKeys } from '../protocol/keys.js';
 import { createLogger } from '../util/logger.js';
 import { Terminal } from '../util/terminal.js';
 import { writeRunArtifacts } from './artifacts.js';
@@ -26,6 +27,17 @@ export interface DistributedOptions {
   listen?: string;
   connectTimeoutS: number;
   workerTimeoutS: number;
+  /** --keys DIR: CURVE encryption and an allow-list of worker keys. */
+  keysDir?: string;
+  /** --insecure: allow listening beyond loopback without keys. */
+  insecure: boolean;
+}
+
+/** True for addresses only this machine can reach. */
+export function isLoopbackAddress(addr: string): boolean {
+  if (addr.startsWith('ipc://') || addr.startsWith('inproc://')) return true;
+  const host = /^tcp:\/\/(\[[^\]]+\]|[^:]+)/.exec(addr)?.[1] ?? '';
+  return /^127\./.test(host) || host === 'localhost' || host === '[::1]';
 }
 
 export interface TrainOptions {
@@ -55,6 +67,13 @@ export function prepareOutDir(outDir: string, resume: boolean): void {
 
 export async function train(requested: TrainConfig, opts: TrainOptions): Promise<RunSummary> {
   requested = { ...requested, outDir: resolve(requested.outDir) };
+  const dist = opts.distributed;
+  const listen = dist.listen ?? 'tcp://127.0.0.1:*';
+  if (requested.workers > 0 && !dist.keysDir && !dist.insecure && !isLoopbackAddress(listen)) {
+    throw new UsageError(`--listen ${listen} reaches beyond this machine: give --keys DIR (see coordinator keygen), or --insecure to train unauthenticated`);
+  }
+  const keys = dist.keysDir ? loadCoordinatorKeys(dist.keysDir) : undefined;
+
   prepareOutDir(requested.outDir, opts.resume);
   const terminal = opts.terminal ?? new Terminal();
   const logger = createLogger({ name: 'coordinator', file: join(requested.outDir, LOG_FILE), terminal });
@@ -87,7 +106,7 @@ export async function train(requested: TrainConfig, opts: TrainOptions): Promise
     config.workers === 0
       ? createLocalSource(model, size)
       : await WorkerPool.start({
-          listen: opts.distributed.listen ?? 'tcp://127.0.0.1:*',
+          listen,
           workers: config.workers,
           spawn: opts.distributed.spawn,
           gpus: config.noCuda ? 0 : visibleGpuCount(),
@@ -97,6 +116,8 @@ export async function train(requested: TrainConfig, opts: TrainOptions): Promise
           logger,
           connectTimeoutMs: opts.distributed.connectTimeoutS * 1000,
           workerTimeoutMs: opts.distributed.workerTimeoutS * 1000,
+          keys,
+          keysDir: dist.keysDir ? resolve(dist.keysDir) : undefined,
         });
 
   const abort = new AbortController();

@@ -151,7 +151,16 @@ export async function runTraining(ctx: RunContext): Promise<RunSummary> {
       const indices = order.subarray(b * config.batchSize, Math.min(trainCount, (b + 1) * config.batchSize));
       const shards = shardsOfBatch(ctx, epoch, indices);
       const started = performance.now();
-      const { lossSum, count } = await source.computeBatch(state.step, state.weights, shards, gradSum);
+      let batch: Awaited<ReturnType<GradientSource['computeBatch']>>;
+      try {
+        batch = await source.computeBatch(state.step, state.weights, shards, gradSum);
+      } catch (e) {
+        // The step was not applied: the state is consistent, so keep it for --resume.
+        checkpoint();
+        logger.debug(`checkpoint written at step ${state.step} before stopping`);
+        throw e;
+      }
+      const { lossSum, count } = batch;
       // The update uses the mean gradient over the global batch, as single-node training would.
       const scale = 1 / count;
       for (let i = 0; i < gradSum.length; i++) gradSum[i] *= scale;

@@ -20,6 +20,7 @@ import {
 } from '../protocol/messages.js';
 import { createGradientComputer } from '../training/gradients.js';
 import { UserError } from '../util/errors.js';
+import type { WorkerKeys } from '../protocol/keys.js';
 import type { Logger } from '../util/logger.js';
 
 export interface WorkerOptions {
@@ -29,15 +30,18 @@ export interface WorkerOptions {
   logger: Logger;
   /** How long to wait for the coordinator's welcome. */
   connectTimeoutMs: number;
-  /** Extra socket options (CURVE keys), applied before connecting. */
-  socketOptions?: Partial<Dealer>;
+  /** CURVE keys (--keys DIR): encrypt the link and prove this worker to the coordinator. */
+  keys?: WorkerKeys;
 }
 
 export async function runWorker(opts: WorkerOptions): Promise<void> {
   const { logger } = opts;
   const engine = await initEngine({ noCuda: opts.noCuda, gpu: opts.gpu });
   const workerId = `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
-  const socket = new Dealer({ routingId: workerId, linger: 0, maxMessageSize: MAX_MESSAGE_BYTES, ...opts.socketOptions });
+  const curve: Partial<Dealer> = opts.keys
+    ? { curveServerKey: opts.keys.serverPublicKey, curvePublicKey: opts.keys.client.publicKey, curveSecretKey: opts.keys.client.secretKey }
+    : {};
+  const socket = new Dealer({ routingId: workerId, linger: 0, maxMessageSize: MAX_MESSAGE_BYTES, ...curve });
   const out = new SendQueue((frames) => socket.send(frames));
   socket.connect(opts.connect);
   logger.info({ workerId, backend: engine.name, device: engine.device }, `worker ${workerId} (${engine.name} on ${engine.device}) connecting to ${opts.connect}`);
@@ -50,6 +54,7 @@ export async function runWorker(opts: WorkerOptions): Promise<void> {
   let heartbeat: NodeJS.Timeout | undefined;
   let welcomed = false;
   let stopReason: string | undefined;
+  let refusal: string | undefined;
   let computer: ReturnType<typeof createGradientComputer> | undefined;
   let paramCount = 0;
   let weights: Float32Array = new Float32Array(0);
@@ -61,10 +66,32 @@ export async function runWorker(opts: WorkerOptions): Promise<void> {
     if (Date.now() - lastHeard > timeoutMs) {
       stopReason = welcomed
         ? `coordinator silent for ${Math.round(timeoutMs / 1000)} s, exiting`
-        : `no answer from a coordinator at ${opts.connect} within ${Math.round(timeoutMs / 1000)} s`;
+        : `no answer from a coordinator at ${opts.connect} within ${Math.round(timeoutMs / 1000)} s${opts.keys ? '' : ' (if it runs with --keys, this worker needs them too)'}`;
       socket.close();
     }
   }, 250);
+
+  // A refused handshake never reaches the receive loop: watch the socket's events for it.
+  let handshakeErrors = 0;
+  void (async () => {
+    try {
+      for await (const event of socket.events) {
+        if (welcomed) continue;
+        if (event.type === 'handshake:error:auth') {
+          refusal = `the coordinator at ${opts.connect} refused this worker's key (keys from another keygen?)`;
+        } else if (event.type === 'handshake:error:protocol' || event.type === 'handshake:error:other') {
+          if (++handshakeErrors < 3) continue;
+          refusal = opts.keys
+            ? `CURVE handshake with ${opts.connect} failed: the coordinator's key is not the one in --keys (keys from another keygen), or it runs without --keys`
+            : `handshake with ${opts.connect} failed: the coordinator requires --keys`;
+        } else continue;
+        if (!socket.closed) socket.close();
+        return;
+      }
+    } catch {
+      // socket closed
+    }
+  })();
 
   const handleAssign = async (m: Assign): Promise<void> => {
     if (!computer) throw new ProtocolError('assignment before welcome');
@@ -142,6 +169,7 @@ export async function runWorker(opts: WorkerOptions): Promise<void> {
     clearInterval(heartbeat);
     if (!socket.closed) socket.close();
   }
+  if (refusal) throw new UserError(refusal);
   if (stopReason && !welcomed) throw new UserError(stopReason);
   logger.info(stopReason ?? 'stopped');
 }

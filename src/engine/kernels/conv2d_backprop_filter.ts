@@ -178,7 +178,11 @@ export function conv2DBackpropFilterWasm(args: KernelArgs): TensorInfo {
  * otherwise), or one forced (benchmarks and tests). The convolution form falls back to
  * im2col when its geometry does not fit (e.g. rows of x that no output reads).
  */
-export const conv2DBackpropFilterOptions: { method: 'auto' | 'im2col' | 'conv' } = { method: 'auto' };
+export const conv2DBackpropFilterOptions: {
+  method: 'auto' | 'im2col' | 'conv';
+  /** Largest im2col chunk, in floats (at least one image is always taken). */
+  im2colChunkFloats: number;
+} = { method: 'auto', im2colChunkFloats: SCRATCH_KEEP_FLOATS };
 
 /** dW via im2col [K×M] · dy [M×Cout] on the wasm BatchMatMul (XNNPACK fully-connected). */
 export function filterGradIm2col(
@@ -193,7 +197,7 @@ export function filterGradIm2col(
   const P = g.OH * g.OW;
   const outShape = [g.kh, g.kw, g.cin, cout];
   // Images per chunk: keep the im2col buffer within the scratch size we retain.
-  const perChunk = Math.max(1, Math.min(N, Math.floor(SCRATCH_KEEP_FLOATS / (K * P))));
+  const perChunk = Math.max(1, Math.min(N, Math.floor(conv2DBackpropFilterOptions.im2colChunkFloats / (K * P))));
   let acc: TensorInfo | undefined;
   try {
     for (let n0 = 0; n0 < N; n0 += perChunk) {

@@ -13,8 +13,8 @@ import { makeConv2DBackpropInputWasm } from './conv2d_backprop_input.js';
 import { makeMaxPoolGradWasm } from './max_pool_grad.js';
 import { freeScratch, type WasmBackend } from './wasm_util.js';
 
-export { conv2DBackpropFilterWasm, im2colKM } from './conv2d_backprop_filter.js';
-export { makeConv2DBackpropInputWasm, rotateSwapFilter } from './conv2d_backprop_input.js';
+export { conv2DBackpropFilterOptions, conv2DBackpropFilterWasm, im2colKM } from './conv2d_backprop_filter.js';
+export { conv2DBackpropInputOptions, makeConv2DBackpropInputWasm, rotateSwapFilter } from './conv2d_backprop_input.js';
 export { makeMaxPoolGradWasm, maxPoolGradInto } from './max_pool_grad.js';
 
 const BACKEND = 'wasm';

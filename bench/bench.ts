@@ -1,0 +1,554 @@
+/**
+ * `npm run bench`: this trainer against the PyTorch MNIST example on the same machine.
+ *
+ * One after the other (never concurrently), 1 epoch of the full MNIST at batch 64 unless told
+ * otherwise: the reference (bench/reference_mnist.py) with 2 threads and with 1 thread, then
+ * `coordinator --workers 0`, `--workers 1`, `--workers 2` (and `--workers 2 --deterministic` with
+ * --deterministic-too), for each batch size of --batch-sizes. Prints one markdown table and the
+ * project's targets (PASS/FAIL), and writes DIR/bench.md and DIR/bench.json (all raw numbers).
+ * Exit status: 0 when every run finished (even if a target fails: it reports, it does not gate),
+ * 1 when a run failed, 2 on bad flags.
+ *
+ *   node dist/bench/bench.js [--quick] [--epochs N] [--train-limit N] [--batch-size B | --batch-sizes 64,256]
+ *                            [--deterministic-too] [--skip-reference] [--out DIR]
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg, totalmem } from 'node:os';
+import { join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const COORDINATOR = join(ROOT, 'dist', 'src', 'cli', 'coordinator.js');
+const REFERENCE = join(ROOT, 'bench', 'reference_mnist.py');
+const PYTHON = process.env.BENCH_PYTHON ?? '/usr/bin/python3';
+const QUICK_TRAIN_LIMIT = 6400;
+const MNIST_TRAIN_SIZE = 60000;
+
+// The project's targets.
+const TARGET = {
+  vsReference2: 1.0,
+  vsReference2Aim: 1.2,
+  scaling2over1: 1.7,
+  vsReference1: 0.7,
+  accuracy: 0.93,
+  workerRssMb: 400,
+  coordinatorRssMb: 600,
+  deterministicCost: 0.25,
+};
+
+const USAGE = `usage: node dist/bench/bench.js [options]   (or: npm run bench -- [options])
+  --epochs N            epochs per run (default 1)
+  --train-limit N       use only the first N training samples (default: all 60000)
+  --quick               a fast check: --train-limit ${QUICK_TRAIN_LIMIT}
+  --batch-size B        batch size of every run (default 64)
+  --batch-sizes B1,B2   run everything at each of these batch sizes (e.g. 64,256)
+  --deterministic-too   also run --workers 2 --deterministic
+  --skip-reference      do not run the PyTorch reference (no ratio columns)
+  --out DIR             where the runs, bench.md and bench.json go (default runs/bench-<timestamp>)
+  -h, --help            this text`;
+
+interface Options {
+  epochs: number;
+  trainLimit: number | undefined;
+  batchSizes: number[];
+  deterministicToo: boolean;
+  skipReference: boolean;
+  out: string;
+}
+
+class UsageError extends Error {}
+
+function positiveInt(name: string, value: string): number {
+  const n = Number(value);
+  if (!/^\s*\d+\s*$/.test(value) || !Number.isSafeInteger(n) || n <= 0) throw new UsageError(`${name} ${value}: must be a positive integer`);
+  return n;
+}
+
+function stamp(d: Date): string {
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
+}
+
+function parseOptions(argv: string[]): Options | undefined {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      epochs: { type: 'string' },
+      'train-limit': { type: 'string' },
+      quick: { type: 'boolean', default: false },
+      'batch-size': { type: 'string' },
+      'batch-sizes': { type: 'string' },
+      'deterministic-too': { type: 'boolean', default: false },
+      'skip-reference': { type: 'boolean', default: false },
+      out: { type: 'string' },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return undefined;
+  }
+  if (values['batch-size'] !== undefined && values['batch-sizes'] !== undefined) throw new UsageError('give --batch-size or --batch-sizes, not both');
+  const batchSizes =
+    values['batch-sizes'] !== undefined
+      ? values['batch-sizes'].split(',').map((s) => positiveInt('--batch-sizes', s.trim()))
+      : [values['batch-size'] !== undefined ? positiveInt('--batch-size', values['batch-size']) : 64];
+  let trainLimit = values['train-limit'] !== undefined ? positiveInt('--train-limit', values['train-limit']) : undefined;
+  if (values.quick && trainLimit === undefined) trainLimit = QUICK_TRAIN_LIMIT;
+  return {
+    epochs: values.epochs !== undefined ? positiveInt('--epochs', values.epochs) : 1,
+    trainLimit,
+    batchSizes: [...new Set(batchSizes)],
+    deterministicToo: values['deterministic-too'],
+    skipReference: values['skip-reference'],
+    out: values.out !== undefined ? resolve(values.out) : join(ROOT, 'runs', `bench-${stamp(new Date())}`),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Runs
+
+interface ReferenceResult {
+  threads: number;
+  epochs: number;
+  batch_size: number;
+  train_samples_per_s: number;
+  train_seconds: number;
+  test_accuracy: number;
+  test_loss: number;
+  peak_rss_mb: number;
+  torch_version: string;
+}
+
+interface Summary {
+  train_samples_per_s: number;
+  train_seconds: number;
+  test_accuracy: number;
+  test_loss: number;
+  peak_rss_mb: number;
+  workers: number;
+  deterministic: boolean;
+  distributed?: {
+    worker_peak_rss_mb?: number;
+    coordinator_ms_per_step?: number;
+    bytes_sent_per_step?: number;
+    bytes_received_per_step?: number;
+  };
+}
+
+type RunKind = 'reference' | 'ours';
+
+interface RunSpec {
+  /** Row label, e.g. `workers=2 --deterministic`. */
+  label: string;
+  /** Short id: names the log file and, for ours, the --out folder. */
+  id: string;
+  kind: RunKind;
+  batchSize: number;
+  threads?: number;
+  workers?: number;
+  deterministic?: boolean;
+  command: string[];
+}
+
+interface RunRecord {
+  label: string;
+  id: string;
+  kind: RunKind;
+  batch_size: number;
+  threads?: number;
+  workers?: number;
+  deterministic?: boolean;
+  command: string;
+  log: string;
+  wall_seconds: number;
+  ok: boolean;
+  error?: string;
+  /** The reference's JSON line, or our summary.json, verbatim. */
+  result?: ReferenceResult | Summary;
+}
+
+function planRuns(opts: Options, withReference: boolean): RunSpec[] {
+  const specs: RunSpec[] = [];
+  const common = ['--epochs', String(opts.epochs), ...(opts.trainLimit !== undefined ? ['--train-limit', String(opts.trainLimit)] : [])];
+  for (const b of opts.batchSizes) {
+    const suffix = b === 64 ? '' : `-b${b}`;
+    const batch = ` (batch ${b})`;
+    const showBatch = opts.batchSizes.length > 1 || b !== 64;
+    if (withReference) {
+      for (const threads of [2, 1]) {
+        specs.push({
+          label: `reference, ${threads} thread${threads > 1 ? 's' : ''}${showBatch ? batch : ''}`,
+          id: `ref-t${threads}${suffix}`,
+          kind: 'reference',
+          batchSize: b,
+          threads,
+          command: [PYTHON, REFERENCE, '--threads', String(threads), '--batch-size', String(b), '--log-interval', '100', ...common],
+        });
+      }
+    }
+    const ours: Array<{ workers: number; deterministic: boolean }> = [
+      { workers: 0, deterministic: false },
+      { workers: 1, deterministic: false },
+      { workers: 2, deterministic: false },
+    ];
+    if (opts.deterministicToo) ours.push({ workers: 2, deterministic: true });
+    for (const { workers, deterministic } of ours) {
+      const id = `w${workers}${deterministic ? '-det' : ''}${suffix}`;
+      specs.push({
+        label: `workers=${workers}${workers === 0 ? ' (single process)' : ''}${deterministic ? ' --deterministic' : ''}${showBatch ? batch : ''}`,
+        id,
+        kind: 'ours',
+        batchSize: b,
+        workers,
+        deterministic,
+        command: [
+          process.execPath,
+          COORDINATOR,
+          '--workers',
+          String(workers),
+          '--batch-size',
+          String(b),
+          ...common,
+          '--out',
+          join(opts.out, id),
+          '--log-interval',
+          '100000',
+          ...(deterministic ? ['--deterministic'] : []),
+        ],
+      });
+    }
+  }
+  return specs;
+}
+
+function quote(args: string[]): string {
+  return args.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`)).join(' ');
+}
+
+/** Runs one command to completion, its stdout and stderr into `logFile`; resolves with its stdout. */
+function runLogged(command: string[], logFile: string): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string }> {
+  return new Promise((resolvePromise, reject) => {
+    const log = createWriteStream(logFile);
+    log.write(`$ ${quote(command)}\n`);
+    const child = spawn(command[0]!, command.slice(1), { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+    let stdout = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString();
+      log.write(chunk);
+    });
+    child.stderr.on('data', (chunk: Buffer) => log.write(chunk));
+    child.on('error', (e) => {
+      log.end();
+      reject(e);
+    });
+    child.on('close', (code, signal) => log.end(() => resolvePromise({ code, signal, stdout })));
+  });
+}
+
+function lastJsonLine(stdout: string): unknown {
+  const lines = stdout.trim().split('\n').reverse();
+  for (const line of lines) {
+    const t = line.trim();
+    if (t.startsWith('{')) return JSON.parse(t);
+  }
+  throw new Error('no JSON line on stdout');
+}
+
+async function execute(spec: RunSpec, out: string): Promise<RunRecord> {
+  const logFile = join(out, `${spec.id}.log`);
+  const record: RunRecord = {
+    label: spec.label,
+    id: spec.id,
+    kind: spec.kind,
+    batch_size: spec.batchSize,
+    ...(spec.threads !== undefined ? { threads: spec.threads } : {}),
+    ...(spec.workers !== undefined ? { workers: spec.workers, deterministic: spec.deterministic ?? false } : {}),
+    command: quote(spec.command),
+    log: logFile,
+    wall_seconds: 0,
+    ok: false,
+  };
+  const t0 = performance.now();
+  try {
+    const { code, signal, stdout } = await runLogged(spec.command, logFile);
+    record.wall_seconds = (performance.now() - t0) / 1000;
+    if (code !== 0) throw new Error(signal ? `killed by ${signal}` : `exit status ${code}`);
+    if (spec.kind === 'reference') {
+      record.result = lastJsonLine(stdout) as ReferenceResult;
+    } else {
+      const file = join(out, spec.id, 'summary.json');
+      if (!existsSync(file)) throw new Error(`no ${relative(ROOT, file)}`);
+      record.result = JSON.parse(readFileSync(file, 'utf8')) as Summary;
+    }
+    record.ok = true;
+  } catch (e) {
+    record.wall_seconds ||= (performance.now() - t0) / 1000;
+    record.error = `${(e as Error).message} (see ${relative(process.cwd(), logFile) || logFile})`;
+  }
+  return record;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+interface Check {
+  target: string;
+  value: string;
+  status: 'PASS' | 'FAIL' | 'n/a';
+  note?: string;
+}
+
+function fmt(n: number | undefined, digits: number): string {
+  return n === undefined || !Number.isFinite(n) ? '–' : n.toFixed(digits);
+}
+
+function ratio(a: number | undefined, b: number | undefined): number | undefined {
+  return a !== undefined && b !== undefined && b > 0 ? a / b : undefined;
+}
+
+function markdownTable(header: string[], rows: string[][], rightAligned: boolean[]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
+  const line = (cells: string[]) => `| ${cells.map((c, i) => (rightAligned[i] ? c.padStart(widths[i]!) : c.padEnd(widths[i]!))).join(' | ')} |`;
+  const rule = `|${widths.map((w, i) => (rightAligned[i] ? `${'-'.repeat(w + 1)}:` : `${'-'.repeat(w + 2)}`)).join('|')}|`;
+  return [line(header), rule, ...rows.map(line)].join('\n');
+}
+
+function samplesPerS(r: RunRecord | undefined): number | undefined {
+  return r?.ok ? r.result?.train_samples_per_s : undefined;
+}
+
+function findRun(records: RunRecord[], pred: (r: RunRecord) => boolean): RunRecord | undefined {
+  return records.find(pred);
+}
+
+function buildTable(records: RunRecord[], withReference: boolean): string {
+  const header = ['run', 'samples/s'];
+  if (withReference) header.push('× reference (2 threads)', '× reference (1 thread)');
+  header.push('test accuracy', 'peak RSS coordinator MB', 'peak RSS worker MB', 'coordinator ms/step', 'KB sent/step', 'KB received/step', 'train s');
+  const rows = records.map((r) => {
+    const ref = (threads: number) => samplesPerS(findRun(records, (x) => x.kind === 'reference' && x.threads === threads && x.batch_size === r.batch_size));
+    if (!r.ok || !r.result) {
+      return [r.label, 'FAILED', ...(withReference ? ['', ''] : []), '', '', '', '', '', '', ''];
+    }
+    const sps = r.result.train_samples_per_s;
+    const d = r.kind === 'ours' ? (r.result as Summary).distributed : undefined;
+    return [
+      r.label,
+      fmt(sps, 0),
+      ...(withReference ? [fmt(ratio(sps, ref(2)), 2), fmt(ratio(sps, ref(1)), 2)] : []),
+      `${fmt(100 * r.result.test_accuracy, 2)}%`,
+      fmt(r.result.peak_rss_mb, 0),
+      fmt(d?.worker_peak_rss_mb, 0),
+      fmt(d?.coordinator_ms_per_step, 2),
+      fmt(d?.bytes_sent_per_step !== undefined ? d.bytes_sent_per_step / 1024 : undefined, 1),
+      fmt(d?.bytes_received_per_step !== undefined ? d.bytes_received_per_step / 1024 : undefined, 1),
+      fmt(r.result.train_seconds, 1),
+    ];
+  });
+  return markdownTable(header, rows, header.map((_, i) => i > 0));
+}
+
+function buildChecks(records: RunRecord[], opts: Options, withReference: boolean): Check[] {
+  const b = opts.batchSizes[0]!;
+  const at = (pred: (r: RunRecord) => boolean) => findRun(records, (r) => r.batch_size === b && pred(r));
+  const ref2 = samplesPerS(at((r) => r.kind === 'reference' && r.threads === 2));
+  const ref1 = samplesPerS(at((r) => r.kind === 'reference' && r.threads === 1));
+  const w1 = samplesPerS(at((r) => r.kind === 'ours' && r.workers === 1 && !r.deterministic));
+  const w2 = samplesPerS(at((r) => r.kind === 'ours' && r.workers === 2 && !r.deterministic));
+  const w2det = samplesPerS(at((r) => r.kind === 'ours' && r.workers === 2 && r.deterministic === true));
+  const ours = records.filter((r) => r.kind === 'ours' && r.ok && r.result) as Array<RunRecord & { result: Summary }>;
+  const checks: Check[] = [];
+  const batchNote = opts.batchSizes.length > 1 ? ` (batch ${b})` : '';
+  const noRef = withReference ? 'a run failed' : 'reference not run';
+
+  const check = (target: string, value: number | undefined, ok: (v: number) => boolean, show: (v: number) => string, missing: string, note?: (v: number) => string | undefined): void => {
+    if (value === undefined || !Number.isFinite(value)) {
+      checks.push({ target, value: '–', status: 'n/a', note: missing });
+    } else {
+      const n = note?.(value);
+      checks.push({ target, value: show(value), status: ok(value) ? 'PASS' : 'FAIL', ...(n ? { note: n } : {}) });
+    }
+  };
+  const x = (v: number) => `${v.toFixed(2)}×`;
+
+  check(
+    `workers=2 ≥ ${TARGET.vsReference2.toFixed(1)}× reference (2 threads)${batchNote}`,
+    ratio(w2, ref2),
+    (v) => v >= TARGET.vsReference2,
+    x,
+    noRef,
+    (v) => `aim ${TARGET.vsReference2Aim}×: ${v >= TARGET.vsReference2Aim ? 'met' : 'not met'}`,
+  );
+  check(`workers=2 / workers=1 ≥ ${TARGET.scaling2over1}×${batchNote}`, ratio(w2, w1), (v) => v >= TARGET.scaling2over1, x, 'a run failed');
+  check(`workers=1 ≥ ${TARGET.vsReference1}× reference (1 thread)${batchNote}`, ratio(w1, ref1), (v) => v >= TARGET.vsReference1, x, noRef);
+
+  const fullData = opts.trainLimit === undefined || opts.trainLimit >= MNIST_TRAIN_SIZE;
+  const minAcc = ours.length ? ours.reduce((m, r) => (r.result.test_accuracy < m.result.test_accuracy ? r : m)) : undefined;
+  check(
+    `test accuracy after 1 epoch ≥ ${TARGET.accuracy * 100}% (every run of ours)`,
+    fullData && opts.epochs === 1 ? minAcc?.result.test_accuracy : undefined,
+    (v) => v >= TARGET.accuracy,
+    (v) => `${(100 * v).toFixed(2)}% (lowest: ${minAcc?.label})`,
+    fullData && opts.epochs === 1 ? 'no run of ours finished' : 'only with the full training set and --epochs 1',
+  );
+
+  const distributed = ours.filter((r) => r.result.distributed?.worker_peak_rss_mb !== undefined);
+  const maxWorker = distributed.length
+    ? distributed.reduce((m, r) => ((r.result.distributed!.worker_peak_rss_mb ?? 0) > (m.result.distributed!.worker_peak_rss_mb ?? 0) ? r : m))
+    : undefined;
+  check(
+    `worker peak RSS ≤ ${TARGET.workerRssMb} MB`,
+    maxWorker?.result.distributed?.worker_peak_rss_mb,
+    (v) => v <= TARGET.workerRssMb,
+    (v) => `${v.toFixed(0)} MB (${maxWorker?.label})`,
+    'no distributed run finished',
+  );
+  const maxCoord = ours.length ? ours.reduce((m, r) => (r.result.peak_rss_mb > m.result.peak_rss_mb ? r : m)) : undefined;
+  check(
+    `coordinator peak RSS ≤ ${TARGET.coordinatorRssMb} MB (every run of ours, workers=0 included)`,
+    maxCoord?.result.peak_rss_mb,
+    (v) => v <= TARGET.coordinatorRssMb,
+    (v) => `${v.toFixed(0)} MB (${maxCoord?.label})`,
+    'no run of ours finished',
+  );
+  if (opts.deterministicToo) {
+    const cost = w2 !== undefined && w2det !== undefined && w2 > 0 ? 1 - w2det / w2 : undefined;
+    check(
+      `--deterministic costs ≤ ${TARGET.deterministicCost * 100}% of fast mode's throughput (workers=2)${batchNote}`,
+      cost,
+      (v) => v <= TARGET.deterministicCost,
+      (v) => `${(100 * v).toFixed(1)}% slower`,
+      'a run failed',
+    );
+  }
+  return checks;
+}
+
+function checksTable(checks: Check[]): string {
+  return markdownTable(
+    ['target', 'measured', 'result'],
+    checks.map((c) => [c.target, c.value + (c.note ? ` — ${c.note}` : ''), c.status]),
+    [false, false, false],
+  );
+}
+
+function gitCommit(): string | undefined {
+  const r = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' });
+  if (r.status !== 0) return undefined;
+  const dirty = spawnSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd: ROOT, encoding: 'utf8' });
+  return r.stdout.trim() + (dirty.status === 0 && dirty.stdout.trim() ? ' (with uncommitted changes)' : '');
+}
+
+function torchAvailable(): { ok: boolean; version?: string; why?: string } {
+  const r = spawnSync(PYTHON, ['-c', 'import torch; print(torch.__version__)'], { encoding: 'utf8' });
+  if (r.status === 0) return { ok: true, version: r.stdout.trim() };
+  const why = r.error ? r.error.message : (r.stderr.trim().split('\n').pop() ?? `exit status ${r.status}`);
+  return { ok: false, why };
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main(): Promise<number> {
+  let opts: Options | undefined;
+  try {
+    opts = parseOptions(process.argv.slice(2));
+  } catch (e) {
+    console.error(`bench: ${(e as Error).message}\n${USAGE}`);
+    return 2;
+  }
+  if (!opts) return 0;
+  if (!existsSync(COORDINATOR)) {
+    console.error(`bench: ${relative(process.cwd(), COORDINATOR)} is missing; build first: npx tsc -p tsconfig.json (or npm run bench)`);
+    return 1;
+  }
+
+  let withReference = !opts.skipReference;
+  let torchVersion: string | undefined;
+  if (withReference) {
+    const t = torchAvailable();
+    if (t.ok) {
+      torchVersion = t.version;
+    } else {
+      withReference = false;
+      console.error(`bench: PyTorch is not usable with ${PYTHON} (${t.why}); install it with: apt-get install python3-torch`);
+      console.error('bench: going on without the reference (no ratio columns)');
+    }
+  }
+
+  mkdirSync(opts.out, { recursive: true });
+  const started = new Date();
+  const meta = {
+    date: started.toISOString(),
+    cpu: cpus()[0]?.model ?? 'unknown',
+    cores: cpus().length,
+    available_parallelism: availableParallelism(),
+    memory_gb: totalmem() / 2 ** 30,
+    load_average_at_start: loadavg(),
+    node: process.version,
+    torch: torchVersion ?? null,
+    commit: gitCommit() ?? null,
+  };
+  const specs = planRuns(opts, withReference);
+  const dataNote = `${opts.trainLimit !== undefined ? `first ${opts.trainLimit} training samples` : 'full MNIST'}, ${opts.epochs} epoch${opts.epochs > 1 ? 's' : ''}`;
+  console.error(`bench: ${specs.length} runs, one after the other (${dataNote}); logs and run folders in ${relative(process.cwd(), opts.out) || opts.out}`);
+  if (meta.load_average_at_start[0]! > meta.cores * 0.5) {
+    console.error(`bench: note: load average ${meta.load_average_at_start[0]!.toFixed(2)} on ${meta.cores} cores; other work on the machine skews the timings`);
+  }
+
+  const records: RunRecord[] = [];
+  for (const [i, spec] of specs.entries()) {
+    process.stderr.write(`[${i + 1}/${specs.length}] ${spec.label} … `);
+    const rec = await execute(spec, opts.out);
+    records.push(rec);
+    if (rec.ok && rec.result) {
+      process.stderr.write(`${rec.result.train_samples_per_s.toFixed(0)} samples/s, accuracy ${(100 * rec.result.test_accuracy).toFixed(2)}%, ${rec.wall_seconds.toFixed(0)} s\n`);
+    } else {
+      process.stderr.write(`FAILED: ${rec.error}\n`);
+    }
+  }
+
+  const checks = buildChecks(records, opts, withReference);
+  const table = buildTable(records, withReference);
+  const failed = records.filter((r) => !r.ok);
+  const lines = [
+    `## Benchmark ${meta.date.slice(0, 10)}`,
+    '',
+    `${dataNote}, batch ${opts.batchSizes.join(' and ')}, seed 1. ` +
+      `Date ${meta.date}; CPU ${meta.cpu}, ${meta.cores} cores (${meta.available_parallelism} available), ${meta.memory_gb.toFixed(0)} GB; ` +
+      `load average at start ${meta.load_average_at_start.map((l) => l.toFixed(2)).join(' ')}; node ${meta.node}; ` +
+      `torch ${torchVersion ?? (opts.skipReference ? '(skipped)' : '(not installed: apt-get install python3-torch)')}` +
+      `${meta.commit ? `; commit ${meta.commit}` : ''}.`,
+    '',
+    table,
+    '',
+    `Targets${opts.batchSizes.length > 1 ? ` (at batch ${opts.batchSizes[0]})` : ''}:`,
+    '',
+    checksTable(checks),
+    ...(failed.length ? ['', `Failed runs: ${failed.map((r) => `${r.label}: ${r.error}`).join('; ')}`] : []),
+    '',
+  ];
+  const md = lines.join('\n');
+  console.log(`\n${md}`);
+  writeFileSync(join(opts.out, 'bench.md'), md);
+  writeFileSync(
+    join(opts.out, 'bench.json'),
+    `${JSON.stringify({ meta, options: { ...opts, with_reference: withReference }, targets: TARGET, runs: records, checks, finished_at: new Date().toISOString() }, null, 2)}\n`,
+  );
+  console.error(`bench: wrote ${relative(process.cwd(), join(opts.out, 'bench.md'))} and bench.json`);
+  return failed.length ? 1 : 0;
+}
+
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (e: unknown) => {
+    console.error(`bench: ${(e as Error).stack ?? String(e)}`);
+    process.exitCode = 1;
+  },
+);
