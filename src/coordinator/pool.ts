@@ -82,6 +82,8 @@ interface StepInFlight {
   /** shard → the worker it is assigned to now. */
   assignee: Array<string | undefined>;
   remaining: number;
+  /** shard → workers that returned non-finite gradients for it. */
+  nonFinite: Array<Set<string> | undefined>;
   resolve: (r: BatchResult) => void;
   reject: (e: Error) => void;
   lastResultAt: number;
@@ -230,6 +232,7 @@ export class WorkerPool implements GradientSource {
         results: new Array(shards.length).fill(undefined),
         assignee: new Array(shards.length).fill(undefined),
         remaining: shards.length,
+        nonFinite: [],
         lastResultAt: 0,
         resolve: (r) => {
           this.current = undefined;
@@ -250,11 +253,12 @@ export class WorkerPool implements GradientSource {
   }
 
   /** Gives `shard` of the current step to the live worker with the least work (or leaves it for a later joiner). */
-  private assign(shard: number): void {
+  private assign(shard: number, exclude?: string): void {
     const flight = this.current;
     if (!flight) return;
     let best: Member | undefined;
     for (const m of this.members.values()) {
+      if (m.id === exclude) continue;
       if (!best || m.pending.size < best.pending.size || (m.pending.size === best.pending.size && m.out < best.out)) best = m;
     }
     flight.assignee[shard] = best?.id;
@@ -362,6 +366,21 @@ export class WorkerPool implements GradientSource {
     if (r.shard >= flight.shards.length || flight.assignee[r.shard] !== member.id) {
       throw new Error(`result for shard ${r.shard} of step ${r.step}, which is not assigned to this worker`);
     }
+    if (!isFiniteResult(r)) {
+      // Either this worker is faulty or the model has diverged; a second opinion tells which.
+      const doubters = (flight.nonFinite[r.shard] ??= new Set());
+      doubters.add(member.id);
+      member.pending.delete(r.shard);
+      const others = [...this.members.values()].filter((m) => !doubters.has(m.id));
+      if (doubters.size >= 2 || others.length === 0) {
+        flight.reject(new UserError(`training diverged at step ${r.step}: non-finite gradients for shard ${r.shard} (try a lower --lr)`));
+      } else {
+        flight.assignee[r.shard] = undefined;
+        this.stats.reassigned++;
+        this.assign(r.shard, member.id);
+      }
+      throw new Error(`non-finite gradient for shard ${r.shard} of step ${r.step}`);
+    }
     const problem = this.checkResult(r, flight);
     if (problem) {
       // A worker that returns a broken result for its own shard cannot be trusted with more:
@@ -383,8 +402,6 @@ export class WorkerPool implements GradientSource {
     if (r.gradSum.length !== this.opts.params) return `gradient of length ${r.gradSum.length}, expected ${this.opts.params}`;
     const expected = flight.shards[r.shard].labels.length;
     if (r.count !== expected) return `counts ${r.count} samples, the shard has ${expected}`;
-    if (!Number.isFinite(r.lossSum)) return `loss ${r.lossSum}`;
-    for (let i = 0; i < r.gradSum.length; i++) if (!Number.isFinite(r.gradSum[i])) return `non-finite gradient at ${i}`;
     return undefined;
   }
 
@@ -524,4 +541,10 @@ export class WorkerPool implements GradientSource {
     this.zap?.close();
     await this.receiveLoop;
   }
+}
+
+function isFiniteResult(r: Result): boolean {
+  if (!Number.isFinite(r.lossSum)) return false;
+  for (let i = 0; i < r.gradSum.length; i++) if (!Number.isFinite(r.gradSum[i])) return false;
+  return true;
 }

@@ -3,6 +3,7 @@
  * and for distributed training; only this source differs.
  */
 import type { ModelDef } from '../models/types.js';
+import { UserError } from '../util/errors.js';
 import { accumulate, createGradientComputer, type ShardData } from './gradients.js';
 
 export interface BatchResult {
@@ -38,7 +39,7 @@ export function createLocalSource(model: ModelDef, size: number): GradientSource
   const scratch: Float32Array[] = [];
   return {
     workers: 0,
-    async computeBatch(_step, weights, shards, gradSum) {
+    async computeBatch(step, weights, shards, gradSum) {
       let lossSum = 0;
       let count = 0;
       while (scratch.length < shards.length) scratch.push(new Float32Array(size));
@@ -48,6 +49,10 @@ export function createLocalSource(model: ModelDef, size: number): GradientSource
         count += r.count;
       });
       reduceInShardOrder(scratch.slice(0, shards.length), gradSum);
+      // As in distributed training, a non-finite gradient is never applied.
+      if (!Number.isFinite(lossSum) || !gradSum.every(Number.isFinite)) {
+        throw new UserError(`training diverged at step ${step}: non-finite gradients (try a lower --lr)`);
+      }
       return { lossSum, count };
     },
     workerFailures: () => 0,

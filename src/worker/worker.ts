@@ -43,11 +43,9 @@ export async function runWorker(opts: WorkerOptions): Promise<void> {
     : {};
   const socket = new Dealer({ routingId: workerId, linger: 0, maxMessageSize: MAX_MESSAGE_BYTES, ...curve });
   const out = new SendQueue((frames) => socket.send(frames));
-  socket.connect(opts.connect);
   logger.info({ workerId, backend: engine.name, device: engine.device }, `worker ${workerId} (${engine.name} on ${engine.device}) connecting to ${opts.connect}`);
 
   const send = (m: Parameters<typeof encode>[0]): Promise<void> => out.send([encode(m)]);
-  await send({ type: 'hello', protocol: PROTOCOL_VERSION, workerId, pid: process.pid, host: hostname(), backend: engine.name, device: engine.device });
 
   let lastHeard = Date.now();
   let timeoutMs = opts.connectTimeoutMs;
@@ -92,6 +90,13 @@ export async function runWorker(opts: WorkerOptions): Promise<void> {
       // socket closed
     }
   })();
+
+  // Connect only now that the watchers run; the hello waits in the send queue until a
+  // connection is up (a DEALER's send blocks without one), so it must not be awaited here.
+  socket.connect(opts.connect);
+  send({ type: 'hello', protocol: PROTOCOL_VERSION, workerId, pid: process.pid, host: hostname(), backend: engine.name, device: engine.device }).catch(
+    () => {},
+  );
 
   const handleAssign = async (m: Assign): Promise<void> => {
     if (!computer) throw new ProtocolError('assignment before welcome');
@@ -153,7 +158,12 @@ export async function runWorker(opts: WorkerOptions): Promise<void> {
         case 'reject':
           throw new UserError(`coordinator refused this worker: ${msg.reason}`);
         case 'assign':
-          await handleAssign(msg);
+          try {
+            await handleAssign(msg);
+          } catch (e) {
+            // A result that cannot be sent because the watchdog closed the socket is not an error.
+            if (!socket.closed) throw e;
+          }
           break;
         case 'heartbeat':
           break;

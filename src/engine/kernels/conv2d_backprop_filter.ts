@@ -4,32 +4,32 @@
  * XNNPACK kernels:
  *
  *  - im2col: dW[K×Cout] = im2col(x)[K×M] · dy[M×Cout], K = kh·kw·Cin, M = N·OH·OW. im2col is
- *    written straight into a reusable wasm-heap buffer already laid out [K×M] and multiplied
+ *    written straight into a wasm-heap buffer already laid out [K×M] and multiplied
  *    by the BatchMatMul kernel with no transposes (its XNNPACK fast path). Large batches are
  *    split into chunks of images so the buffer stays bounded; chunk products are summed.
  *  - conv: the same sum written as a convolution of x with dy as the filter (batch and
  *    channels swapped), run by the Conv2D kernel, whose indirection buffer replaces the
- *    im2col copy. Faster at stride 1, so 'auto' uses it there.
+ *    im2col copy. Faster at stride 1 with cin > 1, so 'auto' uses it there.
  */
 import { backend_util } from '@tensorflow/tfjs-core';
 import type { Conv2DBackpropFilterAttrs, TensorInfo } from '@tensorflow/tfjs-core';
 import {
   alloc,
-  borrowScratch,
   callWasmKernel,
   f32,
   heapF32,
   input,
   offsetF32,
-  releaseScratch,
   sameShape,
-  SCRATCH_KEEP_FLOATS,
   tupleAllOne,
   type KernelArgs,
   type WasmBackend,
 } from './wasm_util.js';
 
 const NAME = 'Conv2DBackpropFilter';
+
+/** Default largest im2col buffer (16 MiB of float32); larger batches are done in chunks. */
+const IM2COL_CHUNK_FLOATS = 4 * 1024 * 1024;
 
 /** Geometry of one convolution, NHWC, dilation 1. */
 export interface ConvGeom {
@@ -163,10 +163,12 @@ export function conv2DBackpropFilterWasm(args: KernelArgs): TensorInfo {
     return z;
   }
 
-  // Measured (bench/kernels-bench.ts): the convolution form wins at stride 1 (it skips the
-  // im2col copy); at stride 2 its dilated filter makes it no better than im2col.
+  // Measured (bench/kernels-bench.ts): the convolution form wins at stride 1 with cin > 1,
+  // where it skips an im2col that is a transpose done in JS; with cin = 1 the im2col rows are
+  // contiguous runs of x (moved natively) and at stride 2 the dilated filter slows the
+  // convolution form, so im2col is as fast or faster there.
   const method = conv2DBackpropFilterOptions.method;
-  if (method === 'conv' || (method === 'auto' && g.sh === 1 && g.sw === 1)) {
+  if (method === 'conv' || (method === 'auto' && g.sh === 1 && g.sw === 1 && g.cin > 1)) {
     const viaConv = filterGradViaConv(backend, x, dy, g, N, cout);
     if (viaConv !== undefined) return viaConv;
   }
@@ -174,15 +176,15 @@ export function conv2DBackpropFilterWasm(args: KernelArgs): TensorInfo {
 }
 
 /**
- * Which algorithm Conv2DBackpropFilter uses: 'auto' (convolution form at stride 1, im2col
- * otherwise), or one forced (benchmarks and tests). The convolution form falls back to
+ * Which algorithm Conv2DBackpropFilter uses: 'auto' (convolution form at stride 1 when
+ * cin > 1, im2col otherwise), or one forced (benchmarks and tests). The convolution form falls back to
  * im2col when its geometry does not fit (e.g. rows of x that no output reads).
  */
 export const conv2DBackpropFilterOptions: {
   method: 'auto' | 'im2col' | 'conv';
   /** Largest im2col chunk, in floats (at least one image is always taken). */
   im2colChunkFloats: number;
-} = { method: 'auto', im2colChunkFloats: SCRATCH_KEEP_FLOATS };
+} = { method: 'auto', im2colChunkFloats: IM2COL_CHUNK_FLOATS };
 
 /** dW via im2col [K×M] · dy [M×Cout] on the wasm BatchMatMul (XNNPACK fully-connected). */
 export function filterGradIm2col(
@@ -196,7 +198,7 @@ export function filterGradIm2col(
   const K = g.kh * g.kw * g.cin;
   const P = g.OH * g.OW;
   const outShape = [g.kh, g.kw, g.cin, cout];
-  // Images per chunk: keep the im2col buffer within the scratch size we retain.
+  // Images per chunk: keep the im2col buffer within im2colChunkFloats.
   const perChunk = Math.max(1, Math.min(N, Math.floor(conv2DBackpropFilterOptions.im2colChunkFloats / (K * P))));
   let acc: TensorInfo | undefined;
   try {
@@ -207,7 +209,7 @@ export function filterGradIm2col(
       // the weights operand by data id (ignoring shape), so that operand must be a new id
       // which we dispose (freeing the cached operator) right after the product.
       const dyChunk = alloc(backend, [1, Mc, cout]);
-      const cols = borrowScratch(backend, [1, K, Mc]);
+      const cols = alloc(backend, [1, K, Mc]);
       let prod: TensorInfo;
       try {
         f32(backend, dyChunk).set(f32(backend, dy).subarray(n0 * P * cout, (n0 + nb) * P * cout));
@@ -215,7 +217,7 @@ export function filterGradIm2col(
         prod = callWasmKernel('BatchMatMul', backend, { a: cols, b: dyChunk }, { transposeA: false, transposeB: false });
       } finally {
         backend.disposeData(dyChunk.dataId);
-        releaseScratch(backend);
+        backend.disposeData(cols.dataId);
       }
       if (acc === undefined) {
         acc = prod;

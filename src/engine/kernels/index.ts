@@ -11,7 +11,6 @@ import type { KernelConfig, KernelFunc } from '@tensorflow/tfjs-core';
 import { conv2DBackpropFilterWasm } from './conv2d_backprop_filter.js';
 import { makeConv2DBackpropInputWasm } from './conv2d_backprop_input.js';
 import { makeMaxPoolGradWasm } from './max_pool_grad.js';
-import { freeScratch, type WasmBackend } from './wasm_util.js';
 
 export { conv2DBackpropFilterOptions, conv2DBackpropFilterWasm, im2colKM } from './conv2d_backprop_filter.js';
 export { conv2DBackpropInputOptions, makeConv2DBackpropInputWasm, rotateSwapFilter } from './conv2d_backprop_input.js';
@@ -80,6 +79,4 @@ export function unregisterFastWasmKernels(): void {
     const original = installed.originals.get(name);
     if (original !== undefined) tf.registerKernel(original);
   }
-  const backend = tf.findBackend(BACKEND) as WasmBackend | null;
-  if (backend != null) freeScratch(backend);
 }

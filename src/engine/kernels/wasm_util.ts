@@ -1,7 +1,12 @@
 /**
  * Helpers shared by the wasm kernels in this folder: the slice of tfjs-backend-wasm's
- * BackendWasm they use, zero-copy Float32Array views onto the wasm heap, calls into the
- * wasm backend's own registered kernels, and a reusable heap scratch buffer.
+ * BackendWasm they use, zero-copy Float32Array views onto the wasm heap, and calls into the
+ * wasm backend's own registered kernels.
+ *
+ * Temporary buffers are plain heap allocations freed before the kernel returns: a
+ * malloc/free pair of even 16 MiB costs a few microseconds in the wasm heap (freed blocks
+ * are reused, the heap never shrinks), so keeping a scratch buffer alive between calls
+ * bought nothing measurable and would show up as a live data id in leak checks.
  *
  * Heap views go stale whenever the wasm heap grows (any allocation, including one made by
  * a kernel we call), so every kernel here takes its views only after its last allocation
@@ -68,60 +73,6 @@ export function tupleAllOne(v: unknown): boolean {
   if (v === undefined || v === null) return true;
   if (typeof v === 'number') return v === 1;
   return Array.isArray(v) && v.every((x) => x === 1);
-}
-
-// ---------------------------------------------------------------------------------------
-// Scratch: one heap buffer per backend, grown on demand and kept for the next call as long
-// as it stays under SCRATCH_KEEP_FLOATS. Kernels only use it as an *input* that the wasm
-// kernels we call read (never as the `b`/filter operand, which XNNPACK caches by data id).
-
-/** Largest scratch buffer kept between calls (16 MiB of float32). */
-export const SCRATCH_KEEP_FLOATS = 4 * 1024 * 1024;
-
-interface Scratch {
-  dataId: object;
-  capacity: number;
-}
-
-const scratchByBackend = new WeakMap<WasmBackend, Scratch>();
-
-/**
- * A tensor of the given shape backed by the shared scratch buffer (its contents are
- * undefined). Pass it to `releaseScratch` when done; never dispose it yourself.
- */
-export function borrowScratch(backend: WasmBackend, shape: number[]): TensorInfo {
-  const size = shape.reduce((a, b) => a * b, 1);
-  let s = scratchByBackend.get(backend);
-  if (s !== undefined && (!backend.dataIdMap.has(s.dataId) || s.capacity < size)) {
-    if (backend.dataIdMap.has(s.dataId)) backend.disposeData(s.dataId, true);
-    scratchByBackend.delete(backend);
-    s = undefined;
-  }
-  if (s === undefined) {
-    const capacity = Math.max(size, 1);
-    const info = backend.makeOutput([capacity], 'float32');
-    s = { dataId: info.dataId, capacity };
-    scratchByBackend.set(backend, s);
-  }
-  return { dataId: s.dataId, shape, dtype: 'float32' };
-}
-
-/** Ends a borrow; frees the buffer when it is too large to keep around. */
-export function releaseScratch(backend: WasmBackend): void {
-  const s = scratchByBackend.get(backend);
-  if (s !== undefined && s.capacity > SCRATCH_KEEP_FLOATS) {
-    if (backend.dataIdMap.has(s.dataId)) backend.disposeData(s.dataId, true);
-    scratchByBackend.delete(backend);
-  }
-}
-
-/** Frees the scratch buffer now (tests, or before a memory-hungry phase). */
-export function freeScratch(backend: WasmBackend): void {
-  const s = scratchByBackend.get(backend);
-  if (s !== undefined) {
-    if (backend.dataIdMap.has(s.dataId)) backend.disposeData(s.dataId, true);
-    scratchByBackend.delete(backend);
-  }
 }
 
 export type { KernelFunc, TensorInfo };
