@@ -439,7 +439,6 @@ describe('end to end', () => {
       }
       conv2DBackpropFilterOptions.method = 'auto';
     };
-    step(); // warm-up
     const tensors = tf.memory().numTensors;
     const ids = backend.numDataIds();
     for (let i = 0; i < 10; i++) step();

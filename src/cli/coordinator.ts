@@ -50,14 +50,18 @@ export function buildProgram(): Command {
     .addOption(new Option('--worker-timeout <s>', 'declare a silent worker lost after S seconds').argParser(positiveInt).default(5))
     .option('--keys <dir>', 'authenticate and encrypt the worker link with the keys in DIR (see keygen)')
     .option('--insecure', 'allow --listen beyond loopback without --keys', false)
-    .action(async (flags: TrainFlags & DistributedFlags) => {
+    .action(async (flags: TrainFlags & DistributedFlags, cmd: Command) => {
       if (flags.resume && !flags.out) throw new UsageError('--resume needs --out DIR (the run to continue)');
       if (!flags.spawn && !flags.listen) throw new UsageError('--no-spawn needs --listen ADDR (where the workers connect)');
       if (flags.listen && !/^(tcp|ipc):\/\/.+/.test(flags.listen)) throw new UsageError(`--listen ${flags.listen}: expected an address like tcp://0.0.0.0:5555`);
       const config = configFromFlags(flags, { workers: defaultWorkers(!flags.cuda), outDir: defaultOutDir(flags.model) });
       if (!flags.spawn && config.workers === 0) throw new UsageError('--no-spawn needs --workers N with N ≥ 1');
+      const given = cmd.options
+        .map((o) => o.attributeName())
+        .filter((name) => cmd.getOptionValueSource(name) === 'cli');
       await train(config, {
         resume: flags.resume,
+        given: new Set(given),
         distributed: {
           spawn: flags.spawn,
           listen: flags.listen,

@@ -58,6 +58,11 @@ export interface PoolOptions {
   keys?: CoordinatorKeys;
   /** Where the keys came from, passed on to spawned workers. */
   keysDir?: string;
+  /**
+   * Recomputes a shard here and says whether its gradient is finite: tells a lying or broken
+   * worker (evicted) from a diverged model (the run stops).
+   */
+  verifyShard?: (weights: Float32Array, shard: ShardData) => boolean;
 }
 
 interface Member {
@@ -82,8 +87,6 @@ interface StepInFlight {
   /** shard → the worker it is assigned to now. */
   assignee: Array<string | undefined>;
   remaining: number;
-  /** shard → workers that returned non-finite gradients for it. */
-  nonFinite: Array<Set<string> | undefined>;
   resolve: (r: BatchResult) => void;
   reject: (e: Error) => void;
   lastResultAt: number;
@@ -119,7 +122,8 @@ export class WorkerPool implements GradientSource {
   private allGoneTimer: NodeJS.Timeout | undefined;
   private receiveLoop: Promise<void> | undefined;
   private joinWaiters: Array<() => void> = [];
-  private readonly opts: Required<Omit<PoolOptions, 'keys' | 'keysDir' | 'workerArgs'>> & Pick<PoolOptions, 'keys' | 'keysDir' | 'workerArgs'>;
+  private readonly opts: Required<Omit<PoolOptions, 'keys' | 'keysDir' | 'workerArgs' | 'verifyShard'>> &
+    Pick<PoolOptions, 'keys' | 'keysDir' | 'workerArgs' | 'verifyShard'>;
   private zap: ZapHandler | undefined;
   private handshakeFailures = 0;
   private stats = { bytesSent: 0, bytesReceived: 0, steps: 0, coordinatorMs: 0, rejected: 0, stale: 0, reassigned: 0, workerPeakRss: 0 };
@@ -232,7 +236,6 @@ export class WorkerPool implements GradientSource {
         results: new Array(shards.length).fill(undefined),
         assignee: new Array(shards.length).fill(undefined),
         remaining: shards.length,
-        nonFinite: [],
         lastResultAt: 0,
         resolve: (r) => {
           this.current = undefined;
@@ -367,18 +370,12 @@ export class WorkerPool implements GradientSource {
       throw new Error(`result for shard ${r.shard} of step ${r.step}, which is not assigned to this worker`);
     }
     if (!isFiniteResult(r)) {
-      // Either this worker is faulty or the model has diverged; a second opinion tells which.
-      const doubters = (flight.nonFinite[r.shard] ??= new Set());
-      doubters.add(member.id);
-      member.pending.delete(r.shard);
-      const others = [...this.members.values()].filter((m) => !doubters.has(m.id));
-      if (doubters.size >= 2 || others.length === 0) {
+      // Either the sender is faulty or the model has diverged: recomputing the shard here tells which.
+      if (this.opts.verifyShard && !this.opts.verifyShard(flight.weights, flight.shards[r.shard])) {
         flight.reject(new UserError(`training diverged at step ${r.step}: non-finite gradients for shard ${r.shard} (try a lower --lr)`));
-      } else {
-        flight.assignee[r.shard] = undefined;
-        this.stats.reassigned++;
-        this.assign(r.shard, member.id);
+        throw new Error(`non-finite gradient for shard ${r.shard} of step ${r.step}: the model diverged`);
       }
+      this.lose(member, 'sent a non-finite gradient that recomputation does not reproduce', true);
       throw new Error(`non-finite gradient for shard ${r.shard} of step ${r.step}`);
     }
     const problem = this.checkResult(r, flight);

@@ -7,18 +7,28 @@ import { join, resolve } from 'node:path';
 import type { TrainConfig } from '../config.js';
 import { loadMnist } from '../data/mnist.js';
 import { initEngine, visibleGpuCount } from '../engine/backend.js';
-import { createModel, describeModel, initialWeights, paramLayout } from '../models/index.js';
+import { type ModelDef, createModel, describeModel, initialWeights, paramLayout } from '../models/index.js';
+import { type ShardData, createGradientComputer } from '../training/gradients.js';
 import { CHECKPOINT_FILE, loadLatestCheckpoint } from '../training/checkpoint.js';
 import { type RunSummary, freshState, runTraining, truncateMetrics } from '../training/loop.js';
 import { type GradientSource, createLocalSource } from '../training/source.js';
 import { UsageError, UserError } from '../util/errors.js';
 import { loadCoordinatorKeys } from '../protocol/keys.js';
-import { createLogger } from '../util/logger.js';
+import { type Logger, createLogger } from '../util/logger.js';
 import { Terminal } from '../util/terminal.js';
 import { writeRunArtifacts } from './artifacts.js';
 import { WorkerPool } from './pool.js';
 
 export const LOG_FILE = 'log.jsonl';
+
+/** Recomputes a shard in this process: is its gradient finite? (see PoolOptions.verifyShard) */
+function shardVerifier(model: ModelDef): (weights: Float32Array, shard: ShardData) => boolean {
+  const computer = createGradientComputer(model);
+  return (weights, shard) => {
+    const r = computer.compute(weights, shard);
+    return Number.isFinite(r.lossSum) && r.gradSum.every(Number.isFinite);
+  };
+}
 
 export interface DistributedOptions {
   /** Start the workers here (else wait for them to connect to `listen`). */
@@ -42,6 +52,8 @@ export function isLoopbackAddress(addr: string): boolean {
 
 export interface TrainOptions {
   resume: boolean;
+  /** Flags given on the command line (camel-cased), so that --resume knows what was asked for. */
+  given?: ReadonlySet<string>;
   distributed: DistributedOptions;
   terminal?: Terminal;
 }
@@ -81,9 +93,7 @@ export async function train(requested: TrainConfig, opts: TrainOptions): Promise
   const loaded = opts.resume ? loadLatestCheckpoint(requested.outDir) : undefined;
   for (const problem of loaded?.skipped ?? []) logger.warn(`skipped a checkpoint: ${problem}`);
   // A resumed run keeps its own configuration; only how it is executed may change.
-  const config: TrainConfig = loaded
-    ? { ...loaded.state.config, workers: requested.workers, outDir: requested.outDir, noCuda: requested.noCuda, epochs: Math.max(requested.epochs, loaded.state.config.epochs) }
-    : requested;
+  const config: TrainConfig = loaded ? resumedConfig(loaded.state.config, requested, opts.given ?? new Set(), logger) : requested;
 
   const engine = await initEngine({ noCuda: config.noCuda });
   const data = loadMnist({ dir: config.dataDir, trainLimit: config.trainLimit, testLimit: config.testLimit });
@@ -118,11 +128,14 @@ export async function train(requested: TrainConfig, opts: TrainOptions): Promise
           workerTimeoutMs: opts.distributed.workerTimeoutS * 1000,
           keys,
           keysDir: dist.keysDir ? resolve(dist.keysDir) : undefined,
+          verifyShard: shardVerifier(model),
         });
 
   const abort = new AbortController();
+  let caught: NodeJS.Signals | undefined;
   const onSignal = (signal: NodeJS.Signals): void => {
     if (abort.signal.aborted) return;
+    caught = signal;
     logger.warn(`${signal} received: finishing the current step, then checkpointing`);
     abort.abort();
   };
@@ -141,7 +154,9 @@ export async function train(requested: TrainConfig, opts: TrainOptions): Promise
       signal: abort.signal,
       onFinished: (outDir, summary, evaluation) => writeRunArtifacts(outDir, { config, summary, evaluation, data }),
     });
-    if (!summary.interrupted) {
+    // The shell's convention for a run ended by a signal: 128 + its number.
+    if (summary.interrupted) process.exitCode = caught === 'SIGINT' ? 130 : 143;
+    else {
       logger.info(
         { summary },
         `done: test accuracy ${(100 * summary.test_accuracy).toFixed(2)}%, ${summary.train_samples_per_s.toFixed(0)} training samples/s, results in ${config.outDir}`,
@@ -154,4 +169,24 @@ export async function train(requested: TrainConfig, opts: TrainOptions): Promise
     await source.close();
     logger.flush();
   }
+}
+
+/**
+ * A resumed run keeps its own configuration, so that it continues the same training; only how
+ * it is executed (workers, output, data location, logging) and how long it runs may change.
+ */
+function resumedConfig(stored: TrainConfig, requested: TrainConfig, given: ReadonlySet<string>, logger: Logger): TrainConfig {
+  const changeable = new Set(['workers', 'noCuda', 'cuda', 'dataDir', 'data', 'logInterval', 'checkpointEvery', 'epochs', 'out']);
+  const ignored = [...given].filter((name) => !changeable.has(name) && name in stored && (stored as unknown as Record<string, unknown>)[name] !== (requested as unknown as Record<string, unknown>)[name]);
+  if (ignored.length > 0) logger.warn(`--resume keeps the run's configuration; ignoring ${ignored.map((n) => `--${n.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')}`);
+  return {
+    ...stored,
+    workers: requested.workers,
+    outDir: requested.outDir,
+    noCuda: requested.noCuda,
+    dataDir: given.has('data') ? requested.dataDir : stored.dataDir,
+    logInterval: given.has('logInterval') ? requested.logInterval : stored.logInterval,
+    checkpointEvery: given.has('checkpointEvery') ? requested.checkpointEvery : stored.checkpointEvery,
+    epochs: given.has('epochs') ? requested.epochs : stored.epochs,
+  };
 }

@@ -7,6 +7,9 @@
  * by name at run time and their absence is the normal case on a CPU machine.
  */
 import * as tf from '@tensorflow/tfjs-core';
+// tfjs-core's Node bundle registers no gradient functions; tfjs-layers' bundle registers all of
+// them when imported (core's own register_all_gradients module cannot be loaded by Node's ESM).
+import '@tensorflow/tfjs-layers';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { registerFastWasmKernels } from './kernels/index.js';

@@ -177,8 +177,8 @@ export function conv2DBackpropFilterWasm(args: KernelArgs): TensorInfo {
 
 /**
  * Which algorithm Conv2DBackpropFilter uses: 'auto' (convolution form at stride 1 when
- * cin > 1, im2col otherwise), or one forced (benchmarks and tests). The convolution form falls back to
- * im2col when its geometry does not fit (e.g. rows of x that no output reads).
+ * cin > 1, im2col otherwise), or one forced (benchmarks and tests). The convolution form
+ * falls back to im2col when its geometry does not fit (e.g. rows of x that no output reads).
  */
 export const conv2DBackpropFilterOptions: {
   method: 'auto' | 'im2col' | 'conv';

@@ -1,0 +1,113 @@
+/**
+ * Hostile input: thousands of random and mutated messages sent to a running coordinator. Each is
+ * rejected and counted, none is applied: the weights end exactly as an undisturbed run's.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { Dealer } from 'zeromq';
+import { PROTOCOL_VERSION, decodeCoordinatorMessage, encode } from '../src/protocol/messages.js';
+import { createCodec } from '../src/util/codec.js';
+import { SeededRng } from '../src/util/rng.js';
+import { COORDINATOR, WORKER, readJson, runCli, tempDir, waitFor, workerPids } from './helpers.js';
+
+const RUN = ['--epochs', '1', '--train-limit', '1280', '--test-limit', '200', '--deterministic', '--log-interval', '5', '--worker-timeout', '2'];
+const PARAMS = 21840;
+
+after(async () => {
+  assert.ok(await waitFor(() => workerPids().length === 0, 5000), `workers left behind: ${workerPids().join(', ')}`);
+});
+
+const codec = createCodec();
+const rng = SeededRng.create(99);
+const randomBytes = (n: number): Buffer => Buffer.from(Uint8Array.from({ length: n }, () => rng.int(256)));
+
+/** Messages that must all be rejected, of every kind the issue lists. */
+function junk(i: number, step: number): Buffer {
+  const result = (extra: Record<string, unknown>): Buffer =>
+    codec.pack({ type: 'result', step, shard: 0, weightsVersion: step, gradSum: new Float32Array(PARAMS), lossSum: 1, count: 16, computeMs: 1, ...extra });
+  switch (i % 12) {
+    case 0: return randomBytes(1 + rng.int(300)); // not msgpack, or msgpack of garbage
+    case 1: return codec.pack(rng.uniform()); // not a map
+    case 2: return codec.pack({ type: 'launch-missiles', payload: randomBytes(10) }); // unknown type
+    case 3: return codec.pack({ type: 'hello', protocol: PROTOCOL_VERSION + 7, workerId: 'x', backend: 'b', device: 'd' }); // wrong version
+    case 4: return result({}); // result from a worker that never joined
+    case 5: return result({ step: step + 1000 }); // stale / replayed step id
+    case 6: return result({ gradSum: new Float32Array(PARAMS).fill(Number.NaN) });
+    case 7: return result({ gradSum: new Float32Array(17) }); // wrong tensor size
+    case 8: return result({ gradSum: Array.from({ length: 50 }, () => 0.5) }); // numbers, not a float32 tensor
+    case 9: return result({ count: -3 });
+    case 10: { // a real message with random bytes flipped
+      const m = result({});
+      for (let k = 0; k < 5; k++) m[rng.int(m.length)] ^= 1 + rng.int(255);
+      return m;
+    }
+    default: return codec.pack({ type: 'result', step: 'zero', shard: {}, gradSum: 'x' });
+  }
+}
+
+test('a fuzzed coordinator rejects and counts every bad message and ends with the undisturbed weights', async () => {
+  const dir = tempDir();
+  const reference = await runCli(COORDINATOR, [...RUN, '--workers', '0', '--out', join(dir, 'reference')]);
+  assert.equal(reference.code, 0, reference.stderr);
+
+  const port = 23000 + (process.pid % 20000);
+  const addr = `tcp://127.0.0.1:${port}`;
+  const coordinator = runCli(COORDINATOR, [...RUN, '--workers', '1', '--no-spawn', '--listen', addr, '--out', join(dir, 'fuzzed')]);
+  await new Promise((r) => setTimeout(r, 1000));
+  const honest = runCli(WORKER, ['--connect', addr]);
+
+  // Attackers: anonymous sockets sending junk, and one that joins properly and then lies.
+  let sent = 0;
+  let done = false;
+  const attackers = Array.from({ length: 4 }, (_, k) => new Dealer({ routingId: `attacker-${k}`, linger: 0, sendTimeout: 0 }));
+  attackers.forEach((a) => a.connect(addr));
+  const liar = new Dealer({ routingId: 'liar', linger: 0 });
+  liar.connect(addr);
+  await liar.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'liar', pid: 1, host: 'elsewhere', backend: 'wasm', device: 'x' }));
+  const liarLoop = (async () => {
+    let lies = 0;
+    for await (const [frame] of liar) {
+      const m = decodeCoordinatorMessage(frame);
+      if (m.type !== 'assign') continue;
+      // A result for its real shard, but poisoned: it must never be applied.
+      const poison = lies++ % 2 === 0 ? new Float32Array(PARAMS).fill(1e30 * 1e30) : new Float32Array(PARAMS).fill(1000);
+      await liar.send(encode({ type: 'result', step: m.step, shard: m.shard, weightsVersion: m.weightsVersion, gradSum: poison, lossSum: 0, count: m.labels.length + 1, computeMs: 0 }));
+    }
+  })().catch(() => {});
+  const flood = (async () => {
+    let step = 0;
+    while (!done && sent < 6000) {
+      for (const a of attackers) {
+        try {
+          await a.send(junk(sent, step));
+          sent++;
+        } catch {
+          // the socket's queue is full: keep going
+        }
+      }
+      step = (step + 1) % 20;
+      if (sent % 200 === 0) await new Promise((r) => setTimeout(r, 5));
+    }
+  })();
+
+  const c = await coordinator;
+  done = true;
+  await flood;
+  attackers.forEach((a) => a.close());
+  liar.close();
+  await liarLoop;
+  assert.equal(c.code, 0, c.stderr);
+  assert.equal((await honest).code, 0);
+  assert.ok(sent >= 1000, `only ${sent} bad messages sent`);
+
+  const fuzzed = readJson(join(dir, 'fuzzed', 'summary.json'));
+  const ref = readJson(join(dir, 'reference', 'summary.json'));
+  assert.equal(fuzzed.weights_sha256, ref.weights_sha256, 'no bad message changed the weights');
+  assert.equal(fuzzed.steps, ref.steps);
+  const stats = fuzzed.distributed as Record<string, number>;
+  assert.ok(stats.rejected_messages >= 1000, `rejected ${stats.rejected_messages} of ${sent}`);
+  assert.ok((fuzzed.worker_failures as number) >= 1, 'the liar was put out of the pool');
+  assert.match(c.stderr, /rejected a message from attacker-\d/);
+  assert.match(c.stderr, /lost worker liar: sent an invalid result|non-finite gradient/);
+});

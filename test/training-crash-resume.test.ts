@@ -1,0 +1,68 @@
+/**
+ * Crash safety: a deterministic run killed with SIGKILL (coordinator and workers) and resumed
+ * ends with the weights of an uninterrupted run. Checkpoints every few steps.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { COORDINATOR, readJson, runCli, tempDir, waitFor, workerPids } from './helpers.js';
+
+const RUN = ['--epochs', '2', '--train-limit', '1024', '--test-limit', '200', '--deterministic', '--checkpoint-every', '3', '--log-interval', '1'];
+
+after(async () => {
+  assert.ok(await waitFor(() => workerPids().length === 0, 5000), `workers left behind: ${workerPids().join(', ')}`);
+});
+
+test('SIGKILL of coordinator and workers, then --resume: the weights of an uninterrupted run', async () => {
+  const dir = tempDir();
+  const reference = await runCli(COORDINATOR, [...RUN, '--workers', '0', '--out', join(dir, 'reference')]);
+  assert.equal(reference.code, 0, reference.stderr);
+
+  const out = join(dir, 'crashed');
+  const child = spawn(process.execPath, [COORDINATOR, ...RUN, '--workers', '2', '--out', out], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d));
+  // Kill in the middle of epoch 1, between checkpoints (step 3 and 6 are checkpointed, 7 is not).
+  assert.ok(await waitFor(() => /Train Epoch: 1 \[448\//.test(stdout), 60_000), stdout);
+  const workers = workerPids();
+  child.kill('SIGKILL');
+  for (const pid of workers) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone: workers leave when their coordinator does
+    }
+  }
+  await new Promise((r) => child.on('exit', r));
+  assert.ok(!existsSync(join(out, 'summary.json')));
+  assert.ok(existsSync(join(out, 'checkpoint.bin')));
+
+  const resumed = await runCli(COORDINATOR, ['--resume', '--workers', '2', '--out', out]);
+  assert.equal(resumed.code, 0, resumed.stderr);
+  assert.match(resumed.stdout, /resuming from .*checkpoint\.bin at epoch 1, step [36]/);
+  const a = readJson(join(dir, 'reference', 'summary.json'));
+  const b = readJson(join(out, 'summary.json'));
+  assert.equal(b.weights_sha256, a.weights_sha256);
+  assert.equal(b.steps, a.steps);
+});
+
+test('SIGTERM: the coordinator checkpoints, stops its workers and exits; --resume finishes the run', async () => {
+  const dir = tempDir();
+  const out = join(dir, 'stopped');
+  const child = spawn(process.execPath, [COORDINATOR, ...RUN, '--workers', '2', '--out', out], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d));
+  child.stderr.on('data', (d: Buffer) => (stderr += d));
+  assert.ok(await waitFor(() => /Train Epoch: 1 \[320\//.test(stdout), 60_000), stdout);
+  child.kill('SIGTERM');
+  const code = await new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+  assert.equal(code, 130 + 13, stderr); // 128 + SIGTERM(15)
+  assert.match(stderr, /interrupted at step \d+; checkpoint written, continue with --resume/);
+  assert.ok(await waitFor(() => workerPids().length === 0, 5000), 'workers stopped');
+  const resumed = await runCli(COORDINATOR, ['--resume', '--workers', '0', '--out', out]);
+  assert.equal(resumed.code, 0, resumed.stderr);
+  assert.equal(readJson(join(out, 'summary.json')).steps, 32);
+});
