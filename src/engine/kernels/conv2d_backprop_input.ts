@@ -18,6 +18,11 @@ const NAME = 'Conv2DBackpropInput';
 
 export const conv2DBackpropInputOptions = {
   /**
+   * Stride-1 method: 'col2im' = dy·Wᵀ as one matMul, then the patches scattered back in JS;
+   * 'conv' = convolution with the rotated filter; 'auto' picks by measured speed.
+   */
+  method: 'auto' as 'auto' | 'col2im' | 'conv',
+  /**
    * Use the zero-spreading path for strides > 1 (false: they go to the original kernel).
    * It does s² times the useful multiply-adds, yet still beats the built-in loop ~3x
    * (bench/kernels-bench.ts --all).
@@ -76,6 +81,10 @@ export function makeConv2DBackpropInputWasm(original: KernelFunc | undefined): K
     if (fTop < 0 || fLeft < 0) return fallback(args, 'padding larger than the filter');
 
     if (sh === 1 && sw === 1) {
+      const method = conv2DBackpropInputOptions.method;
+      if (method === 'col2im' || (method === 'auto' && cin > 1)) {
+        return matMulCol2Im(backend, dy, filter, info, inputShape);
+      }
       const fBottom = kh - 1 - bottom;
       const fRight = kw - 1 - right;
       if (fBottom < 0 || fRight < 0) return fallback(args, 'padding larger than the filter');
@@ -140,6 +149,68 @@ function convWithRotatedFilter(
   if (!sameShape(out.shape, expectShape)) {
     backend.disposeData(out.dataId);
     throw new Error(`${NAME} (wasm): internal shape mismatch [${out.shape}] vs [${expectShape}]`);
+  }
+  return out;
+}
+
+/**
+ * Stride 1: dcols[M, K] = dy[M, cout] · W[K, cout]ᵀ (M = N·OH·OW, K = kh·kw·cin) as one matMul
+ * with the filter transposed here (small) so XNNPACK needs no transpose flag, then each patch
+ * row is added back into dx (col2im). Fewer multiply-adds than the convolution, which spends
+ * most of its work on the zero frame around dy.
+ */
+function matMulCol2Im(
+  backend: WasmBackend,
+  dy: TensorInfo,
+  filter: TensorInfo,
+  info: backend_util.Conv2DInfo,
+  expectShape: readonly number[],
+): TensorInfo {
+  const { batchSize: N, inHeight: H, inWidth: W, inChannels: cin, outChannels: cout } = info;
+  const { filterHeight: kh, filterWidth: kw, outHeight: OH, outWidth: OW } = info;
+  const { top, left } = info.padInfo;
+  const M = N * OH * OW;
+  const K = kh * kw * cin;
+  // Wᵀ [1, cout, K]: W is [K, cout] row-major.
+  const wT = alloc(backend, [1, cout, K]);
+  const dy3 = { dataId: dy.dataId, shape: [1, M, cout], dtype: dy.dtype };
+  let cols: TensorInfo;
+  try {
+    const w = f32(backend, filter);
+    const t = f32(backend, wT);
+    for (let k = 0; k < K; k++) for (let o = 0; o < cout; o++) t[o * K + k] = w[k * cout + o];
+    cols = callWasmKernel('BatchMatMul', backend, { a: dy3, b: wT }, { transposeA: false, transposeB: false });
+  } finally {
+    backend.disposeData(wT.dataId);
+  }
+  const out = alloc(backend, [...expectShape]);
+  try {
+    const c = f32(backend, cols);
+    const dx = f32(backend, out);
+    dx.fill(0);
+    const rowK = kw * cin;
+    let m = 0;
+    for (let n = 0; n < N; n++) {
+      for (let oy = 0; oy < OH; oy++) {
+        for (let ox = 0; ox < OW; ox++, m++) {
+          const base = m * K;
+          for (let r = 0; r < kh; r++) {
+            const y = oy + r - top;
+            if (y < 0 || y >= H) continue;
+            // Columns c of this filter row that land inside the image: x = ox + c − left.
+            const c0 = Math.max(0, left - ox);
+            const c1 = Math.min(kw, W + left - ox);
+            if (c0 >= c1) continue;
+            const dst = ((n * H + y) * W + (ox + c0 - left)) * cin;
+            const src = base + r * rowK + c0 * cin;
+            const len = (c1 - c0) * cin;
+            for (let i = 0; i < len; i++) dx[dst + i] += c[src + i];
+          }
+        }
+      }
+    }
+  } finally {
+    backend.disposeData(cols.dataId);
   }
   return out;
 }
