@@ -11,6 +11,9 @@ import { train } from '../coordinator/train.js';
 import { generateKeys } from '../protocol/keys.js';
 import { UsageError, reportFatal } from '../util/errors.js';
 import { type TrainFlags, addTrainingFlags, configFromFlags, positiveInt } from './flags.js';
+import { registerSweepCommand } from './sweep.js';
+import { registerVisualizeCommand } from './visualize.js';
+import { registerEvaluateCommand, registerPredictCommand } from './evaluate.js';
 
 interface DistributedFlags {
   resume: boolean;
@@ -81,6 +84,10 @@ export function buildProgram(): Command {
       const { files } = generateKeys(flags.out, flags.force);
       process.stdout.write(`wrote ${files.join(', ')}\nstart the coordinator and every worker with --keys ${flags.out}\n`);
     });
+  registerSweepCommand(program);
+  registerVisualizeCommand(program);
+  registerEvaluateCommand(program);
+  registerPredictCommand(program);
   return program;
 }
 

@@ -1,0 +1,101 @@
+/**
+ * `coordinator sweep`: every training flag that takes a value accepts a comma list; one run per
+ * combination (see src/study/sweep.ts).
+ */
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { visibleGpuCount } from '../engine/backend.js';
+import {
+  ACCURACY_BARS, type FlagValue, LOSS_CURVES, SWEEP_JSON, SWEEP_MD, type SweepRunSpec, TEST_ACCURACY_CURVES,
+  runSweep, sweepGrid,
+} from '../study/sweep.js';
+import { UserError } from '../util/errors.js';
+import { type TrainFlags, addTrainingFlags, configFromFlags } from './flags.js';
+
+/** As `coordinator` does: one worker per visible GPU, else one per CPU core. */
+function defaultWorkers(noCuda: boolean): number {
+  const gpus = noCuda ? 0 : visibleGpuCount();
+  return gpus > 0 ? gpus : availableParallelism();
+}
+
+type Parser = (value: string, previous: unknown) => unknown;
+
+/** Splits a comma list and parses each item with the flag's own parser. */
+export function parseList(value: string, parse: Parser | undefined): FlagValue[] {
+  return value.split(',').map((raw) => {
+    const item = raw.trim();
+    if (item === '') throw new InvalidArgumentError(`the list has an empty item.`);
+    if (!parse) return item;
+    try {
+      return parse(item, undefined) as FlagValue;
+    } catch (e) {
+      if (e instanceof InvalidArgumentError) throw new InvalidArgumentError(`'${item}' ${e.message}`);
+      throw e;
+    }
+  });
+}
+
+const longName = (o: Option): string => (o.long ?? `--${o.attributeName()}`).replace(/^--/, '');
+
+export function registerSweepCommand(program: Command): Command {
+  // The training flags exactly as `coordinator` defines them; those that take a value become lists.
+  const template = addTrainingFlags(new Command());
+  const cmd = program
+    .command('sweep')
+    .description('train one run per combination of flag values (every training flag that takes a value accepts a comma list, e.g. --lr 0.01,0.1), one after another; a sweep run again skips finished runs and resumes interrupted ones');
+  const listable: Option[] = [];
+  for (const o of template.options) {
+    const key = o.attributeName();
+    if (key === 'out') continue;
+    if (o.isBoolean() || key === 'data') {
+      cmd.addOption(o);
+      continue;
+    }
+    const parse = o.parseArg as Parser | undefined;
+    const opt = new Option(o.flags, `${o.description}; a comma list runs each value`).argParser((value: string) => parseList(value, parse));
+    if (o.defaultValue !== undefined) opt.default([o.defaultValue], String(o.defaultValue));
+    cmd.addOption(opt);
+    listable.push(o);
+  }
+  cmd
+    .requiredOption('--out <dir>', `the sweep's folder: runs/<name> per run, ${SWEEP_JSON}, ${SWEEP_MD}, plots`)
+    .action(async (flags: Record<string, unknown>, c: Command) => {
+      const given = new Set(c.options.map((o) => o.attributeName()).filter((n) => c.getOptionValueSource(n) === 'cli'));
+      const axes = listable
+        .filter((o) => Array.isArray(flags[o.attributeName()]))
+        .map((o) => ({ option: o, flag: longName(o), values: flags[o.attributeName()] as FlagValue[] }));
+      const grid = sweepGrid(axes);
+      const runs: SweepRunSpec[] = grid.map((point) => {
+        const trainFlags = { ...flags, out: undefined } as Record<string, unknown>;
+        for (const a of axes) trainFlags[a.option.attributeName()] = point.values[a.flag];
+        const tf = trainFlags as unknown as TrainFlags;
+        const config = configFromFlags(tf, { workers: defaultWorkers(!tf.cuda), outDir: join(flags.out as string, 'runs', point.name) });
+        const record: Record<string, FlagValue> = {};
+        for (const o of template.options) {
+          const key = o.attributeName();
+          const v = key === 'workers' ? config.workers : trainFlags[key];
+          if (key === 'out' || v === undefined) continue;
+          record[longName(o)] = o.negate ? !v : (v as FlagValue);
+        }
+        return { name: point.name, varied: point.varied, flags: record, config };
+      });
+      const varying = new Set(Object.keys(grid[0]?.varied ?? {}));
+      const fixed: string[] = [];
+      for (const o of template.options) {
+        const flag = longName(o);
+        if (!given.has(o.attributeName()) || varying.has(flag) || flag === 'out') continue;
+        const v = runs[0]?.flags[flag];
+        if (typeof v === 'boolean') {
+          if (v) fixed.push(`--${flag}`);
+        } else if (v !== undefined) fixed.push(`--${flag} ${v}`);
+      }
+      process.stdout.write(`sweep: ${runs.length} run${runs.length === 1 ? '' : 's'} into ${join(flags.out as string, 'runs')}\n`);
+      const result = await runSweep({ outDir: flags.out as string, runs, given, fixed });
+      const out = flags.out as string;
+      const done = result.entries.filter((e) => e.status === 'finished').length;
+      process.stdout.write(`sweep: ${done}/${runs.length} runs finished; ${[SWEEP_MD, SWEEP_JSON, ACCURACY_BARS, LOSS_CURVES, TEST_ACCURACY_CURVES].map((f) => join(out, f)).join(', ')}\n`);
+      if (result.failed > 0 && !result.interrupted) throw new UserError(`${result.failed} of ${runs.length} runs failed (see ${join(out, SWEEP_MD)})`);
+    });
+  return cmd;
+}
