@@ -108,7 +108,8 @@ function need(cond: boolean, what: string): void {
 const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
 
 /** Decodes and checks a message from a worker; throws ProtocolError on anything malformed. */
-export function decodeWorkerMessage(frame: Uint8Array): WorkerMessage {
+/** Unpacks one frame into a map, or throws ProtocolError. */
+function unpackMap(frame: Uint8Array): Record<string, unknown> {
   let m: unknown;
   try {
     m = codec.unpack(frame);
@@ -116,7 +117,11 @@ export function decodeWorkerMessage(frame: Uint8Array): WorkerMessage {
     throw new ProtocolError(`malformed msgpack (${(e as Error).message})`);
   }
   need(isObject(m), 'message is not a map');
-  const msg = m as Record<string, unknown>;
+  return m as Record<string, unknown>;
+}
+
+export function decodeWorkerMessage(frame: Uint8Array): WorkerMessage {
+  const msg = unpackMap(frame);
   switch (msg.type) {
     case 'hello':
       need(typeof msg.protocol === 'number', 'hello without protocol version');
@@ -139,14 +144,7 @@ export function decodeWorkerMessage(frame: Uint8Array): WorkerMessage {
 
 /** Decodes and checks a message from the coordinator. */
 export function decodeCoordinatorMessage(frame: Uint8Array): CoordinatorMessage {
-  let m: unknown;
-  try {
-    m = codec.unpack(frame);
-  } catch (e) {
-    throw new ProtocolError(`malformed msgpack (${(e as Error).message})`);
-  }
-  need(isObject(m), 'message is not a map');
-  const msg = m as Record<string, unknown>;
+  const msg = unpackMap(frame);
   switch (msg.type) {
     case 'welcome':
       need(typeof msg.model === 'string' && isCount(msg.params), 'welcome without model');

@@ -18,7 +18,12 @@ export interface GrayImage {
   height: number;
   /** Row-major luminance 0..255 (white = 255). */
   pixels: Float32Array;
+  /** Decoded from a lossy format (JPEG): faint compression noise surrounds the strokes. */
+  lossy?: boolean;
 }
+
+/** Ink levels (of 255) below which a JPEG's pixels count as background: its ringing around strokes. */
+export const LOSSY_NOISE_FLOOR = 16;
 
 export class ImageFormatError extends Error {}
 
@@ -79,7 +84,7 @@ export function decodeImage(bytes: Uint8Array): GrayImage {
     // All the picture is in the alpha channel: ink is where the canvas is opaque.
     for (let i = 0; i < n; i++) pixels[i] = alpha[i];
   }
-  return { width, height, pixels };
+  return { width, height, pixels, lossy: format === 'jpeg' };
 }
 
 function median(values: number[]): number {
@@ -150,7 +155,8 @@ export class NoDigitError extends Error {}
  * MNIST's preprocessing applied to any grayscale picture of one digit:
  *   1. invert when the border pixels' mean is light (dark digit on light paper);
  *   2. map the background (the border's median) to black and keep white white, ignoring
- *      background noise (three robust standard deviations of the border);
+ *      background noise (three robust standard deviations of the border, and for JPEG at least
+ *      LOSSY_NOISE_FLOOR levels, the compression's ringing around the strokes);
  *   3. crop to the ink's bounding box; scale its longer side to 20 px, keeping the aspect ratio;
  *   4. place it in 28×28 with its centre of mass at the centre (whole-pixel shift).
  */
@@ -171,7 +177,7 @@ export function toMnistSample(img: GrayImage): MnistSample {
   const borderInk = inverted ? border.map((v) => 255 - v) : border;
   const background = median(borderInk);
   const mad = median(borderInk.map((v) => Math.abs(v - background)));
-  const threshold = background + 3 * 1.4826 * mad;
+  const threshold = background + Math.max(3 * 1.4826 * mad, img.lossy ? LOSSY_NOISE_FLOOR : 0);
 
   let maxInk = 0;
   let x0 = w;

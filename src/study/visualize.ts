@@ -14,6 +14,16 @@ import { forwardImages, loadRun } from './run-model.js';
 export const OVERVIEW_FILE = 'feature-maps.png';
 export const sampleFile = (i: number): string => `sample-${i}.png`;
 
+/**
+ * The outputs are relu'd (≥ 0): each channel is drawn from 0 (black) to its own maximum (white),
+ * so that a channel that is positive everywhere shows as grey rather than as a full-range picture.
+ */
+function fromZero(cell: ImageCell): ImageCell {
+  let max = 0;
+  for (let i = 0; i < cell.width * cell.height; i++) max = Math.max(max, cell.pixels[i]);
+  return { ...cell, range: [0, max > 0 ? max : 1] };
+}
+
 export interface VisualizeOptions {
   run: string;
   samples: number;
@@ -78,7 +88,7 @@ export async function visualizeRun(opts: VisualizeOptions): Promise<VisualizeRes
       { label: `input\nlabel ${label}`, cells: [{ ...input, caption: `test image #${i}` }] },
       ...sampleLayers.map((l) => ({
         label: `${l.name}\n${l.channels}×${l.height}×${l.width}`,
-        cells: channelsToCells(l.data, l.height, l.width, l.channels, 'hwc', '#'),
+        cells: channelsToCells(l.data, l.height, l.width, l.channels, 'hwc', '#').map(fromZero),
       })),
     ];
     const path = join(outDir, sampleFile(i));
@@ -95,13 +105,17 @@ export async function visualizeRun(opts: VisualizeOptions): Promise<VisualizeRes
   // The overview: one line per sample, the input followed by every channel of every layer.
   const perSample = 1 + layers.reduce((a, l) => a + l.channels, 0);
   const overview = join(outDir, OVERVIEW_FILE);
-  writeFileSync(overview, renderImageGrid(featureMapGridSpec(examples, {
+  const spec = featureMapGridSpec(examples, {
     title: `${runName} (${run.model.name}): conv layer outputs after pool and relu (${layers.map((l) => `${l.name} ${l.channels}×${l.height}×${l.width}`).join(', ')})`,
-    cellSize: 48,
+    cellSize: 56,
     maxColumns: perSample,
     gap: 4,
     rowGap: 10,
-  })));
+    captionFontSize: 10,
+  });
+  // The first cell of each row is the input image; the others are feature maps.
+  const rows = spec.rows.map((row) => ({ ...row, cells: row.cells.map((c, k) => (k === 0 ? c : fromZero(c))) }));
+  writeFileSync(overview, renderImageGrid({ ...spec, rows }));
   files.push(overview);
   return {
     files,

@@ -1,0 +1,126 @@
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import pngjs from 'pngjs';
+import { sweepGrid, runName, type SweepEntry } from '../src/study/sweep.js';
+import { COORDINATOR, readJson, runCli, tempDir } from './helpers.js';
+
+const { PNG } = pngjs;
+const TINY = ['--workers', '0', '--epochs', '1', '--train-limit', '320', '--test-limit', '100', '--log-interval', '2'];
+
+test('sweep grid: every combination, first flag slowest, named by the varying flags only', () => {
+  const grid = sweepGrid([
+    { flag: 'batch-size', values: [50, 100] },
+    { flag: 'lr', values: [0.001, 0.01, 0.01] },
+    { flag: 'epochs', values: [3] },
+  ]);
+  assert.deepEqual(grid.map((p) => p.name), [
+    'batch-size=50,lr=0.001', 'batch-size=50,lr=0.01', 'batch-size=100,lr=0.001', 'batch-size=100,lr=0.01',
+  ]);
+  assert.deepEqual(grid[1].values, { 'batch-size': 50, lr: 0.01, epochs: 3 });
+  assert.deepEqual(grid[1].varied, { 'batch-size': 50, lr: 0.01 });
+  assert.equal(sweepGrid([{ flag: 'lr', values: [0.1] }])[0].name, 'run');
+  assert.equal(runName([['model', 'lenet'], ['data', 'a/b c']]), 'model=lenet,data=a_b_c');
+});
+
+test('bad lists: one-line usage error, exit status 2', async () => {
+  const cases: Array<[string[], RegExp]> = [
+    [['--lr', '0.1,abc'], /^coordinator: error: option '--lr <lr>' argument '0\.1,abc' is invalid\. 'abc' must be a number > 0\.$/],
+    [['--batch-size', '50,,100'], /--batch-size.*empty item/],
+    [['--model', 'net,resnet'], /--model.*'resnet' must be one of net, lenet, strong/],
+    [['--epochs', '1,0'], /--epochs.*'0' must be a positive integer/],
+  ];
+  const out = join(tempDir('mnist-sweep-'), 'never');
+  for (const [args, pattern] of cases) {
+    const r = await runCli(COORDINATOR, ['sweep', ...args, '--out', out]);
+    assert.equal(r.code, 2, `${args.join(' ')}: exit ${r.code}\n${r.stderr}`);
+    const lines = r.stderr.trim().split('\n');
+    assert.equal(lines.length, 1, r.stderr);
+    assert.match(lines[0], pattern);
+  }
+  assert.ok(!existsSync(out), 'nothing written for bad flags');
+});
+
+test('a 2×1 sweep: runs, sweep.json, sweep.md, plots; run again it skips finished runs and resumes unfinished ones', async () => {
+  const dir = join(tempDir('mnist-sweep-'), 'sweep');
+  const r = await runCli(COORDINATOR, ['sweep', ...TINY, '--batch-size', '32,64', '--lr', '0.05', '--out', dir], { timeoutMs: 60_000 });
+  assert.equal(r.code, 0, r.stderr);
+  const names = ['batch-size=32', 'batch-size=64'];
+  for (const name of names) {
+    for (const f of ['summary.json', 'metrics.jsonl', 'report.html', 'loss.png', 'model/model.json']) {
+      assert.ok(existsSync(join(dir, 'runs', name, f)), `${name}/${f} missing`);
+    }
+  }
+
+  const entries = readJson<SweepEntry[]>(join(dir, 'sweep.json'));
+  assert.equal(entries.length, 2);
+  entries.forEach((e, i) => {
+    assert.equal(e.name, names[i]);
+    assert.equal(e.dir, `runs/${names[i]}`);
+    assert.equal(e.status, 'finished');
+    assert.deepEqual(e.varied, { 'batch-size': i === 0 ? 32 : 64 });
+    assert.equal(e.flags['batch-size'], i === 0 ? 32 : 64);
+    assert.equal(e.flags.lr, 0.05);
+    assert.equal(e.flags.epochs, 1);
+    assert.equal(e.flags.workers, 0);
+    assert.equal(e.flags['train-limit'], 320);
+    const summary = readJson<Record<string, unknown>>(join(dir, 'runs', names[i], 'summary.json'));
+    assert.deepEqual(e.summary, summary);
+    assert.equal((summary.config as { batchSize: number }).batchSize, i === 0 ? 32 : 64);
+    assert.equal(summary.steps, i === 0 ? 10 : 5);
+  });
+
+  const md = readFileSync(join(dir, 'sweep.md'), 'utf8');
+  assert.match(md, /every combination of `--batch-size` 32, 64/);
+  assert.match(md, /Same for all: `--epochs 1 .*--lr 0\.05/);
+  assert.match(md, /^\| run \| --batch-size \| test accuracy \| test loss \| train time \(s\) \| samples\/s \| status \|$/m);
+  for (const e of entries) {
+    const s = e.summary!;
+    const row = md.split('\n').find((l) => l.startsWith(`| [${e.name}](runs/${e.name}/report.html) |`));
+    assert.ok(row, `no row for ${e.name}:\n${md}`);
+    assert.ok(row.includes(`| ${(100 * s.test_accuracy).toFixed(2)}% | ${s.test_loss.toFixed(4)} |`), row);
+    assert.ok(row.includes(`| ${s.train_samples_per_s.toFixed(0)} | finished |`), row);
+  }
+
+  for (const png of ['accuracy.png', 'loss.png', 'test-accuracy-curves.png']) {
+    const img = PNG.sync.read(readFileSync(join(dir, png)));
+    assert.ok(img.width >= 900 && img.height >= 400, `${png}: ${img.width}×${img.height}`);
+  }
+
+  // Again: nothing to train. Then with one run's summary gone and its checkpoint put back one
+  // epoch (as if it was stopped), only that run trains, from its checkpoint.
+  const finishedAt = entries.map((e) => e.summary!.finished_at);
+  let again = await runCli(COORDINATOR, ['sweep', ...TINY, '--batch-size', '32,64', '--lr', '0.05', '--out', dir], { timeoutMs: 60_000 });
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stdout, /run 1\/2 batch-size=32: finished before, skipped/);
+  assert.match(again.stdout, /run 2\/2 batch-size=64: finished before, skipped/);
+  assert.doesNotMatch(again.stdout, /Train Epoch/);
+  const reread = readJson<SweepEntry[]>(join(dir, 'sweep.json'));
+  assert.deepEqual(reread.map((e) => e.summary!.finished_at), finishedAt);
+  assert.ok(reread.every((e) => e.reused));
+
+  const second = join(dir, 'runs', names[1]);
+  rmSync(join(second, 'summary.json'));
+  const sha = entries[1].summary!.weights_sha256;
+  again = await runCli(COORDINATOR, ['sweep', ...TINY, '--batch-size', '32,64', '--lr', '0.05', '--out', dir], { timeoutMs: 60_000 });
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stdout, /run 1\/2 batch-size=32: finished before, skipped/);
+  assert.match(again.stdout, /run 2\/2 batch-size=64: resuming from its checkpoint/);
+  const resumed = readJson<SweepEntry[]>(join(dir, 'sweep.json'));
+  assert.equal(resumed[1].status, 'finished');
+  assert.equal(resumed[1].reused, false);
+  assert.equal(resumed[1].summary!.weights_sha256, sha, 'the checkpoint holds the final weights');
+  assert.ok(existsSync(join(second, 'summary.json')));
+
+  // A run that stopped before its first checkpoint starts over.
+  rmSync(join(second, 'summary.json'));
+  renameSync(join(second, 'checkpoint.bin'), join(second, 'old-checkpoint.bin'));
+  rmSync(join(second, 'checkpoint.prev.bin'), { force: true });
+  again = await runCli(COORDINATOR, ['sweep', ...TINY, '--batch-size', '32,64', '--lr', '0.05', '--out', dir], { timeoutMs: 60_000 });
+  assert.equal(again.code, 0, again.stderr);
+  assert.match(again.stdout, /run 2\/2 batch-size=64: training/);
+  const metrics = readFileSync(join(second, 'metrics.jsonl'), 'utf8').trim().split('\n');
+  assert.equal(metrics.filter((l) => l.includes('"type":"test"')).length, 1, 'stale metrics were dropped');
+  assert.equal(readJson<SweepEntry[]>(join(dir, 'sweep.json'))[1].summary!.weights_sha256, sha, 'same flags, same seed: same weights');
+});
