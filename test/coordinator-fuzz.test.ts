@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { Dealer } from 'zeromq';
-import { PROTOCOL_VERSION, decodeCoordinatorMessage, encode } from '../src/protocol/messages.js';
+import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION, decodeCoordinatorMessage, encode } from '../src/protocol/messages.js';
 import { createCodec } from '../src/util/codec.js';
 import { SeededRng } from '../src/util/rng.js';
 import { COORDINATOR, WORKER, readJson, runCli, tempDir, waitFor, workerPids } from './helpers.js';
@@ -22,8 +22,12 @@ const codec = createCodec();
 const rng = SeededRng.create(99);
 const randomBytes = (n: number): Buffer => Buffer.from(Uint8Array.from({ length: n }, () => rng.int(256)));
 
+const KINDS = ['random bytes', 'not a map', 'unknown type', 'wrong protocol version', 'result from a stranger', 'stale step', 'NaN gradient', 'wrong tensor size', 'numbers instead of float32', 'negative count', 'flipped bytes', 'wrong field types'];
+const sentByKind = new Array<number>(KINDS.length).fill(0);
+
 /** Messages that must all be rejected, of every kind the issue lists. */
 function junk(i: number, step: number): Buffer {
+  sentByKind[i % 12]++;
   const result = (extra: Record<string, unknown>): Buffer =>
     codec.pack({ type: 'result', step, shard: 0, weightsVersion: step, gradSum: new Float32Array(PARAMS), lossSum: 1, count: 16, computeMs: 1, ...extra });
   switch (i % 12) {
@@ -75,6 +79,10 @@ test('a fuzzed coordinator rejects and counts every bad message and ends with th
       await liar.send(encode({ type: 'result', step: m.step, shard: m.shard, weightsVersion: m.weightsVersion, gradSum: poison, lossSum: 0, count: m.labels.length + 1, computeMs: 0 }));
     }
   })().catch(() => {});
+  // Oversized: past ZeroMQ's maximum message size the coordinator drops the connection unread.
+  const giant = new Dealer({ routingId: 'giant', linger: 0 });
+  giant.connect(addr);
+  await giant.send(Buffer.alloc(MAX_MESSAGE_BYTES + 1024, 7));
   const flood = (async () => {
     let step = 0;
     while (!done && sent < 6000) {
@@ -95,6 +103,7 @@ test('a fuzzed coordinator rejects and counts every bad message and ends with th
   done = true;
   await flood;
   attackers.forEach((a) => a.close());
+  giant.close();
   liar.close();
   await liarLoop;
   assert.equal(c.code, 0, c.stderr);
@@ -109,5 +118,7 @@ test('a fuzzed coordinator rejects and counts every bad message and ends with th
   assert.ok(stats.rejected_messages >= 1000, `rejected ${stats.rejected_messages} of ${sent}`);
   assert.ok((fuzzed.worker_failures as number) >= 1, 'the liar was put out of the pool');
   assert.match(c.stderr, /rejected a message from attacker-\d/);
-  assert.match(c.stderr, /lost worker liar: sent an invalid result|non-finite gradient/);
+  assert.match(c.stderr, /lost worker liar: sent/);
+  assert.doesNotMatch(c.stderr, /rejected a message from giant/, 'the oversized message was never read');
+  process.stdout.write(`# fuzz: ${KINDS.map((k, i) => `${k} ×${sentByKind[i]}`).join(', ')}; rejected ${stats.rejected_messages}; weights unchanged\n`);
 });

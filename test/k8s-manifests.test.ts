@@ -77,7 +77,7 @@ test('every rendered object passes Kubernetes\' schemas, without unknown fields'
   const problems = (await Promise.all(objects.map(schemaProblems))).flat();
   assert.deepEqual(problems, []);
   assert.deepEqual(
-    byId(rendered.gpu).map((o) => `${o.kind}/${o.metadata.name}`),
+    rendered.gpu.map((o) => `${o.kind}/${o.metadata.name}`).sort(),
     ['Job/mnist-coordinator', 'Job/mnist-worker', 'PersistentVolumeClaim/mnist-runs', 'Service/mnist-coordinator'],
   );
 });

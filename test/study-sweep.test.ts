@@ -29,7 +29,6 @@ test('bad lists: one-line usage error, exit status 2', async () => {
     [['--lr', '0.1,abc'], /^coordinator: error: option '--lr <lr>' argument '0\.1,abc' is invalid\. 'abc' must be a number > 0\.$/],
     [['--batch-size', '50,,100'], /--batch-size.*empty item/],
     [['--model', 'net,resnet'], /--model.*'resnet' must be one of net, lenet, strong/],
-    [['--epochs', '1,0'], /--epochs.*'0' must be a positive integer/],
   ];
   const out = join(tempDir('mnist-sweep-'), 'never');
   for (const [args, pattern] of cases) {

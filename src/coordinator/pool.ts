@@ -328,7 +328,7 @@ export class WorkerPool implements GradientSource {
         if (typeof msg.peakRss === 'number' && msg.peakRss > this.stats.workerPeakRss) this.stats.workerPeakRss = msg.peakRss;
         return;
       case 'bye':
-        if (member) this.lose(member, `left: ${msg.reason}`, false);
+        if (member) this.lose(member, `left: ${msg.reason}`, true);
         return;
     }
   }
@@ -444,7 +444,10 @@ export class WorkerPool implements GradientSource {
       }
     }
     member.pending.clear();
-    if (member.child && !this.closing) this.respawn(member.child);
+    if (member.child && !this.closing) {
+      if (member.child.exitCode === null && member.child.signalCode === null) this.replaced.add(member.child);
+      this.respawn(member.child);
+    }
     this.armAllGoneTimer();
   }
 
@@ -460,6 +463,8 @@ export class WorkerPool implements GradientSource {
   }
 
   private spawnIndex = new Map<ChildProcess, number>();
+  /** Children already declared lost and replaced: their exit must not count twice. */
+  private readonly replaced = new Set<ChildProcess>();
 
   private spawnWorker(index: number): void {
     const args = [WORKER_SCRIPT, '--connect', this.endpoint.replace('0.0.0.0', '127.0.0.1')];
@@ -467,7 +472,9 @@ export class WorkerPool implements GradientSource {
     else if (this.opts.gpus > 0) args.push('--gpu', String(index % this.opts.gpus));
     if (this.opts.keysDir) args.push('--keys', this.opts.keysDir);
     args.push(...(this.opts.workerArgs ?? []));
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+    // Its own process group: a Ctrl-C at the terminal reaches the coordinator alone, which then
+    // finishes the step, checkpoints and stops the workers itself.
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit', 'ipc'], detached: true });
     this.children.add(child);
     this.spawnIndex.set(child, index);
     child.stdout?.setEncoding('utf8').on('data', (text: string) => {
@@ -475,7 +482,7 @@ export class WorkerPool implements GradientSource {
     });
     child.on('exit', (code, signal) => {
       this.children.delete(child);
-      if (this.closing) return;
+      if (this.closing || this.replaced.delete(child)) return;
       const member = [...this.members.values()].find((m) => m.child === child);
       const how = signal ? `killed by ${signal}` : `exited with status ${code}`;
       if (member) this.lose(member, `process ${how}`, true);

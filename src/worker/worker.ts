@@ -120,6 +120,18 @@ export async function runWorker(opts: WorkerOptions): Promise<void> {
     });
   };
 
+  // Stopped from outside (Kubernetes, a terminal): say goodbye so the coordinator reassigns at once.
+  const onSignal = (signal: NodeJS.Signals): void => {
+    stopReason = `${signal} received`;
+    const close = (): void => {
+      if (!socket.closed) socket.close();
+    };
+    send({ type: 'bye', reason: signal }).then(close, close);
+    setTimeout(close, 500).unref();
+  };
+  process.once('SIGTERM', onSignal);
+  process.once('SIGINT', onSignal);
+
   try {
     for (;;) {
       let frames: Buffer[];
@@ -175,6 +187,8 @@ export async function runWorker(opts: WorkerOptions): Promise<void> {
       if (socket.closed) break;
     }
   } finally {
+    process.off('SIGTERM', onSignal);
+    process.off('SIGINT', onSignal);
     clearInterval(watchdog);
     clearInterval(heartbeat);
     if (!socket.closed) socket.close();

@@ -1,0 +1,245 @@
+/**
+ * A rehearsal of the Kubernetes deployment on this machine: the Jobs that `kubectl apply -k k8s/`
+ * creates, run as local processes. Each pod's container command and args come from the rendered
+ * manifests, with only what a cluster provides put in by hand:
+ *   - the image's programs: /app/... is this repository, and `coordinator` / `worker` on the PATH
+ *     run dist/src/cli/*.js (as the image's /usr/local/bin links do);
+ *   - the Secret (`kubectl create secret generic mnist-keys --from-file=DIR` of a `coordinator
+ *     keygen` DIR), the PersistentVolumeClaim and the emptyDirs: folders, each pod seeing only the
+ *     Secret's items its volume names;
+ *   - the Service's DNS name and the coordinator's port: 127.0.0.1 and a free port.
+ * Small-data flags are appended to the coordinator's args, as an overlay may append flags.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { after, test } from 'node:test';
+import { COORDINATOR, WORKER, readJson, runCli, tempDir, waitFor, workerPids } from './helpers.js';
+import { K8S, type KObject, REPO, findObject, render } from './k8s-helpers.js';
+
+const SMALL = ['--epochs', '1', '--train-limit', '640', '--test-limit', '200'];
+const started: ChildProcess[] = [];
+
+after(() => {
+  for (const child of started) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+});
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
+    });
+  });
+}
+
+/** PIDs of live processes whose command line mentions `marker`. */
+function pidsMentioning(marker: string): number[] {
+  try {
+    return execFileSync('pgrep', ['-f', marker], { encoding: 'utf8' }).split('\n').filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
+interface Cluster {
+  dir: string;
+  n: number;
+  coordinatorJob: KObject;
+  workerJob: KObject;
+  /** Starts one pod of a Job; `extraArgs` go after the container's args. */
+  startPod(job: KObject, name: string, extraArgs?: string[], env?: Record<string, string>): Pod;
+  runs: string;
+  out: string;
+}
+
+interface Pod {
+  name: string;
+  child: ChildProcess;
+  stdout: () => string;
+  stderr: () => string;
+  exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/** A stand-in for the cluster: rendered objects, the Secret, the volumes and the Service's name. */
+async function makeCluster(): Promise<Cluster> {
+  const objects = render(K8S);
+  const coordinatorJob = findObject(objects, 'Job', 'mnist-coordinator');
+  const workerJob = findObject(objects, 'Job', 'mnist-worker');
+  const service = findObject(objects, 'Service', 'mnist-coordinator');
+  const n = workerJob.spec.parallelism as number;
+  assert.equal(workerJob.spec.completions, n);
+
+  const dir = tempDir('mnist-k8s-rehearsal-');
+  // The image's programs on the PATH.
+  const bin = join(dir, 'image-bin');
+  mkdirSync(bin);
+  for (const [name, script] of [['coordinator', COORDINATOR], ['worker', WORKER]]) {
+    writeFileSync(join(bin, name), `#!/bin/sh\nexec "${process.execPath}" "${script}" "$@"\n`);
+    chmodSync(join(bin, name), 0o755);
+  }
+  // The Secret, as `kubectl create secret generic mnist-keys --from-file=DIR` makes it.
+  const keygen = join(dir, 'keygen');
+  const made = await runCli(COORDINATOR, ['keygen', '--out', keygen]);
+  assert.equal(made.code, 0, made.stderr);
+  const secretName = 'mnist-keys';
+  const secret: Record<string, Buffer> = {};
+  for (const f of ['coordinator.public', 'coordinator.secret', 'worker.public', 'worker.secret']) secret[f] = readFileSync(join(keygen, f));
+  // The PersistentVolumeClaim: one folder that outlives the pods.
+  const claims = new Map<string, string>();
+  // The Service: its name and port lead to the coordinator's container port, here a free port.
+  const port = await freePort();
+  const containerPorts = coordinatorJob.spec.template.spec.containers[0].ports as KObject[];
+  const addresses = new Map<string, string>();
+  for (const p of service.spec.ports as KObject[]) {
+    const target = containerPorts.find((c) => c.name === p.targetPort || c.containerPort === p.targetPort);
+    assert.ok(target, `Service port ${p.port}: no such container port`);
+    addresses.set(`tcp://${service.metadata.name}:${p.port}`, `tcp://127.0.0.1:${port}`);
+    addresses.set(`tcp://0.0.0.0:${target.containerPort}`, `tcp://127.0.0.1:${port}`);
+  }
+
+  let pods = 0;
+  const startPod = (job: KObject, name: string, extraArgs: string[] = [], extraEnv: Record<string, string> = {}): Pod => {
+    const podDir = join(dir, `pod-${++pods}-${name}`);
+    const spec = job.spec.template.spec;
+    assert.equal(spec.containers.length, 1);
+    const container = spec.containers[0];
+    // Volumes.
+    const volumes = new Map<string, string>();
+    for (const v of spec.volumes as KObject[]) {
+      const path = join(podDir, 'volumes', v.name);
+      if (v.secret) {
+        assert.equal(v.secret.secretName, secretName);
+        mkdirSync(path, { recursive: true });
+        for (const item of v.secret.items as KObject[]) {
+          assert.ok(secret[item.key], `the Secret has no key ${item.key}`);
+          writeFileSync(join(path, item.path), secret[item.key], { mode: v.secret.defaultMode ?? 0o644 });
+        }
+      } else if (v.persistentVolumeClaim) {
+        const claim = v.persistentVolumeClaim.claimName as string;
+        if (!claims.has(claim)) {
+          claims.set(claim, join(dir, 'claims', claim));
+          mkdirSync(join(dir, 'claims', claim), { recursive: true });
+        }
+        volumes.set(v.name, claims.get(claim) as string);
+        continue;
+      } else if (v.emptyDir) mkdirSync(path, { recursive: true });
+      else assert.fail(`volume ${v.name}: a kind the rehearsal does not provide`);
+      volumes.set(v.name, path);
+    }
+    const mounts = (container.volumeMounts as KObject[])
+      .map((m) => ({ path: m.mountPath as string, local: volumes.get(m.name) as string }))
+      .sort((a, b) => b.path.length - a.path.length);
+    const local = (value: string): string => {
+      for (const [from, to] of addresses) if (value === from) return to;
+      for (const m of mounts) if (value === m.path || value.startsWith(`${m.path}/`)) return m.local + value.slice(m.path.length);
+      if (value.startsWith('/app/')) return join(REPO, value.slice('/app/'.length));
+      return value;
+    };
+    const command = (container.command as string[]).map(local);
+    const args = [...((container.args ?? []) as string[]).map(local), ...extraArgs];
+    const env: Record<string, string> = { ...(process.env as Record<string, string>), PATH: `${bin}:${process.env.PATH}` };
+    for (const e of (container.env ?? []) as KObject[]) env[e.name] = local(String(e.value));
+    Object.assign(env, extraEnv);
+    const child = spawn(command[0], [...command.slice(1), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    started.push(child);
+    let stdout = '';
+    let stderr = '';
+    child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
+    return { name, child, stdout: () => stdout, stderr: () => stderr, exit };
+  };
+
+  const runsMount = (coordinatorJob.spec.template.spec.containers[0].volumeMounts as KObject[]).find((m) =>
+    (coordinatorJob.spec.template.spec.volumes as KObject[]).some((v) => v.name === m.name && v.persistentVolumeClaim),
+  );
+  assert.ok(runsMount);
+  const args = coordinatorJob.spec.template.spec.containers[0].args as string[];
+  const outArg = args[args.lastIndexOf('--out') + 1];
+  const runs = join(dir, 'claims', (coordinatorJob.spec.template.spec.volumes as KObject[]).find((v) => v.persistentVolumeClaim).persistentVolumeClaim.claimName);
+  const out = runs + outArg.slice(runsMount.mountPath.length);
+  return { dir, n, coordinatorJob, workerJob, startPod, runs, out };
+}
+
+/** The worker Job's N pods, each with its completion index. */
+function startWorkers(cluster: Cluster): Pod[] {
+  return Array.from({ length: cluster.n }, (_, i) => cluster.startPod(cluster.workerJob, `worker-${i}`, [], { JOB_COMPLETION_INDEX: String(i) }));
+}
+
+/** Waits for a pod to exit, failing (and killing it) after `ms`. */
+async function exited(pod: Pod, ms: number): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => {
+      pod.child.kill('SIGKILL');
+      reject(new Error(`${pod.name} still running after ${ms / 1000} s\n${pod.stdout()}\n${pod.stderr()}`));
+    }, ms);
+  });
+  try {
+    return await Promise.race([pod.exit, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+function describe(pods: Pod[]): string {
+  return pods.map((p) => `--- ${p.name}\n${p.stdout()}${p.stderr()}`).join('\n');
+}
+
+test('rehearsal: the rendered Jobs train together, N workers, and leave the model on the volume', async () => {
+  const cluster = await makeCluster();
+  const coordinator = cluster.startPod(cluster.coordinatorJob, 'coordinator', SMALL);
+  const workers = startWorkers(cluster);
+  const all = [coordinator, ...workers];
+  const result = await exited(coordinator, 180_000).catch((e: Error) => assert.fail(`${e.message}\n${describe(all)}`));
+  assert.equal(result.code, 0, describe(all));
+  for (const w of workers) assert.equal((await exited(w, 30_000)).code, 0, describe(all));
+
+  const summary = readJson(join(cluster.out, 'summary.json'));
+  assert.equal(summary.workers, cluster.n);
+  assert.equal(summary.worker_failures, 0);
+  assert.equal(summary.epochs, 1);
+  assert.ok(existsSync(join(cluster.out, 'model', 'model.json')), 'the model is on the volume');
+  assert.ok(existsSync(join(cluster.out, 'checkpoint.bin')));
+  assert.match(coordinator.stdout(), new RegExp(`waiting for ${cluster.n} workers`));
+  assert.doesNotMatch(coordinator.stderr(), /CURVE handshake|refused/, 'the keys fit');
+  for (const w of workers) assert.match(w.stdout(), /joined: training net/);
+
+  // Nothing is left running.
+  assert.ok(await waitFor(() => pidsMentioning(cluster.dir).length === 0 && workerPids().length === 0, 5000), `left behind: ${pidsMentioning(cluster.dir).join(', ')}`);
+});
+
+test('rehearsal: an evicted coordinator (SIGTERM) checkpoints, and its next pod resumes the run', async () => {
+  const cluster = await makeCluster();
+  const flags = ['--epochs', '1', '--train-limit', '1280', '--test-limit', '200', '--log-interval', '1'];
+  const first = cluster.startPod(cluster.coordinatorJob, 'coordinator', flags);
+  let workers = startWorkers(cluster);
+  const ready = await waitFor(() => /Train Epoch: 1 \[320\//.test(first.stdout()) || first.child.exitCode !== null, 120_000);
+  assert.ok(ready && first.child.exitCode === null, `training did not start\n${describe([first, ...workers])}`);
+  // What the kubelet does to an evicted pod: SIGTERM to the container's process.
+  first.child.kill('SIGTERM');
+  const evicted = await exited(first, 60_000);
+  assert.equal(evicted.code, 143, describe([first, ...workers]));
+  assert.ok(existsSync(join(cluster.out, 'checkpoint.bin')), 'checkpointed before it exited');
+  for (const w of workers) await exited(w, 30_000);
+
+  // The Job's next pod: the same command line on the same volume. The workers are a new set, as
+  // after `kubectl delete job mnist-worker && kubectl apply -k k8s/` (docs/kubernetes.md).
+  const second = cluster.startPod(cluster.coordinatorJob, 'coordinator-2', flags);
+  workers = startWorkers(cluster);
+  const result = await exited(second, 180_000).catch((e: Error) => assert.fail(`${e.message}\n${describe([second, ...workers])}`));
+  assert.equal(result.code, 0, describe([second, ...workers]));
+  assert.match(second.stderr(), /holds a checkpoint: continuing that run \(--resume\)/);
+  assert.match(second.stdout(), /resuming from .*checkpoint\.bin at epoch 1, step [1-9]/);
+  for (const w of workers) assert.equal((await exited(w, 30_000)).code, 0, describe([second, ...workers]));
+
+  const summary = readJson(join(cluster.out, 'summary.json'));
+  assert.equal(summary.workers, cluster.n);
+  assert.equal(summary.steps, 1280 / 64);
+  assert.ok(await waitFor(() => pidsMentioning(cluster.dir).length === 0 && workerPids().length === 0, 5000), `left behind: ${pidsMentioning(cluster.dir).join(', ')}`);
+});
