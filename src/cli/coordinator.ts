@@ -38,6 +38,12 @@ function defaultWorkers(noCuda: boolean): number {
   return gpus > 0 ? gpus : availableParallelism();
 }
 
+/** Flag attribute names → the TrainConfig keys they set (where the two differ). */
+function configKeys(given: ReadonlySet<string>): Set<string> {
+  const renamed: Record<string, string> = { cuda: 'noCuda', data: 'dataDir', out: 'outDir' };
+  return new Set([...given].map((name) => renamed[name] ?? name));
+}
+
 export function buildProgram(): Command {
   const program = new Command(PROG)
     .description('Data-parallel MNIST training: a coordinator and its workers over ZeroMQ')
@@ -57,14 +63,12 @@ export function buildProgram(): Command {
       if (flags.resume && !flags.out) throw new UsageError('--resume needs --out DIR (the run to continue)');
       if (!flags.spawn && !flags.listen) throw new UsageError('--no-spawn needs --listen ADDR (where the workers connect)');
       if (flags.listen && !/^(tcp|ipc):\/\/.+/.test(flags.listen)) throw new UsageError(`--listen ${flags.listen}: expected an address like tcp://0.0.0.0:5555`);
-      const config = configFromFlags(flags, { workers: defaultWorkers(!flags.cuda), outDir: defaultOutDir(flags.model) });
+      const given = new Set(cmd.options.map((o) => o.attributeName()).filter((name) => cmd.getOptionValueSource(name) === 'cli'));
+      const config = configFromFlags(flags, { workers: defaultWorkers(!flags.cuda), outDir: defaultOutDir(flags.model) }, configKeys(given));
       if (!flags.spawn && config.workers === 0) throw new UsageError('--no-spawn needs --workers N with N ≥ 1');
-      const given = cmd.options
-        .map((o) => o.attributeName())
-        .filter((name) => cmd.getOptionValueSource(name) === 'cli');
       await train(config, {
         resume: flags.resume,
-        given: new Set(given),
+        given,
         distributed: {
           spawn: flags.spawn,
           listen: flags.listen,

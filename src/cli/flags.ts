@@ -3,7 +3,7 @@
  * Shared by `coordinator` (train) and `coordinator sweep`.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { DEFAULTS, type TrainConfig } from '../config.js';
+import { DEFAULTS, type LrSchedule, type TrainConfig, applyModelDefaults } from '../config.js';
 import { MODEL_NAMES, isModelName } from '../models/index.js';
 
 export function positiveInt(value: string): number {
@@ -56,6 +56,8 @@ export interface TrainFlags {
   data?: string;
   out?: string;
   checkpointEvery: number;
+  augment?: boolean;
+  lrSchedule: LrSchedule;
 }
 
 /** Adds the training flags to `cmd`; each shows its default in --help. */
@@ -79,12 +81,19 @@ export function addTrainingFlags(cmd: Command): Command {
     .addOption(new Option('--test-limit <n>', 'use only the first N test samples').argParser(positiveInt))
     .addOption(new Option('--data <dir>', 'read MNIST from DIR (the four IDX files, raw or .gz) (default: the bundled copy)'))
     .addOption(new Option('--out <dir>', 'where everything of the run goes (default: a new folder under runs/)'))
+    .addOption(new Option('--augment', 'seeded random rotation, scale and shift of training images (strong: on)'))
+    .addOption(new Option('--no-augment', 'no augmentation'))
+    .addOption(new Option('--lr-schedule <name>', 'learning-rate schedule: constant or cosine (strong: cosine)').choices(['constant', 'cosine']).default(DEFAULTS.lrSchedule))
     .addOption(new Option('--checkpoint-every <steps>', 'also checkpoint every N steps; 0 = at epoch ends only').argParser(nonNegativeInt).default(DEFAULTS.checkpointEvery));
 }
 
-export function configFromFlags(flags: TrainFlags, defaults: { workers: number; outDir: string }): TrainConfig {
+/**
+ * The run's configuration from the flags. `given` names the flags set on the command line
+ * (commander attribute names); the model's own defaults fill in the others (config.ts MODEL_DEFAULTS).
+ */
+export function configFromFlags(flags: TrainFlags, defaults: { workers: number; outDir: string }, given?: ReadonlySet<string>): TrainConfig {
   if (!isModelName(flags.model)) throw new InvalidArgumentError(`unknown model ${flags.model}`);
-  return {
+  const config: TrainConfig = {
     model: flags.model,
     batchSize: flags.batchSize,
     testBatchSize: flags.testBatchSize,
@@ -104,5 +113,8 @@ export function configFromFlags(flags: TrainFlags, defaults: { workers: number; 
     dataDir: flags.data,
     outDir: flags.out ?? defaults.outDir,
     checkpointEvery: flags.checkpointEvery,
+    augment: flags.augment ?? DEFAULTS.augment,
+    lrSchedule: flags.lrSchedule,
   };
+  return given ? applyModelDefaults(config, given) : config;
 }

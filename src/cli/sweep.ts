@@ -48,7 +48,7 @@ export function registerSweepCommand(program: Command): Command {
   for (const o of template.options) {
     const key = o.attributeName();
     if (key === 'out') continue;
-    if (o.isBoolean() || key === 'data') {
+    if (o.isBoolean() || o.negate || key === 'data') {
       cmd.addOption(o);
       continue;
     }

@@ -14,6 +14,7 @@ import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Router } from 'zeromq';
 import type { ShardData } from '../training/gradients.js';
+import type { AugmentOptions } from '../training/augment.js';
 import { type BatchResult, type GradientSource, reduceInShardOrder } from '../training/source.js';
 import { UserError } from '../util/errors.js';
 import type { CoordinatorKeys } from '../protocol/keys.js';
@@ -44,6 +45,8 @@ export interface PoolOptions {
   noCuda: boolean;
   model: string;
   params: number;
+  /** Augmentation the workers apply (config.augment). */
+  augment?: AugmentOptions;
   logger: Logger;
   heartbeatMs?: number;
   /** A worker silent this long is declared lost. */
@@ -122,8 +125,8 @@ export class WorkerPool implements GradientSource {
   private allGoneTimer: NodeJS.Timeout | undefined;
   private receiveLoop: Promise<void> | undefined;
   private joinWaiters: Array<() => void> = [];
-  private readonly opts: Required<Omit<PoolOptions, 'keys' | 'keysDir' | 'workerArgs' | 'verifyShard'>> &
-    Pick<PoolOptions, 'keys' | 'keysDir' | 'workerArgs' | 'verifyShard'>;
+  private readonly opts: Required<Omit<PoolOptions, 'keys' | 'keysDir' | 'workerArgs' | 'verifyShard' | 'augment'>> &
+    Pick<PoolOptions, 'keys' | 'keysDir' | 'workerArgs' | 'verifyShard' | 'augment'>;
   private zap: ZapHandler | undefined;
   private handshakeFailures = 0;
   private stats = { bytesSent: 0, bytesReceived: 0, steps: 0, coordinatorMs: 0, rejected: 0, stale: 0, reassigned: 0, workerPeakRss: 0 };
@@ -348,6 +351,7 @@ export class WorkerPool implements GradientSource {
       params: this.opts.params,
       heartbeatMs: this.opts.heartbeatMs,
       timeoutMs: Math.max(this.opts.workerTimeoutMs * 2, 10000),
+      ...(this.opts.augment ? { augment: this.opts.augment } : {}),
     });
     this.opts.logger.info({ worker: id, backend: hello.backend, device: hello.device }, `worker ${id} joined (${hello.backend} on ${hello.device}); ${this.members.size} in the pool`);
     if (this.allGoneTimer) {

@@ -4,11 +4,11 @@
  */
 import { accessSync, constants, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { TrainConfig } from '../config.js';
+import { AUGMENTATION, type TrainConfig } from '../config.js';
 import { loadMnist } from '../data/mnist.js';
 import { initEngine, visibleGpuCount } from '../engine/backend.js';
 import { type ModelDef, createModel, describeModel, initialWeights, paramLayout } from '../models/index.js';
-import { type ShardData, createGradientComputer } from '../training/gradients.js';
+import { type GradientOptions, type ShardData, createGradientComputer } from '../training/gradients.js';
 import { CHECKPOINT_FILE, loadLatestCheckpoint } from '../training/checkpoint.js';
 import { type RunSummary, freshState, runTraining, truncateMetrics } from '../training/loop.js';
 import { type GradientSource, createLocalSource } from '../training/source.js';
@@ -22,8 +22,8 @@ import { WorkerPool } from './pool.js';
 export const LOG_FILE = 'log.jsonl';
 
 /** Recomputes a shard in this process: is its gradient finite? (see PoolOptions.verifyShard) */
-function shardVerifier(model: ModelDef): (weights: Float32Array, shard: ShardData) => boolean {
-  const computer = createGradientComputer(model);
+function shardVerifier(model: ModelDef, opts: GradientOptions): (weights: Float32Array, shard: ShardData) => boolean {
+  const computer = createGradientComputer(model, opts);
   return (weights, shard) => {
     const r = computer.compute(weights, shard);
     return Number.isFinite(r.lossSum) && r.gradSum.every(Number.isFinite);
@@ -112,9 +112,10 @@ export async function train(requested: TrainConfig, opts: TrainOptions): Promise
     state = freshState(config, initialWeights(model, config.seed));
   }
 
+  const gradientOptions: GradientOptions = config.augment ? { augment: AUGMENTATION } : {};
   const source: GradientSource =
     config.workers === 0
-      ? createLocalSource(model, size)
+      ? createLocalSource(model, size, gradientOptions)
       : await WorkerPool.start({
           listen,
           workers: config.workers,
@@ -128,7 +129,8 @@ export async function train(requested: TrainConfig, opts: TrainOptions): Promise
           workerTimeoutMs: opts.distributed.workerTimeoutS * 1000,
           keys,
           keysDir: dist.keysDir ? resolve(dist.keysDir) : undefined,
-          verifyShard: shardVerifier(model),
+          verifyShard: shardVerifier(model, gradientOptions),
+          augment: gradientOptions.augment,
         });
 
   const abort = new AbortController();

@@ -2,6 +2,7 @@
 import { SeededRng } from '../util/rng.js';
 import { createLeNet } from './lenet.js';
 import { createNet } from './net.js';
+import { createStrong } from './strong.js';
 import type { ModelDef, ModelName, ParamSpec } from './types.js';
 import { MODEL_NAMES } from './types.js';
 
@@ -17,7 +18,7 @@ export function createModel(name: ModelName): ModelDef {
     case 'lenet':
       return createLeNet();
     case 'strong':
-      throw new Error(`model 'strong' is not available yet`);
+      return createStrong();
   }
 }
 

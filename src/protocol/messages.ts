@@ -34,6 +34,8 @@ export interface Welcome {
   heartbeatMs: number;
   /** The worker declares the coordinator lost after this long without a message. */
   timeoutMs: number;
+  /** Seeded augmentation the worker applies to training shards (absent: none). */
+  augment?: { maxRotateDeg: number; maxScale: number; maxShift: number };
 }
 
 export interface Reject {

@@ -6,6 +6,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { IMAGE_SIZE, NUM_CLASSES, normalisePixels } from '../data/mnist.js';
 import { paramLayout, paramSize } from '../models/index.js';
 import type { ModelDef, Params } from '../models/types.js';
+import { type AugmentOptions, augmentAndNormalise } from './augment.js';
 import { dropoutMasks } from './dropout.js';
 
 /** A shard as it travels: raw pixels, labels and the per-sample keys of its dropout masks. */
@@ -41,7 +42,12 @@ export function asParams(model: ModelDef, tensors: readonly tf.Tensor[]): Params
   return params;
 }
 
-export function createGradientComputer(model: ModelDef): GradientComputer {
+export interface GradientOptions {
+  /** Seeded augmentation of the shard's images (training only). */
+  augment?: AugmentOptions;
+}
+
+export function createGradientComputer(model: ModelDef, opts: GradientOptions = {}): GradientComputer {
   const layout = paramLayout(model);
   let pixelScratch = new Float32Array(0);
 
@@ -49,7 +55,8 @@ export function createGradientComputer(model: ModelDef): GradientComputer {
     compute(weights, shard, out = new Float32Array(layout.total)) {
       const n = shard.labels.length;
       if (pixelScratch.length < shard.pixels.length) pixelScratch = new Float32Array(shard.pixels.length);
-      const x = normalisePixels(shard.pixels, pixelScratch.subarray(0, shard.pixels.length));
+      const scratch = pixelScratch.subarray(0, shard.pixels.length);
+      const x = opts.augment ? augmentAndNormalise(shard.pixels, shard.keys, opts.augment, scratch) : normalisePixels(shard.pixels, scratch);
       const oneHot = new Float32Array(n * NUM_CLASSES);
       for (let i = 0; i < n; i++) oneHot[i * NUM_CLASSES + shard.labels[i]] = 1;
       const masks = dropoutMasks(model.dropouts, shard.keys);

@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type TrainConfig, momentumAt } from '../config.js';
+import { type TrainConfig, lrAt, momentumAt } from '../config.js';
 import { type MnistData, gatherSamples } from '../data/mnist.js';
 import { paramLayout } from '../models/index.js';
 import type { ModelDef } from '../models/types.js';
@@ -164,7 +164,7 @@ export async function runTraining(ctx: RunContext): Promise<RunSummary> {
       // The update uses the mean gradient over the global batch, as single-node training would.
       const scale = 1 / count;
       for (let i = 0; i < gradSum.length; i++) gradSum[i] *= scale;
-      optimizer.step(state.weights, gradSum, config.lr, momentumAt(config, state.step, totalSteps));
+      optimizer.step(state.weights, gradSum, lrAt(config, state.step, totalSteps), momentumAt(config, state.step, totalSteps));
       state.trainSeconds += (performance.now() - started) / 1000;
       state.step++;
       state.samplesSeen += count;

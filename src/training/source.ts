@@ -4,7 +4,7 @@
  */
 import type { ModelDef } from '../models/types.js';
 import { UserError } from '../util/errors.js';
-import { accumulate, createGradientComputer, type ShardData } from './gradients.js';
+import { type GradientOptions, type ShardData, accumulate, createGradientComputer } from './gradients.js';
 
 export interface BatchResult {
   /** Σ of the samples' NLL losses over the batch. */
@@ -34,8 +34,8 @@ export function reduceInShardOrder(shardGrads: readonly Float32Array[], out: Flo
 }
 
 /** The single-node fallback: every shard computed here, one after another. */
-export function createLocalSource(model: ModelDef, size: number): GradientSource {
-  const computer = createGradientComputer(model);
+export function createLocalSource(model: ModelDef, size: number, opts: GradientOptions = {}): GradientSource {
+  const computer = createGradientComputer(model, opts);
   const scratch: Float32Array[] = [];
   return {
     workers: 0,

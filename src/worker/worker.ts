@@ -155,7 +155,7 @@ export async function runWorker(opts: WorkerOptions): Promise<void> {
           const model = createModel(msg.model);
           paramCount = paramLayout(model).total;
           if (paramCount !== msg.params) throw new UserError(`model ${msg.model} has ${paramCount} parameters here, ${msg.params} at the coordinator`);
-          computer = createGradientComputer(model);
+          computer = createGradientComputer(model, { augment: msg.augment });
           gradBuffer = new Float32Array(paramCount);
           timeoutMs = msg.timeoutMs;
           welcomed = true;

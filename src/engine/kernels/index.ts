@@ -3,7 +3,8 @@
  *   - Conv2DBackpropFilter: missing from tfjs-backend-wasm 4.22 (tfjs issue 8474);
  *   - Conv2DBackpropInput: replaces the built-in (slow) one; falls back to it for cases it
  *     does not handle;
- *   - MaxPoolGrad: replaces the built-in (slow) one; same fallback.
+ *   - MaxPoolGrad: replaces the built-in (slow) one; same fallback;
+ *   - BatchMatMul: transposes operands before the built-in one, which is slow with transposes.
  * Only takes effect while 'wasm' is the active tfjs backend; safe to call more than once.
  */
 import * as tf from '@tensorflow/tfjs-core';
@@ -11,13 +12,15 @@ import type { KernelConfig, KernelFunc } from '@tensorflow/tfjs-core';
 import { conv2DBackpropFilterWasm } from './conv2d_backprop_filter.js';
 import { makeConv2DBackpropInputWasm } from './conv2d_backprop_input.js';
 import { makeMaxPoolGradWasm } from './max_pool_grad.js';
+import { makeBatchMatMulWasm } from './batch_mat_mul.js';
 
 export { conv2DBackpropFilterOptions, conv2DBackpropFilterWasm, im2colKM } from './conv2d_backprop_filter.js';
 export { conv2DBackpropInputOptions, makeConv2DBackpropInputWasm, rotateSwapFilter } from './conv2d_backprop_input.js';
 export { makeMaxPoolGradWasm, maxPoolGradInto } from './max_pool_grad.js';
+export { makeBatchMatMulWasm } from './batch_mat_mul.js';
 
 const BACKEND = 'wasm';
-const OVERRIDDEN = [tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput, tf.MaxPoolGrad] as const;
+const OVERRIDDEN = [tf.Conv2DBackpropFilter, tf.Conv2DBackpropInput, tf.MaxPoolGrad, tf.BatchMatMul] as const;
 
 interface Installed {
   /** What was registered before us for each kernel (undefined: nothing). */
@@ -54,6 +57,7 @@ export function registerFastWasmKernels(): void {
       [tf.Conv2DBackpropFilter, conv2DBackpropFilterWasm as KernelFunc],
       [tf.Conv2DBackpropInput, makeConv2DBackpropInputWasm(orig(tf.Conv2DBackpropInput))],
       [tf.MaxPoolGrad, makeMaxPoolGradWasm(orig(tf.MaxPoolGrad))],
+      [tf.BatchMatMul, makeBatchMatMulWasm(orig(tf.BatchMatMul)!)],
     ]);
     installed = { originals, ours };
   }
