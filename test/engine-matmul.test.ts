@@ -36,7 +36,7 @@ test('BatchMatMul with transposes matches the cpu backend on every dense-layer s
     const a = Float32Array.from({ length: aShape.reduce((x, y) => x * y) }, (_, i) => Math.sin(i * 0.37));
     const b = Float32Array.from({ length: bShape.reduce((x, y) => x * y) }, (_, i) => Math.cos(i * 0.11));
     const run = (): Float32Array =>
-      tf.tidy(() => tf.matMul(tf.tensor(a, aShape) as tf.Tensor2D, tf.tensor(b, bShape) as tf.Tensor2D, transposeA, transposeB).dataSync() as Float32Array);
+      tf.tidy(() => tf.matMul(tf.tensor(a, aShape) as unknown as tf.Tensor2D, tf.tensor(b, bShape) as unknown as tf.Tensor2D, transposeA, transposeB).dataSync() as Float32Array);
     const before = tf.memory().numTensors;
     const ours = await on('wasm', run);
     const reference = await on('cpu', run);
