@@ -132,3 +132,31 @@ test('--resume continues from the checkpoint to the weights of an uninterrupted 
   const tests = readFileSync(join(dir, 'part', 'metrics.jsonl'), 'utf8').trim().split('\n').filter((l) => l.includes('"test"'));
   assert.equal(tests.length, 2);
 });
+
+test('--model strong brings its own defaults; flags given on the command line still win', async () => {
+  const out = join(tempDir(), 'strong');
+  const r = await runCli(COORDINATOR, ['--workers', '0', '--model', 'strong', '--epochs', '1', '--train-limit', '256', '--test-limit', '100', '--out', out]);
+  assert.equal(r.code, 0, r.stderr);
+  const config = readJson(join(out, 'summary.json')).config as Record<string, unknown>;
+  assert.equal(config.model, 'strong');
+  assert.equal(config.epochs, 1, 'given on the command line');
+  assert.equal(config.batchSize, 128);
+  assert.equal(config.momentum, 0.9);
+  assert.equal(config.augment, true);
+  assert.equal(config.lrSchedule, 'cosine');
+});
+
+test('a corrupt newest checkpoint: --resume warns and continues from the previous one', async () => {
+  const out = join(tempDir(), 'run');
+  const first = await runCli(COORDINATOR, [...SMALL, '--deterministic', '--epochs', '2', '--out', out]);
+  assert.equal(first.code, 0, first.stderr);
+  const path = join(out, 'checkpoint.bin');
+  const bytes = readFileSync(path);
+  bytes[bytes.length >> 1] ^= 0xff;
+  writeFileSync(path, bytes);
+  const resumed = await runCli(COORDINATOR, ['--workers', '0', '--epochs', '3', '--resume', '--out', out]);
+  assert.equal(resumed.code, 0, resumed.stderr);
+  assert.match(resumed.stderr, /warning: skipped a checkpoint: .*checkpoint\.bin: checksum mismatch/);
+  assert.match(resumed.stdout, /resuming from .*checkpoint\.prev\.bin at epoch 2, step 8/);
+  assert.equal(readJson(join(out, 'summary.json')).steps, 24);
+});
