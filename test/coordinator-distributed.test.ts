@@ -45,6 +45,17 @@ test('deterministic mode: the same weights with 0, 1 and 3 workers', async () =>
   assert.ok(stats.bytes_sent_per_step > 87_000, 'new weights (87 KB) go out every step');
 });
 
+test('deterministic mode holds with augmentation, a momentum schedule and another model', async () => {
+  const dir = tempDir();
+  const extra = ['--model', 'lenet', '--augment', '--momentum-final', '0.9', '--lr-schedule', 'cosine', '--train-limit', '512'];
+  const s0 = await train(join(dir, 'a0'), 0, extra);
+  const s2 = await train(join(dir, 'a2'), 2, extra);
+  assert.equal(s2.weights_sha256, s0.weights_sha256);
+  assert.deepEqual(s2.momentum, { start: 0.5, final: 0.9, ramp_steps: 8 });
+  const plain = await train(join(dir, 'plain'), 0, ['--model', 'lenet', '--train-limit', '512']);
+  assert.notEqual(plain.weights_sha256, s0.weights_sha256, 'augmentation and the schedules change the result');
+});
+
 test('fast mode (one slice per worker) trains to single-node accuracy', async () => {
   const dir = tempDir();
   const args = ['--epochs', '1', '--train-limit', '3200', '--test-limit', '1000', '--lr', '0.05', '--momentum', '0.9'];

@@ -42,7 +42,14 @@ export function readJson<T = Record<string, unknown>>(path: string): T {
   return JSON.parse(readFileSync(path, 'utf8')) as T;
 }
 
-/** PIDs of live processes running this project's worker CLI. */
+/**
+ * Every process this test file starts inherits this tag in its environment, so that the process
+ * checks below see this file's workers only, not those of other runs on the machine.
+ */
+const TAG = `MNIST_TEST_TAG=${process.pid}-${Date.now()}`;
+process.env.MNIST_TEST_TAG = TAG.slice('MNIST_TEST_TAG='.length);
+
+/** PIDs of live worker processes started (directly or not) by this test file. */
 export function workerPids(): number[] {
   let out = '';
   try {
@@ -50,7 +57,17 @@ export function workerPids(): number[] {
   } catch {
     return []; // pgrep exits 1 when nothing matches
   }
-  return out.split('\n').filter(Boolean).map(Number);
+  return out
+    .split('\n')
+    .filter(Boolean)
+    .map(Number)
+    .filter((pid) => {
+      try {
+        return readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0').includes(TAG);
+      } catch {
+        return false; // gone meanwhile
+      }
+    });
 }
 
 /** Waits until `cond` holds, polling; false when it did not within `timeoutMs`. */
