@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { pathToFileURL } from 'node:url';
@@ -69,7 +69,7 @@ class Browser {
     return new Browser(child);
   }
 
-  send(method: string, params: Record<string, unknown> = {}, sessionId?: string, timeoutMs = 15_000): Promise<Record<string, unknown>> {
+  send(method: string, params: Record<string, unknown> = {}, sessionId?: string, timeoutMs = 30_000): Promise<Record<string, unknown>> {
     const id = ++this.nextId;
     const message: CdpMessage = { id, method, params, ...(sessionId ? { sessionId } : {}) };
     return new Promise((resolve, reject) => {
@@ -86,7 +86,7 @@ class Browser {
     this.listeners.push(listener);
   }
 
-  waitFor(pred: (m: CdpMessage) => boolean, timeoutMs = 15_000): Promise<CdpMessage> {
+  waitFor(pred: (m: CdpMessage) => boolean, timeoutMs = 30_000): Promise<CdpMessage> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`no such event in ${timeoutMs} ms`)), timeoutMs);
       this.on((m) => {
@@ -157,7 +157,7 @@ const skip = existsSync(CHROMIUM) ? false : `${CHROMIUM} is absent: install Debi
 test('report.html renders in headless chromium: no console error, every image loaded', { skip }, async () => {
   const root = tempDir('mnist-browser-');
   const run = join(root, 'run');
-  const r = await runCli(COORDINATOR, ['--workers', '0', '--epochs', '1', '--train-limit', '320', '--test-limit', '100', '--lr', '0.05', '--out', run], { timeoutMs: 60_000 });
+  const r = await runCli(COORDINATOR, ['--workers', '0', '--epochs', '1', '--train-limit', '320', '--test-limit', '100', '--lr', '0.05', '--out', run], { timeoutMs: 120_000 });
   assert.equal(r.code, 0, r.stderr);
   // A page with a broken image: proves that the checks below would see one.
   const broken = join(run, 'broken.html');
@@ -186,5 +186,6 @@ test('report.html renders in headless chromium: no console error, every image lo
     assert.ok(control.errors.some((e) => e.includes('missing.png')), `the missing image was not reported: ${JSON.stringify(control.errors)}`);
   } finally {
     await browser.close();
+    rmSync(root, { recursive: true, force: true });
   }
 });

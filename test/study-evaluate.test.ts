@@ -77,12 +77,12 @@ test('MNIST preprocessing: MNIST digits come out unchanged; boxes, aspect ratio,
 test('evaluate and predict: a briefly trained model, on the test set and on MNIST digits written as pictures', async () => {
   const root = tempDir('mnist-evaluate-');
   const run = join(root, 'run');
-  let r = await runCli(COORDINATOR, ['--workers', '0', '--epochs', '1', '--train-limit', '1500', '--test-limit', '300', '--lr', '0.05', '--momentum', '0.9', '--out', run], { timeoutMs: 60_000 });
+  let r = await runCli(COORDINATOR, ['--workers', '0', '--epochs', '1', '--train-limit', '1500', '--test-limit', '300', '--lr', '0.05', '--momentum', '0.9', '--out', run], { timeoutMs: 120_000 });
   assert.equal(r.code, 0, r.stderr);
   const summary = readJson<{ test_correct: number; test_count: number; test_accuracy: number }>(join(run, 'summary.json'));
 
   // evaluate: the same test set as the run by default, so the same accuracy
-  r = await runCli(COORDINATOR, ['evaluate', '--run', run], { timeoutMs: 60_000 });
+  r = await runCli(COORDINATOR, ['evaluate', '--run', run], { timeoutMs: 120_000 });
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout, new RegExp(`^Accuracy: ${summary.test_correct}/${summary.test_count} \\(${(100 * summary.test_accuracy).toFixed(2)}%\\), average loss \\d+\\.\\d{4}$`, 'm'));
   assert.match(r.stdout, /^digit {2}samples {2}correct {2}accuracy {2}precision$/m);
@@ -98,7 +98,7 @@ test('evaluate and predict: a briefly trained model, on the test set and on MNIS
     assert.equal(c.correct, report.confusion[c.digit][c.digit]);
     assert.equal(c.accuracy, c.count > 0 ? c.correct / c.count : null);
   }
-  r = await runCli(COORDINATOR, ['evaluate', '--run', run, '--test-limit', '50', '--json'], { timeoutMs: 60_000 });
+  r = await runCli(COORDINATOR, ['evaluate', '--run', run, '--test-limit', '50', '--json'], { timeoutMs: 120_000 });
   assert.equal(r.code, 0, r.stderr);
   assert.equal((JSON.parse(r.stdout) as EvaluationReport).count, 50);
 
@@ -129,7 +129,7 @@ test('evaluate and predict: a briefly trained model, on the test set and on MNIS
       original.push(i);
     }
   }
-  r = await runCli(COORDINATOR, ['predict', '--run', run, '--json', ...files], { timeoutMs: 60_000 });
+  r = await runCli(COORDINATOR, ['predict', '--run', run, '--json', ...files], { timeoutMs: 120_000 });
   assert.equal(r.code, 0, r.stderr);
   const predictions = JSON.parse(r.stdout) as Array<{ file: string; digit: number; probabilities: number[]; inverted: boolean }>;
   assert.equal(predictions.length, files.length);
@@ -152,7 +152,7 @@ test('evaluate and predict: a briefly trained model, on the test set and on MNIS
   assert.ok(correct >= predictions.length / 2, `only ${correct}/${predictions.length} right: the model did not learn`);
 
   // The table: a header and one line per file with the digit and ten probabilities.
-  r = await runCli(COORDINATOR, ['predict', '--run', run, files[0], files[3]], { timeoutMs: 60_000 });
+  r = await runCli(COORDINATOR, ['predict', '--run', run, files[0], files[3]], { timeoutMs: 120_000 });
   assert.equal(r.code, 0, r.stderr);
   const lines = r.stdout.trim().split('\n');
   assert.match(lines[0], /^file +digit +p\(0\) +p\(1\).* p\(9\)$/);

@@ -7,7 +7,8 @@ import { sweepGrid, runName, type SweepEntry } from '../src/study/sweep.js';
 import { COORDINATOR, readJson, runCli, tempDir } from './helpers.js';
 
 const { PNG } = pngjs;
-const TINY = ['--workers', '0', '--epochs', '1', '--train-limit', '320', '--test-limit', '100', '--log-interval', '2'];
+// Deterministic, so that a run trained again gives the same weights.
+const TINY = ['--workers', '0', '--epochs', '1', '--train-limit', '320', '--test-limit', '100', '--log-interval', '2', '--deterministic'];
 
 test('sweep grid: every combination, first flag slowest, named by the varying flags only', () => {
   const grid = sweepGrid([
@@ -43,7 +44,7 @@ test('bad lists: one-line usage error, exit status 2', async () => {
 
 test('a 2×1 sweep: runs, sweep.json, sweep.md, plots; run again it skips finished runs and resumes unfinished ones', async () => {
   const dir = join(tempDir('mnist-sweep-'), 'sweep');
-  const r = await runCli(COORDINATOR, ['sweep', ...TINY, '--batch-size', '32,64', '--lr', '0.05', '--out', dir], { timeoutMs: 60_000 });
+  const r = await runCli(COORDINATOR, ['sweep', ...TINY, '--batch-size', '32,64', '--lr', '0.05', '--out', dir], { timeoutMs: 120_000 });
   assert.equal(r.code, 0, r.stderr);
   const names = ['batch-size=32', 'batch-size=64'];
   for (const name of names) {
@@ -72,7 +73,8 @@ test('a 2×1 sweep: runs, sweep.json, sweep.md, plots; run again it skips finish
 
   const md = readFileSync(join(dir, 'sweep.md'), 'utf8');
   assert.match(md, /every combination of `--batch-size` 32, 64/);
-  assert.match(md, /Same for all: `--epochs 1 .*--lr 0\.05/);
+  assert.match(md, /Same for all: `--epochs 1 .*--lr 0\.05 .*--deterministic/);
+  assert.ok(entries.every((e) => e.flags.deterministic === true && e.summary!.deterministic === true));
   assert.match(md, /^\| run \| --batch-size \| test accuracy \| test loss \| train time \(s\) \| samples\/s \| status \|$/m);
   for (const e of entries) {
     const s = e.summary!;
@@ -90,7 +92,7 @@ test('a 2×1 sweep: runs, sweep.json, sweep.md, plots; run again it skips finish
   // Again: nothing to train. Then with one run's summary gone and its checkpoint put back one
   // epoch (as if it was stopped), only that run trains, from its checkpoint.
   const finishedAt = entries.map((e) => e.summary!.finished_at);
-  let again = await runCli(COORDINATOR, ['sweep', ...TINY, '--batch-size', '32,64', '--lr', '0.05', '--out', dir], { timeoutMs: 60_000 });
+  let again = await runCli(COORDINATOR, ['sweep', ...TINY, '--batch-size', '32,64', '--lr', '0.05', '--out', dir], { timeoutMs: 120_000 });
   assert.equal(again.code, 0, again.stderr);
   assert.match(again.stdout, /run 1\/2 batch-size=32: finished before, skipped/);
   assert.match(again.stdout, /run 2\/2 batch-size=64: finished before, skipped/);
@@ -102,7 +104,7 @@ test('a 2×1 sweep: runs, sweep.json, sweep.md, plots; run again it skips finish
   const second = join(dir, 'runs', names[1]);
   rmSync(join(second, 'summary.json'));
   const sha = entries[1].summary!.weights_sha256;
-  again = await runCli(COORDINATOR, ['sweep', ...TINY, '--batch-size', '32,64', '--lr', '0.05', '--out', dir], { timeoutMs: 60_000 });
+  again = await runCli(COORDINATOR, ['sweep', ...TINY, '--batch-size', '32,64', '--lr', '0.05', '--out', dir], { timeoutMs: 120_000 });
   assert.equal(again.code, 0, again.stderr);
   assert.match(again.stdout, /run 1\/2 batch-size=32: finished before, skipped/);
   assert.match(again.stdout, /run 2\/2 batch-size=64: resuming from its checkpoint/);
@@ -116,7 +118,7 @@ test('a 2×1 sweep: runs, sweep.json, sweep.md, plots; run again it skips finish
   rmSync(join(second, 'summary.json'));
   renameSync(join(second, 'checkpoint.bin'), join(second, 'old-checkpoint.bin'));
   rmSync(join(second, 'checkpoint.prev.bin'), { force: true });
-  again = await runCli(COORDINATOR, ['sweep', ...TINY, '--batch-size', '32,64', '--lr', '0.05', '--out', dir], { timeoutMs: 60_000 });
+  again = await runCli(COORDINATOR, ['sweep', ...TINY, '--batch-size', '32,64', '--lr', '0.05', '--out', dir], { timeoutMs: 120_000 });
   assert.equal(again.code, 0, again.stderr);
   assert.match(again.stdout, /run 2\/2 batch-size=64: training/);
   const metrics = readFileSync(join(second, 'metrics.jsonl'), 'utf8').trim().split('\n');

@@ -19,6 +19,13 @@ function defaultWorkers(noCuda: boolean): number {
   return gpus > 0 ? gpus : availableParallelism();
 }
 
+/** Flag attribute names → the TrainConfig keys they set, where the two differ (as `coordinator` maps them). */
+const CONFIG_KEYS: Record<string, string> = { cuda: 'noCuda', data: 'dataDir', out: 'outDir' };
+
+function configKeys(given: ReadonlySet<string>): Set<string> {
+  return new Set([...given].map((name) => CONFIG_KEYS[name] ?? name));
+}
+
 type Parser = (value: string, previous: unknown) => unknown;
 
 /** Splits a comma list and parses each item with the flag's own parser. */
@@ -30,7 +37,7 @@ export function parseList(value: string, parse: Parser | undefined): FlagValue[]
     try {
       return parse(item, undefined) as FlagValue;
     } catch (e) {
-      if (e instanceof InvalidArgumentError) throw new InvalidArgumentError(`'${item}' ${e.message}`);
+      if (e instanceof InvalidArgumentError) throw new InvalidArgumentError(`'${item}'${/^[a-z]/.test(e.message) ? ' ' : ': '}${e.message}`);
       throw e;
     }
   });
@@ -66,28 +73,34 @@ export function registerSweepCommand(program: Command): Command {
         .filter((o) => Array.isArray(flags[o.attributeName()]))
         .map((o) => ({ option: o, flag: longName(o), values: flags[o.attributeName()] as FlagValue[] }));
       const grid = sweepGrid(axes);
+      // One option per attribute: --augment and --no-augment both set `augment`.
+      const canonical = new Map<string, Option>();
+      for (const o of template.options) if (!canonical.has(o.attributeName()) && o.attributeName() !== 'out') canonical.set(o.attributeName(), o);
       const runs: SweepRunSpec[] = grid.map((point) => {
         const trainFlags = { ...flags, out: undefined } as Record<string, unknown>;
         for (const a of axes) trainFlags[a.option.attributeName()] = point.values[a.flag];
         const tf = trainFlags as unknown as TrainFlags;
-        const config = configFromFlags(tf, { workers: defaultWorkers(!tf.cuda), outDir: join(flags.out as string, 'runs', point.name) });
+        const outDir = join(flags.out as string, 'runs', point.name);
+        const config = configFromFlags(tf, { workers: defaultWorkers(!tf.cuda), outDir }, configKeys(given));
+        // What the run uses, model defaults included, under the flags' names.
+        const effective = config as unknown as Record<string, unknown>;
         const record: Record<string, FlagValue> = {};
-        for (const o of template.options) {
-          const key = o.attributeName();
-          const v = key === 'workers' ? config.workers : trainFlags[key];
-          if (key === 'out' || v === undefined) continue;
-          record[longName(o)] = o.negate ? !v : (v as FlagValue);
+        for (const [attr, o] of canonical) {
+          const key = CONFIG_KEYS[attr] ?? attr;
+          const v = key in effective ? effective[key] : trainFlags[attr];
+          if (v !== undefined) record[longName(o)] = v as FlagValue;
         }
         return { name: point.name, varied: point.varied, flags: record, config };
       });
       const varying = new Set(Object.keys(grid[0]?.varied ?? {}));
       const fixed: string[] = [];
-      for (const o of template.options) {
+      for (const [attr, o] of canonical) {
         const flag = longName(o);
-        if (!given.has(o.attributeName()) || varying.has(flag) || flag === 'out') continue;
+        if (!given.has(attr) || varying.has(flag)) continue;
         const v = runs[0]?.flags[flag];
         if (typeof v === 'boolean') {
           if (v) fixed.push(`--${flag}`);
+          else if (!o.negate) fixed.push(`--no-${flag}`);
         } else if (v !== undefined) fixed.push(`--${flag} ${v}`);
       }
       process.stdout.write(`sweep: ${runs.length} run${runs.length === 1 ? '' : 's'} into ${join(flags.out as string, 'runs')}\n`);

@@ -6,7 +6,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { TrainConfig } from '../config.js';
+import { DEFAULTS, type TrainConfig } from '../config.js';
 import { train as trainRun, type TrainOptions } from '../coordinator/train.js';
 import {
   PALETTE, type LineSeries, type Point, type TrainRecord, type TestRecord,
@@ -128,9 +128,12 @@ const EXECUTION_FIELDS = new Set(['outDir', 'workers', 'noCuda', 'dataDir', 'log
 function configDifferences(stored: TrainConfig, wanted: TrainConfig): string[] {
   const a = stored as unknown as Record<string, unknown>;
   const b = wanted as unknown as Record<string, unknown>;
+  const defaults = DEFAULTS as Record<string, unknown>;
+  // A field the stored config lacks is unset there, or newer than the run: then its default applies.
+  const storedValue = (k: string): unknown => (k in a ? a[k] : defaults[k]);
   return [...new Set([...Object.keys(a), ...Object.keys(b)])]
-    .filter((k) => !EXECUTION_FIELDS.has(k) && a[k] !== b[k])
-    .map((k) => `--${kebab(k)} ${a[k] ?? '(unset)'} (the sweep asks for ${b[k] ?? '(unset)'})`);
+    .filter((k) => !EXECUTION_FIELDS.has(k) && storedValue(k) !== b[k])
+    .map((k) => `--${kebab(k)} ${storedValue(k) ?? '(unset)'} (the sweep asks for ${b[k] ?? '(unset)'})`);
 }
 
 export async function runSweep(opts: SweepOptions): Promise<SweepResult> {

@@ -6,7 +6,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { IMAGE_PIXELS, IMAGE_SIZE, NUM_CLASSES, loadMnist } from '../data/mnist.js';
 import {
-  type FeatureMapExample, type ImageCell, type ImageRow, featureMapGridSpec, channelsToCells, renderImageGrid,
+  type FeatureMapExample, type ImageCell, type ImageRow, channelsToCells, renderImageGrid,
 } from '../report/index.js';
 import { UserError } from '../util/errors.js';
 import { forwardImages, loadRun } from './run-model.js';
@@ -23,6 +23,9 @@ function fromZero(cell: ImageCell): ImageCell {
   for (let i = 0; i < cell.width * cell.height; i++) max = Math.max(max, cell.pixels[i]);
   return { ...cell, range: [0, max > 0 ? max : 1] };
 }
+
+/** An empty place in a grid (one white pixel on the white page). */
+const SPACER: ImageCell = { pixels: [0], width: 1, height: 1, range: [-1, 0], scale: 1 };
 
 export interface VisualizeOptions {
   run: string;
@@ -83,7 +86,7 @@ export async function visualizeRun(opts: VisualizeOptions): Promise<VisualizeRes
 
     // One picture per sample: the input, then one row (wrapped) per conv layer.
     const maxChannels = Math.max(...layers.map((l) => l.channels));
-    const columns = Math.max(layers[0]?.channels ?? 1, Math.ceil(maxChannels / 2));
+    const columns = Math.min(16, Math.max(layers[0]?.channels ?? 1, Math.ceil(maxChannels / 2)));
     const rows: ImageRow[] = [
       { label: `input\nlabel ${label}`, cells: [{ ...input, caption: `test image #${i}` }] },
       ...sampleLayers.map((l) => ({
@@ -102,20 +105,32 @@ export async function visualizeRun(opts: VisualizeOptions): Promise<VisualizeRes
     examples.push({ label: `#${i}\nlabel ${label}\npred ${prediction}`, input, layers: sampleLayers });
   }
 
-  // The overview: one line per sample, the input followed by every channel of every layer.
-  const perSample = 1 + layers.reduce((a, l) => a + l.channels, 0);
+  // The overview: per sample, the input followed by the first layer's channels, then each further
+  // layer on lines of its own, its channels aligned in columns under the first layer's.
+  const width = Math.min(32, Math.max(...layers.map((l) => l.channels)));
   const overview = join(outDir, OVERVIEW_FILE);
-  const spec = featureMapGridSpec(examples, {
-    title: `${runName} (${run.model.name}): conv layer outputs after pool and relu (${layers.map((l) => `${l.name} ${l.channels}×${l.height}×${l.width}`).join(', ')})`,
-    cellSize: 56,
-    maxColumns: perSample,
-    gap: 4,
-    rowGap: 10,
-    captionFontSize: 10,
+  const overviewRows: ImageRow[] = examples.map((ex) => {
+    const cells: ImageCell[] = [{ ...ex.input, caption: 'input' }];
+    ex.layers.forEach((l, k) => {
+      const maps = channelsToCells(l.data, l.height, l.width, l.channels, 'hwc', `${l.name} #`).map(fromZero);
+      for (let c = 0; c < maps.length; c++) {
+        if (c % width === 0 && (k > 0 || c > 0)) {
+          while (cells.length % (width + 1) !== 0) cells.push(SPACER); // finish the line
+          cells.push(SPACER); // under the input
+        }
+        cells.push(maps[c]);
+      }
+    });
+    return { label: ex.label, cells };
   });
-  // The first cell of each row is the input image; the others are feature maps.
-  const rows = spec.rows.map((row) => ({ ...row, cells: row.cells.map((c, k) => (k === 0 ? c : fromZero(c))) }));
-  writeFileSync(overview, renderImageGrid({ ...spec, rows }));
+  writeFileSync(overview, renderImageGrid({
+    title: `${runName} (${run.model.name}): conv layer outputs after pool and relu (${layers.map((l) => `${l.name} ${l.channels}×${l.height}×${l.width}`).join(', ')})`,
+    rows: overviewRows,
+    cellSize: 56,
+    maxColumns: width + 1,
+    gap: 4,
+    captionFontSize: 10,
+  }));
   files.push(overview);
   return {
     files,
