@@ -4,13 +4,11 @@
  * Subcommands: keygen, sweep, visualize (see --help).
  */
 import { Command, CommanderError, Option } from 'commander';
-import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { visibleGpuCount } from '../engine/backend.js';
 import { train } from '../coordinator/train.js';
 import { generateKeys } from '../protocol/keys.js';
 import { UsageError, reportFatal } from '../util/errors.js';
-import { type TrainFlags, addTrainingFlags, configFromFlags, positiveInt } from './flags.js';
+import { type TrainFlags, addTrainingFlags, configFromFlags, defaultWorkers, givenConfigKeys, givenFlags, positiveInt } from './flags.js';
 import { registerSweepCommand } from './sweep.js';
 import { registerVisualizeCommand } from './visualize.js';
 import { registerEvaluateCommand, registerPredictCommand } from './evaluate.js';
@@ -32,18 +30,6 @@ function defaultOutDir(model: string): string {
   return join('runs', `${stamp}-${model}`);
 }
 
-/** One worker per visible GPU, else one per CPU core. */
-function defaultWorkers(noCuda: boolean): number {
-  const gpus = noCuda ? 0 : visibleGpuCount();
-  return gpus > 0 ? gpus : availableParallelism();
-}
-
-/** Flag attribute names → the TrainConfig keys they set (where the two differ). */
-function configKeys(given: ReadonlySet<string>): Set<string> {
-  const renamed: Record<string, string> = { cuda: 'noCuda', data: 'dataDir', out: 'outDir' };
-  return new Set([...given].map((name) => renamed[name] ?? name));
-}
-
 export function buildProgram(): Command {
   const program = new Command(PROG)
     .description('Data-parallel MNIST training: a coordinator and its workers over ZeroMQ')
@@ -63,12 +49,11 @@ export function buildProgram(): Command {
       if (flags.resume && !flags.out) throw new UsageError('--resume needs --out DIR (the run to continue)');
       if (!flags.spawn && !flags.listen) throw new UsageError('--no-spawn needs --listen ADDR (where the workers connect)');
       if (flags.listen && !/^(tcp|ipc):\/\/.+/.test(flags.listen)) throw new UsageError(`--listen ${flags.listen}: expected an address like tcp://0.0.0.0:5555`);
-      const given = new Set(cmd.options.map((o) => o.attributeName()).filter((name) => cmd.getOptionValueSource(name) === 'cli'));
-      const config = configFromFlags(flags, { workers: defaultWorkers(!flags.cuda), outDir: defaultOutDir(flags.model) }, configKeys(given));
+      const config = configFromFlags(flags, { workers: defaultWorkers(!flags.cuda), outDir: defaultOutDir(flags.model) }, givenConfigKeys(cmd));
       if (!flags.spawn && config.workers === 0) throw new UsageError('--no-spawn needs --workers N with N ≥ 1');
       await train(config, {
         resume: flags.resume,
-        given,
+        given: new Set(givenFlags(cmd)),
         distributed: {
           spawn: flags.spawn,
           listen: flags.listen,

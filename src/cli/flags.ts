@@ -3,6 +3,8 @@
  * Shared by `coordinator` (train) and `coordinator sweep`.
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { availableParallelism } from 'node:os';
+import { visibleGpuCount } from '../engine/backend.js';
 import { DEFAULTS, type LrSchedule, type TrainConfig, applyModelDefaults } from '../config.js';
 import { MODEL_NAMES, isModelName } from '../models/index.js';
 
@@ -117,4 +119,28 @@ export function configFromFlags(flags: TrainFlags, defaults: { workers: number; 
     lrSchedule: flags.lrSchedule,
   };
   return given ? applyModelDefaults(config, given) : config;
+}
+
+/** One worker per visible GPU, else one per CPU core. */
+export function defaultWorkers(noCuda: boolean): number {
+  const gpus = noCuda ? 0 : visibleGpuCount();
+  return gpus > 0 ? gpus : availableParallelism();
+}
+
+/** Flag attribute names → the TrainConfig keys they set (where the two differ). */
+const CONFIG_KEYS: Record<string, string> = { cuda: 'noCuda', data: 'dataDir', out: 'outDir' };
+
+/** The TrainConfig key a flag sets. */
+export function configKey(attributeName: string): string {
+  return CONFIG_KEYS[attributeName] ?? attributeName;
+}
+
+/** The TrainConfig keys of the flags a command was given on the command line. */
+export function givenConfigKeys(cmd: Command): Set<string> {
+  return new Set(givenFlags(cmd).map(configKey));
+}
+
+/** Attribute names of the flags given on the command line (not defaulted). */
+export function givenFlags(cmd: Command): string[] {
+  return cmd.options.map((o) => o.attributeName()).filter((name) => cmd.getOptionValueSource(name) === 'cli');
 }

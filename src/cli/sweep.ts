@@ -3,28 +3,13 @@
  * combination (see src/study/sweep.ts).
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
-import { visibleGpuCount } from '../engine/backend.js';
 import {
   ACCURACY_BARS, type FlagValue, LOSS_CURVES, SWEEP_JSON, SWEEP_MD, type SweepRunSpec, TEST_ACCURACY_CURVES,
   runSweep, sweepGrid,
 } from '../study/sweep.js';
 import { UserError } from '../util/errors.js';
-import { type TrainFlags, addTrainingFlags, configFromFlags } from './flags.js';
-
-/** As `coordinator` does: one worker per visible GPU, else one per CPU core. */
-function defaultWorkers(noCuda: boolean): number {
-  const gpus = noCuda ? 0 : visibleGpuCount();
-  return gpus > 0 ? gpus : availableParallelism();
-}
-
-/** Flag attribute names → the TrainConfig keys they set, where the two differ (as `coordinator` maps them). */
-const CONFIG_KEYS: Record<string, string> = { cuda: 'noCuda', data: 'dataDir', out: 'outDir' };
-
-function configKeys(given: ReadonlySet<string>): Set<string> {
-  return new Set([...given].map((name) => CONFIG_KEYS[name] ?? name));
-}
+import { type TrainFlags, addTrainingFlags, configFromFlags, configKey, defaultWorkers, givenConfigKeys, givenFlags } from './flags.js';
 
 type Parser = (value: string, previous: unknown) => unknown;
 
@@ -68,7 +53,7 @@ export function registerSweepCommand(program: Command): Command {
   cmd
     .requiredOption('--out <dir>', `the sweep's folder: runs/<name> per run, ${SWEEP_JSON}, ${SWEEP_MD}, plots`)
     .action(async (flags: Record<string, unknown>, c: Command) => {
-      const given = new Set(c.options.map((o) => o.attributeName()).filter((n) => c.getOptionValueSource(n) === 'cli'));
+      const given = new Set(givenFlags(c));
       const axes = listable
         .filter((o) => Array.isArray(flags[o.attributeName()]))
         .map((o) => ({ option: o, flag: longName(o), values: flags[o.attributeName()] as FlagValue[] }));
@@ -81,12 +66,12 @@ export function registerSweepCommand(program: Command): Command {
         for (const a of axes) trainFlags[a.option.attributeName()] = point.values[a.flag];
         const tf = trainFlags as unknown as TrainFlags;
         const outDir = join(flags.out as string, 'runs', point.name);
-        const config = configFromFlags(tf, { workers: defaultWorkers(!tf.cuda), outDir }, configKeys(given));
+        const config = configFromFlags(tf, { workers: defaultWorkers(!tf.cuda), outDir }, givenConfigKeys(c));
         // What the run uses, model defaults included, under the flags' names.
         const effective = config as unknown as Record<string, unknown>;
         const record: Record<string, FlagValue> = {};
         for (const [attr, o] of canonical) {
-          const key = CONFIG_KEYS[attr] ?? attr;
+          const key = configKey(attr);
           const v = key in effective ? effective[key] : trainFlags[attr];
           if (v !== undefined) record[longName(o)] = v as FlagValue;
         }

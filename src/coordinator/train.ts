@@ -14,7 +14,7 @@ import { type RunSummary, freshState, runTraining, truncateMetrics } from '../tr
 import { type GradientSource, createLocalSource } from '../training/source.js';
 import { UsageError, UserError } from '../util/errors.js';
 import { loadCoordinatorKeys } from '../protocol/keys.js';
-import { type Logger, createLogger } from '../util/logger.js';
+import { type Logger, closeLogger, createLogger } from '../util/logger.js';
 import { Terminal } from '../util/terminal.js';
 import { writeRunArtifacts } from './artifacts.js';
 import { WorkerPool } from './pool.js';
@@ -169,7 +169,7 @@ export async function train(requested: TrainConfig, opts: TrainOptions): Promise
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
     await source.close();
-    logger.flush();
+    closeLogger(logger);
   }
 }
 

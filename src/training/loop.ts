@@ -144,6 +144,8 @@ export async function runTraining(ctx: RunContext): Promise<RunSummary> {
     const epochStart = performance.now();
     let epochSamples = 0;
     for (let b = state.batchInEpoch; b < perEpoch; b++) {
+      // Let signal handlers and timers run: the single-node source never waits on anything.
+      await new Promise<void>((resolve) => setImmediate(resolve));
       if (ctx.signal?.aborted) {
         interrupted = true;
         break outer;

@@ -32,9 +32,24 @@ export function createLogger(opts: LoggerOptions): Logger {
     },
   };
   const streams: pino.StreamEntry[] = [{ level: 'debug', stream: terminalStream }];
+  let file: ReturnType<typeof pino.destination> | undefined;
   if (opts.file) {
     mkdirSync(dirname(opts.file), { recursive: true });
-    streams.push({ level: 'debug', stream: pino.destination({ dest: opts.file, sync: true, mkdir: true }) });
+    file = pino.destination({ dest: opts.file, sync: true, mkdir: true });
+    streams.push({ level: 'debug', stream: file });
   }
-  return pino({ name: opts.name, level: 'debug', base: { pid: process.pid } }, pino.multistream(streams));
+  const logger = pino({ name: opts.name, level: 'debug', base: { pid: process.pid } }, pino.multistream(streams));
+  if (file) openFiles.set(logger, file);
+  return logger;
+}
+
+const openFiles = new WeakMap<Logger, ReturnType<typeof pino.destination>>();
+
+/** Closes the logger's file (one process may run many trainings, e.g. a sweep). */
+export function closeLogger(logger: Logger): void {
+  const file = openFiles.get(logger);
+  if (!file) return;
+  openFiles.delete(logger);
+  file.flushSync();
+  file.end();
 }
