@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join, posix, relative, resolve } from 'node:path';
 import { test } from 'node:test';
 import { tempDir } from './helpers.js';
@@ -194,7 +194,7 @@ test('coordinator-entrypoint.sh adds --resume when --out holds a checkpoint, and
   const dir = tempDir('mnist-entrypoint-');
   // A stand-in `coordinator` that records its arguments and exits with $EXIT.
   const bin = join(dir, 'bin');
-  execFileSync('mkdir', ['-p', bin]);
+  mkdirSync(bin, { recursive: true });
   writeFileSync(join(bin, 'coordinator'), '#!/bin/sh\nprintf "%s\\n" "$@" > "$ARGS_FILE"\nexit "${EXIT:-0}"\n');
   chmodSync(join(bin, 'coordinator'), 0o755);
   const run = (args: string[], exit = 0): { args: string[]; code: number | null; stderr: string } => {
@@ -209,7 +209,7 @@ test('coordinator-entrypoint.sh adds --resume when --out holds a checkpoint, and
   assert.deepEqual(r.args, base, 'a first start: as given');
   assert.equal(r.stderr, '');
 
-  execFileSync('mkdir', ['-p', out]);
+  mkdirSync(out, { recursive: true });
   writeFileSync(join(out, 'checkpoint.prev.bin'), 'x');
   assert.deepEqual(run(base).args, [...base, '--resume'], 'the previous checkpoint alone is enough to resume from');
   writeFileSync(join(out, 'checkpoint.bin'), 'x');
