@@ -12,6 +12,10 @@ const PROG = 'worker';
 async function main(): Promise<void> {
   const program = new Command(PROG)
     .description('Joins a coordinator and computes gradients for it')
+    .addHelpText(
+      'after',
+      '\nExit status: 0 the run finished; 75 the coordinator stopped early or went silent (start again to rejoin);\n143 stopped by SIGTERM; 1 an error (refused keys, no coordinator within --connect-timeout); 2 bad usage.',
+    )
     .exitOverride()
     .configureOutput({ outputError: () => {} })
     .requiredOption('--connect <addr>', 'the coordinator, e.g. tcp://coordinator:5555')
@@ -25,7 +29,7 @@ async function main(): Promise<void> {
       if (process.send) process.on('disconnect', () => process.exit(0));
       const logger = createLogger({ name: PROG });
       const keys = flags.keys ? loadWorkerKeys(flags.keys) : undefined;
-      await runWorker({ connect: flags.connect, gpu: flags.gpu, noCuda: !flags.cuda, logger, connectTimeoutMs: flags.connectTimeout * 1000, keys });
+      process.exitCode = await runWorker({ connect: flags.connect, gpu: flags.gpu, noCuda: !flags.cuda, logger, connectTimeoutMs: flags.connectTimeout * 1000, keys });
       // The IPC channel to a spawning coordinator would keep the process alive.
       process.disconnect?.();
     });

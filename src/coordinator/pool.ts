@@ -178,7 +178,7 @@ export class WorkerPool implements GradientSource {
     try {
       await pool.waitForMembers(opts.workers, pool.opts.connectTimeoutMs);
     } catch (e) {
-      await pool.close();
+      await pool.close(false);
       throw e;
     }
     return pool;
@@ -533,12 +533,17 @@ export class WorkerPool implements GradientSource {
   };
 
   /** Tells every worker to stop, waits briefly for spawned ones, kills what is left. */
-  async close(): Promise<void> {
+  async close(finished: boolean): Promise<void> {
     if (this.closing) return;
     this.closing = true;
     clearInterval(this.heartbeatTimer);
     clearTimeout(this.allGoneTimer);
-    for (const m of this.members.values()) this.sendTo(m.id, { type: 'shutdown', reason: 'training finished' });
+    const reason = finished ? 'training finished' : 'training stopped before the end';
+    for (const m of this.members.values()) this.sendTo(m.id, { type: 'shutdown', reason, finished });
+    // Every worker must get its shutdown, not only the first: let the queue drain and give
+    // ZeroMQ a moment to put the messages on the wire before the socket goes.
+    await this.sendQueue.drain();
+    this.router.linger = 1000;
     const exits = [...this.children].map((c) => new Promise<void>((r) => (c.exitCode !== null || c.signalCode !== null ? r() : c.once('exit', () => r()))));
     const grace = new Promise<void>((r) => setTimeout(r, 3000).unref());
     await Promise.race([Promise.all(exits), grace]);

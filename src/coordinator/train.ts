@@ -143,6 +143,7 @@ export async function train(requested: TrainConfig, opts: TrainOptions): Promise
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+  let finished = false;
   try {
     const summary = await runTraining({
       config,
@@ -156,6 +157,7 @@ export async function train(requested: TrainConfig, opts: TrainOptions): Promise
       signal: abort.signal,
       onFinished: (outDir, summary, evaluation) => writeRunArtifacts(outDir, { config, summary, evaluation, data }),
     });
+    finished = !summary.interrupted;
     // The shell's convention for a run ended by a signal: 128 + its number.
     if (summary.interrupted) process.exitCode = caught === 'SIGINT' ? 130 : 143;
     else {
@@ -168,7 +170,7 @@ export async function train(requested: TrainConfig, opts: TrainOptions): Promise
   } finally {
     process.off('SIGINT', onSignal);
     process.off('SIGTERM', onSignal);
-    await source.close();
+    await source.close(finished);
     closeLogger(logger);
   }
 }

@@ -81,7 +81,19 @@ export interface Heartbeat {
 export interface Shutdown {
   type: 'shutdown';
   reason: string;
+  /** True when the run is over; false when it stopped early and will be resumed (or failed). */
+  finished: boolean;
 }
+
+/** A worker's exit status: what its supervisor (a shell, Kubernetes) should do next. */
+export const WORKER_EXIT = {
+  /** The coordinator said the run is finished. */
+  finished: 0,
+  /** The coordinator stopped early, vanished or never answered: retry later (EX_TEMPFAIL). */
+  retry: 75,
+  /** Stopped by SIGTERM: 128 + 15. */
+  terminated: 143,
+} as const;
 
 export interface Bye {
   type: 'bye';
@@ -179,5 +191,10 @@ export class SendQueue {
     // A failed send must not wedge the queue; the caller sees the error through `next`.
     this.tail = next.catch(() => {});
     return next;
+  }
+
+  /** Resolves once every send queued so far has been handed to ZeroMQ. */
+  drain(): Promise<void> {
+    return this.tail;
   }
 }

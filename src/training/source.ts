@@ -24,7 +24,8 @@ export interface GradientSource {
   workerFailures(): number;
   /** Figures about the exchange (bytes, times) for summary.json; absent for the local source. */
   poolStats?(): object;
-  close(): Promise<void>;
+  /** Ends the source; `finished` tells workers whether the run is over or will be resumed. */
+  close(finished: boolean): Promise<void>;
 }
 
 /** Adds shard results into `out` in shard order (the one reduction every source uses). */

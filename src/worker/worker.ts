@@ -14,6 +14,7 @@ import {
   MAX_MESSAGE_BYTES,
   PROTOCOL_VERSION,
   ProtocolError,
+  WORKER_EXIT,
   SendQueue,
   decodeCoordinatorMessage,
   encode,
@@ -34,7 +35,8 @@ export interface WorkerOptions {
   keys?: WorkerKeys;
 }
 
-export async function runWorker(opts: WorkerOptions): Promise<void> {
+/** Runs until the coordinator ends the run; returns the exit status (see WORKER_EXIT). */
+export async function runWorker(opts: WorkerOptions): Promise<number> {
   const { logger } = opts;
   const engine = await initEngine({ noCuda: opts.noCuda, gpu: opts.gpu });
   const workerId = `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
@@ -52,6 +54,7 @@ export async function runWorker(opts: WorkerOptions): Promise<void> {
   let heartbeat: NodeJS.Timeout | undefined;
   let welcomed = false;
   let stopReason: string | undefined;
+  let exitCode: number = WORKER_EXIT.retry;
   let refusal: string | undefined;
   let computer: ReturnType<typeof createGradientComputer> | undefined;
   let paramCount = 0;
@@ -123,6 +126,7 @@ export async function runWorker(opts: WorkerOptions): Promise<void> {
   // Stopped from outside (Kubernetes, a terminal): say goodbye so the coordinator reassigns at once.
   const onSignal = (signal: NodeJS.Signals): void => {
     stopReason = `${signal} received`;
+    exitCode = WORKER_EXIT.terminated;
     const close = (): void => {
       if (!socket.closed) socket.close();
     };
@@ -181,6 +185,7 @@ export async function runWorker(opts: WorkerOptions): Promise<void> {
           break;
         case 'shutdown':
           stopReason = `coordinator says: ${msg.reason}`;
+          exitCode = msg.finished ? WORKER_EXIT.finished : WORKER_EXIT.retry;
           socket.close();
           break;
       }
@@ -196,4 +201,5 @@ export async function runWorker(opts: WorkerOptions): Promise<void> {
   if (refusal) throw new UserError(refusal);
   if (stopReason && !welcomed) throw new UserError(stopReason);
   logger.info(stopReason ?? 'stopped');
+  return exitCode;
 }
