@@ -160,3 +160,12 @@ test('a corrupt newest checkpoint: --resume warns and continues from the previou
   assert.match(resumed.stdout, /resuming from .*checkpoint\.prev\.bin at epoch 2, step 8/);
   assert.equal(readJson(join(out, 'summary.json')).steps, 24);
 });
+
+test('npx finds both commands of this package (the README\'s way to run them)', async () => {
+  const { execFileSync } = await import('node:child_process');
+  const root = new URL('../../', import.meta.url);
+  for (const cmd of ['coordinator', 'worker']) {
+    const out = execFileSync('npx', ['--no-install', cmd, '--help'], { cwd: root, encoding: 'utf8', timeout: 60_000 });
+    assert.match(out, new RegExp(`^Usage: ${cmd} `));
+  }
+});
