@@ -10,5 +10,5 @@ export {
   confusionMatrix, confusionStats, renderConfusionMatrix, confusionMatrixHtml, confusionCellColor,
   type ConfusionStats, type ConfusionRenderOptions,
 } from './confusion.js';
-export { writeRunPlots, runPlotSpecs, parseMetricsJsonl, LOSS_PLOT, ACCURACY_PLOT } from './plots.js';
+export { writeRunPlots, runPlotSpecs, parseMetricsJsonl, ema, LOSS_PLOT, ACCURACY_PLOT } from './plots.js';
 export { writeRunReport, runReportHtml, objectTableHtml, escapeHtml, REPORT_FILE } from './html.js';

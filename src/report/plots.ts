@@ -40,7 +40,7 @@ export function parseMetricsJsonl(text: string): MetricRecord[] {
 }
 
 /** Bias-corrected exponential moving average over the y values. */
-function ema(points: readonly Point[], halfLife: number): Point[] {
+export function ema(points: readonly Point[], halfLife: number): Point[] {
   const beta = Math.pow(0.5, 1 / Math.max(1, halfLife));
   let m = 0;
   let w = 0;

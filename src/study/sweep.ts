@@ -10,7 +10,7 @@ import { DEFAULTS, type TrainConfig } from '../config.js';
 import { train as trainRun, type TrainOptions } from '../coordinator/train.js';
 import {
   PALETTE, type LineSeries, type Point, type TrainRecord, type TestRecord,
-  parseMetricsJsonl, renderBarChart, renderLineChart,
+  ema, parseMetricsJsonl, renderBarChart, renderLineChart,
 } from '../report/index.js';
 import { CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE } from '../training/checkpoint.js';
 import { METRICS_FILE, type RunSummary, SUMMARY_FILE } from '../training/loop.js';
@@ -278,17 +278,6 @@ function readMetrics(runDir: string): { train: TrainRecord[]; test: TestRecord[]
   };
 }
 
-/** Bias-corrected exponential moving average of the y values. */
-function smooth(points: readonly Point[], halfLife: number): Point[] {
-  const beta = Math.pow(0.5, 1 / Math.max(1, halfLife));
-  let m = 0;
-  let w = 0;
-  return points.map(([x, y]) => {
-    m = beta * m + (1 - beta) * y;
-    w = beta * w + (1 - beta);
-    return [x, m / w] as Point;
-  });
-}
 
 /** accuracy.png (final test accuracy per run), loss.png and test-accuracy-curves.png (overlaid). */
 export function writeSweepPlots(outDir: string, entries: readonly SweepEntry[]): string[] {
@@ -320,7 +309,7 @@ export function writeSweepPlots(outDir: string, entries: readonly SweepEntry[]):
     if (pts.length === 0) continue;
     const many = pts.length > 60;
     smoothed ||= many;
-    lossSeries.push({ name: e.name, points: many ? smooth(pts, pts.length / 40) : pts, color: color(e), lineWidth: 2, markers: !many && pts.length <= 20 });
+    lossSeries.push({ name: e.name, points: many ? ema(pts, pts.length / 40) : pts, color: color(e), lineWidth: 2, markers: !many && pts.length <= 20 });
   }
   const ys = lossSeries.flatMap((s) => s.points.map((p) => p[1])).filter((y) => Number.isFinite(y) && y > 0);
   const loss = join(outDir, LOSS_CURVES);
