@@ -77,7 +77,8 @@ interface Member {
   /** Shards of the current step assigned to it and not yet returned. */
   pending: Set<number>;
   child?: ChildProcess;
-  out: number;
+  /** Order of joining: ties in the least-work choice go to the earliest worker. */
+  joined: number;
 }
 
 interface StepInFlight {
@@ -92,7 +93,6 @@ interface StepInFlight {
   remaining: number;
   resolve: (r: BatchResult) => void;
   reject: (e: Error) => void;
-  lastResultAt: number;
 }
 
 export interface PoolStats {
@@ -239,7 +239,6 @@ export class WorkerPool implements GradientSource {
         results: new Array(shards.length).fill(undefined),
         assignee: new Array(shards.length).fill(undefined),
         remaining: shards.length,
-        lastResultAt: 0,
         resolve: (r) => {
           this.current = undefined;
           this.lastStepDoneAt = performance.now();
@@ -265,7 +264,7 @@ export class WorkerPool implements GradientSource {
     let best: Member | undefined;
     for (const m of this.members.values()) {
       if (m.id === exclude) continue;
-      if (!best || m.pending.size < best.pending.size || (m.pending.size === best.pending.size && m.out < best.out)) best = m;
+      if (!best || m.pending.size < best.pending.size || (m.pending.size === best.pending.size && m.joined < best.joined)) best = m;
     }
     flight.assignee[shard] = best?.id;
     if (!best) return; // no worker now: a joiner takes it (see onHello), or the all-gone timer fires
@@ -343,7 +342,7 @@ export class WorkerPool implements GradientSource {
     }
     if (this.members.has(id)) return; // a repeated hello changes nothing
     const child = [...this.children].find((c) => c.pid === hello.pid && hello.host === hostname());
-    const member: Member = { id, hello, lastHeard: Date.now(), weightsVersion: -1, pending: new Set(), child, out: this.joinOrder++ };
+    const member: Member = { id, hello, lastHeard: Date.now(), weightsVersion: -1, pending: new Set(), child, joined: this.joinOrder++ };
     this.members.set(id, member);
     this.sendTo(id, {
       type: 'welcome',
@@ -393,7 +392,6 @@ export class WorkerPool implements GradientSource {
     if (flight.results[r.shard]) return;
     flight.results[r.shard] = r;
     flight.remaining--;
-    flight.lastResultAt = performance.now();
     this.finishIfComplete();
   }
 
