@@ -104,6 +104,8 @@ export interface PoolStats {
   rejected_messages: number;
   stale_results: number;
   reassigned_shards: number;
+  /** Mean time a worker spent on one shard, from the assignment's arrival to its result. */
+  worker_compute_ms_per_shard: number;
   /** The largest peak resident memory any worker reported, MB. */
   worker_peak_rss_mb: number;
   /** Connections refused by CURVE/ZAP (wrong or missing keys). */
@@ -129,7 +131,7 @@ export class WorkerPool implements GradientSource {
     Pick<PoolOptions, 'keys' | 'keysDir' | 'workerArgs' | 'verifyShard' | 'augment'>;
   private zap: ZapHandler | undefined;
   private handshakeFailures = 0;
-  private stats = { bytesSent: 0, bytesReceived: 0, steps: 0, coordinatorMs: 0, rejected: 0, stale: 0, reassigned: 0, workerPeakRss: 0 };
+  private stats = { bytesSent: 0, bytesReceived: 0, steps: 0, coordinatorMs: 0, rejected: 0, stale: 0, reassigned: 0, workerPeakRss: 0, shardsComputed: 0, workerComputeMs: 0 };
   private lastStepDoneAt: number | undefined;
   endpoint = '';
 
@@ -223,6 +225,9 @@ export class WorkerPool implements GradientSource {
       rejected_messages: this.stats.rejected,
       stale_results: this.stats.stale,
       reassigned_shards: this.stats.reassigned,
+      // What a shard's gradient took on its worker (from its arrival to its result), against the
+      // step's wall time: the rest is communication and the coordinator's share.
+      worker_compute_ms_per_shard: this.stats.shardsComputed ? this.stats.workerComputeMs / this.stats.shardsComputed : 0,
       worker_peak_rss_mb: this.stats.workerPeakRss / 2 ** 20,
       refused_connections: this.refusedConnections(),
     };
@@ -241,7 +246,6 @@ export class WorkerPool implements GradientSource {
         remaining: shards.length,
         resolve: (r) => {
           this.current = undefined;
-          this.lastStepDoneAt = performance.now();
           resolve(r);
         },
         reject: (e) => {
@@ -391,6 +395,8 @@ export class WorkerPool implements GradientSource {
     member.pending.delete(r.shard);
     if (flight.results[r.shard]) return;
     flight.results[r.shard] = r;
+    this.stats.shardsComputed++;
+    this.stats.workerComputeMs += r.computeMs;
     flight.remaining--;
     this.finishIfComplete();
   }
@@ -407,6 +413,7 @@ export class WorkerPool implements GradientSource {
   private finishIfComplete(): void {
     const flight = this.current;
     if (!flight || flight.remaining > 0) return;
+    this.lastStepDoneAt = performance.now();
     const results = flight.results as Result[];
     reduceInShardOrder(
       results.map((r) => r.gradSum),

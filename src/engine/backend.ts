@@ -2,7 +2,9 @@
  * Chooses and starts the tensor engine. Order of preference:
  *   1. @tensorflow/tfjs-node-gpu, when installed, a GPU is visible and --no-cuda is absent;
  *   2. @tensorflow/tfjs-node, when installed;
- *   3. tfjs's wasm backend (XNNPACK, SIMD, one thread) with the kernels it lacks registered here.
+ *   3. tfjs's wasm backend (XNNPACK, SIMD, one thread) with the kernels it lacks registered here;
+ *      the training step itself runs on the fused SIMD kernels of engine/simd (set
+ *      MNIST_KERNELS=tfjs to run it on tfjs's kernels instead, for comparison).
  * Neither tfjs-node package is a dependency: they go into the GPU image only, so they are loaded
  * by name at run time and their absence is the normal case on a CPU machine.
  */
@@ -13,14 +15,17 @@ import '@tensorflow/tfjs-layers';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { registerFastWasmKernels } from './kernels/index.js';
+import { fusedEngineAvailable } from './simd/step.js';
 
 export type EngineName = 'tfjs-node-gpu' | 'tfjs-node' | 'wasm';
 
 export interface EngineInfo {
   /** The package that computes: what summary.json calls `backend`. */
   name: EngineName;
-  /** Human-readable device, e.g. "cpu (wasm, simd, 1 thread)" or "gpu 0". */
+  /** Human-readable device, e.g. "cpu (wasm, simd, fused kernels, 1 thread)" or "gpu 0". */
   device: string;
+  /** The training step runs on engine/simd's fused kernels rather than on tfjs's. */
+  fusedKernels: boolean;
 }
 
 export interface EngineOptions {
@@ -77,7 +82,8 @@ export async function initEngine(opts: EngineOptions): Promise<EngineInfo> {
     await tf.ready();
     registerFastWasmKernels();
     const simd = tf.env().getBool('WASM_HAS_SIMD_SUPPORT');
-    started = { name: 'wasm', device: `cpu (wasm${simd ? ', simd' : ''}, 1 thread)` };
+    const fusedKernels = process.env.MNIST_KERNELS !== 'tfjs' && fusedEngineAvailable();
+    started = { name: 'wasm', device: `cpu (wasm${simd ? ', simd' : ''}${fusedKernels ? ', fused kernels' : ''}, 1 thread)`, fusedKernels };
   } else {
     // Importing tfjs-node registers its 'tensorflow' backend on the shared tfjs-core.
     await import(choice === 'tfjs-node-gpu' ? '@tensorflow/tfjs-node-gpu' : '@tensorflow/tfjs-node' as string);
@@ -86,7 +92,13 @@ export async function initEngine(opts: EngineOptions): Promise<EngineInfo> {
     started = {
       name: choice,
       device: choice === 'tfjs-node-gpu' ? `gpu ${opts.gpu ?? 0}` : 'cpu (libtensorflow)',
+      fusedKernels: false,
     };
   }
   return started;
+}
+
+/** Whether the engine this process started runs training steps on the fused SIMD kernels. */
+export function fusedKernelsEnabled(): boolean {
+  return started?.fusedKernels ?? false;
 }

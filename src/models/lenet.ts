@@ -4,7 +4,8 @@
  *   → flatten 400 → fc1 400→120 → relu → fc2 120→84 → relu → fc3 84→10 → log-softmax
  */
 import * as tfl from '@tensorflow/tfjs-layers';
-import { conv, dense, flatten, logSoftmax, maxPool2, relu } from './ops.js';
+import { layer as L } from '../engine/layers.js';
+import { forwardLayers } from './ops.js';
 import type { ModelDef } from './types.js';
 
 export function createLeNet(): ModelDef {
@@ -25,16 +26,18 @@ export function createLeNet(): ModelDef {
     dropouts: [],
     featureMaps: ['conv1', 'conv2'],
 
-    forward(p, x, opts = {}) {
-      const { tap } = opts;
-      let h = maxPool2(relu(conv(x, p['conv1.weight'], p['conv1.bias'], 'same'))); // [N,14,14,6]
-      tap?.('conv1', h);
-      h = maxPool2(relu(conv(h, p['conv2.weight'], p['conv2.bias']))); // [N,5,5,16]
-      tap?.('conv2', h);
-      let f = flatten(h); // [N,400]
-      f = relu(dense(f, p['fc1.weight'], p['fc1.bias'])); // [N,120]
-      f = relu(dense(f, p['fc2.weight'], p['fc2.bias'])); // [N,84]
-      return logSoftmax(dense(f, p['fc3.weight'], p['fc3.bias'])); // [N,10]
+    // Shapes per sample: 28×28×1 → 28×28×6 → 14×14×6 → 10×10×16 → 5×5×16 → 400 → 120 → 84 → 10.
+    layers: [
+      L.conv('conv1', 'same'), L.relu(), L.maxPool2(), L.tap('conv1'),
+      L.conv('conv2'), L.relu(), L.maxPool2(), L.tap('conv2'),
+      L.flatten(),
+      L.dense('fc1'), L.relu(),
+      L.dense('fc2'), L.relu(),
+      L.dense('fc3'), L.logSoftmax(),
+    ],
+
+    forward(p, x, opts) {
+      return forwardLayers(this.layers, p, x, opts);
     },
 
     buildLayersModel() {

@@ -4,7 +4,8 @@
  *   → flatten 320 → fc1 320→50 → relu → dropout(0.5) → fc2 50→10 → log-softmax
  */
 import * as tfl from '@tensorflow/tfjs-layers';
-import { conv, dense, dropout, dropout2d, flatten, logSoftmax, maxPool2, relu } from './ops.js';
+import { layer as L } from '../engine/layers.js';
+import { forwardLayers } from './ops.js';
 import type { ModelDef } from './types.js';
 
 export function createNet(): ModelDef {
@@ -26,15 +27,17 @@ export function createNet(): ModelDef {
     ],
     featureMaps: ['conv1', 'conv2'],
 
-    forward(p, x, opts = {}) {
-      const { masks, tap } = opts;
-      let h = relu(maxPool2(conv(x, p['conv1.weight'], p['conv1.bias']))); // [N,12,12,10]
-      tap?.('conv1', h);
-      h = relu(maxPool2(dropout2d(conv(h, p['conv2.weight'], p['conv2.bias']), masks?.conv2_drop))); // [N,4,4,20]
-      tap?.('conv2', h);
-      let f = flatten(h); // [N,320]
-      f = dropout(relu(dense(f, p['fc1.weight'], p['fc1.bias'])), masks?.fc1_drop); // [N,50]
-      return logSoftmax(dense(f, p['fc2.weight'], p['fc2.bias'])); // [N,10]
+    // Shapes per sample: 28×28×1 → 24×24×10 → 12×12×10 → 8×8×20 → 4×4×20 → 320 → 50 → 10.
+    layers: [
+      L.conv('conv1'), L.maxPool2(), L.relu(), L.tap('conv1'),
+      L.conv('conv2'), L.dropout2d('conv2_drop'), L.maxPool2(), L.relu(), L.tap('conv2'),
+      L.flatten(),
+      L.dense('fc1'), L.relu(), L.dropout('fc1_drop'),
+      L.dense('fc2'), L.logSoftmax(),
+    ],
+
+    forward(p, x, opts) {
+      return forwardLayers(this.layers, p, x, opts);
     },
 
     buildLayersModel() {

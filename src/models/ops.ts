@@ -1,5 +1,7 @@
-/** Building blocks the models are written in, so that each forward reads like its diagram. */
+/** The tfjs implementation of each layer kind (engine/layers.ts), and the forward pass they make. */
 import * as tf from '@tensorflow/tfjs-core';
+import type { LayerSpec } from '../engine/layers.js';
+import type { ForwardOptions, Params } from './types.js';
 
 /** x [N,H,W,Cin], w [kh,kw,Cin,Cout], b [Cout] → [N,H',W',Cout]. */
 export function conv(x: tf.Tensor4D, w: tf.Tensor, b: tf.Tensor, pad: 'valid' | 'same' = 'valid'): tf.Tensor4D {
@@ -38,4 +40,42 @@ export function dropout(x: tf.Tensor2D, mask: tf.Tensor2D | undefined): tf.Tenso
 
 export function logSoftmax(x: tf.Tensor2D): tf.Tensor2D {
   return tf.logSoftmax(x);
+}
+
+/** Runs `layers` on x [N,28,28,1]; returns the last layer's output (log-probabilities [N,10]). */
+export function forwardLayers(layers: readonly LayerSpec[], p: Params, x: tf.Tensor4D, opts: ForwardOptions = {}): tf.Tensor2D {
+  const { masks, tap } = opts;
+  let h: tf.Tensor = x;
+  for (const l of layers) {
+    switch (l.kind) {
+      case 'conv':
+        h = conv(h as tf.Tensor4D, p[`${l.name}.weight`], p[`${l.name}.bias`], l.pad);
+        break;
+      case 'maxPool2':
+        h = maxPool2(h as tf.Tensor4D);
+        break;
+      case 'relu':
+        h = relu(h);
+        break;
+      case 'dropout2d':
+        h = dropout2d(h as tf.Tensor4D, masks?.[l.name]);
+        break;
+      case 'dropout':
+        h = dropout(h as tf.Tensor2D, masks?.[l.name]);
+        break;
+      case 'flatten':
+        h = flatten(h as tf.Tensor4D);
+        break;
+      case 'dense':
+        h = dense(h as tf.Tensor2D, p[`${l.name}.weight`], p[`${l.name}.bias`]);
+        break;
+      case 'logSoftmax':
+        h = logSoftmax(h as tf.Tensor2D);
+        break;
+      case 'tap':
+        tap?.(l.name, h);
+        break;
+    }
+  }
+  return h as tf.Tensor2D;
 }

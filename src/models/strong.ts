@@ -6,7 +6,8 @@
  *   → flatten 1024 → fc1 1024→256 → relu → dropout(0.5) → fc2 256→10 → log-softmax
  */
 import * as tfl from '@tensorflow/tfjs-layers';
-import { conv, dense, dropout, flatten, logSoftmax, maxPool2, relu } from './ops.js';
+import { layer as L } from '../engine/layers.js';
+import { forwardLayers } from './ops.js';
 import type { ModelDef } from './types.js';
 
 export function createStrong(): ModelDef {
@@ -25,15 +26,17 @@ export function createStrong(): ModelDef {
     dropouts: [{ name: 'fc1_drop', p: 0.5, units: 256 }],
     featureMaps: ['conv1', 'conv2'],
 
-    forward(p, x, opts = {}) {
-      const { masks, tap } = opts;
-      let h = maxPool2(relu(conv(x, p['conv1.weight'], p['conv1.bias']))); // [N,12,12,32]
-      tap?.('conv1', h);
-      h = maxPool2(relu(conv(h, p['conv2.weight'], p['conv2.bias']))); // [N,4,4,64]
-      tap?.('conv2', h);
-      let f = flatten(h); // [N,1024]
-      f = dropout(relu(dense(f, p['fc1.weight'], p['fc1.bias'])), masks?.fc1_drop); // [N,256]
-      return logSoftmax(dense(f, p['fc2.weight'], p['fc2.bias'])); // [N,10]
+    // Shapes per sample: 28×28×1 → 24×24×32 → 12×12×32 → 8×8×64 → 4×4×64 → 1024 → 256 → 10.
+    layers: [
+      L.conv('conv1'), L.relu(), L.maxPool2(), L.tap('conv1'),
+      L.conv('conv2'), L.relu(), L.maxPool2(), L.tap('conv2'),
+      L.flatten(),
+      L.dense('fc1'), L.relu(), L.dropout('fc1_drop'),
+      L.dense('fc2'), L.logSoftmax(),
+    ],
+
+    forward(p, x, opts) {
+      return forwardLayers(this.layers, p, x, opts);
     },
 
     buildLayersModel() {

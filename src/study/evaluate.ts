@@ -6,7 +6,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { IMAGE_PIXELS, NUM_CLASSES, loadMnist } from '../data/mnist.js';
 import { confusionMatrix, confusionStats } from '../report/index.js';
-import { evaluate } from '../training/evaluate.js';
+import { createEvaluator } from '../training/evaluate.js';
 import { UserError } from '../util/errors.js';
 import { type MnistSample, ImageFormatError, NoDigitError, decodeImage, toMnistSample } from './digit-image.js';
 import { type LoadedRun, forwardImages, loadRun } from './run-model.js';
@@ -54,7 +54,7 @@ export async function evaluateRun(opts: EvaluateOptions): Promise<{ report: Eval
   const dataDir = opts.data ?? run.config.dataDir;
   const data = loadMnist({ dir: dataDir, trainLimit: 1, testLimit: opts.testLimit ?? run.config.testLimit });
   if (data.test.count === 0) throw new UserError(`${data.source}: no test samples`);
-  const ev = evaluate(run.model, run.weights, data.test, run.config.testBatchSize || 1000);
+  const ev = createEvaluator(run.model)(run.weights, data.test, run.config.testBatchSize || 1000);
   const matrix = confusionMatrix(ev.predictions, data.test.labels, NUM_CLASSES);
   const stats = confusionStats(matrix);
   const nan = (v: number): number | null => (Number.isFinite(v) ? v : null);

@@ -3,6 +3,8 @@
  * with the same code so that both give the same bits.
  */
 import * as tf from '@tensorflow/tfjs-core';
+import { fusedKernelsEnabled } from '../engine/backend.js';
+import { createFusedNetwork } from '../engine/simd/step.js';
 import { IMAGE_SIZE, NUM_CLASSES, normalisePixels } from '../data/mnist.js';
 import { paramLayout, paramSize } from '../models/index.js';
 import type { ModelDef, Params } from '../models/types.js';
@@ -45,11 +47,14 @@ export function asParams(model: ModelDef, tensors: readonly tf.Tensor[]): Params
 export interface GradientOptions {
   /** Seeded augmentation of the shard's images (training only). */
   augment?: AugmentOptions;
+  /** Run on engine/simd's fused kernels (default: where the started engine does). */
+  fused?: boolean;
 }
 
 export function createGradientComputer(model: ModelDef, opts: GradientOptions = {}): GradientComputer {
   const layout = paramLayout(model);
   let pixelScratch = new Float32Array(0);
+  const fused = (opts.fused ?? fusedKernelsEnabled()) ? createFusedNetwork(model, [IMAGE_SIZE, IMAGE_SIZE, 1]) : undefined;
 
   return {
     compute(weights, shard, out = new Float32Array(layout.total)) {
@@ -57,6 +62,10 @@ export function createGradientComputer(model: ModelDef, opts: GradientOptions = 
       if (pixelScratch.length < shard.pixels.length) pixelScratch = new Float32Array(shard.pixels.length);
       const scratch = pixelScratch.subarray(0, shard.pixels.length);
       const x = opts.augment ? augmentAndNormalise(shard.pixels, shard.keys, opts.augment, scratch) : normalisePixels(shard.pixels, scratch);
+      if (fused) {
+        const lossSum = fused.trainStep(weights, x, shard.labels, dropoutMasks(model.dropouts, shard.keys), out);
+        return { gradSum: out, lossSum, count: n };
+      }
       const oneHot = new Float32Array(n * NUM_CLASSES);
       for (let i = 0; i < n; i++) oneHot[i * NUM_CLASSES + shard.labels[i]] = 1;
       const masks = dropoutMasks(model.dropouts, shard.keys);

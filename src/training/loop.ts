@@ -13,7 +13,7 @@ import type { ModelDef } from '../models/types.js';
 import type { Logger } from '../util/logger.js';
 import type { Terminal } from '../util/terminal.js';
 import { type TrainingState, saveCheckpoint } from './checkpoint.js';
-import { type Evaluation, evaluate } from './evaluate.js';
+import { type Evaluation, createEvaluator } from './evaluate.js';
 import { exportLayersModel } from './export.js';
 import type { ShardData } from './gradients.js';
 import { MomentumSgd } from './sgd.js';
@@ -124,6 +124,7 @@ export async function runTraining(ctx: RunContext): Promise<RunSummary> {
   const layout = paramLayout(model);
   const optimizer = new MomentumSgd(layout.total, state.velocity);
   const gradSum = new Float32Array(layout.total);
+  const evaluator = createEvaluator(model);
   const trainCount = data.train.count;
   const perEpoch = batchesPerEpoch(trainCount, config.batchSize);
   const totalSteps = perEpoch * config.epochs;
@@ -188,7 +189,7 @@ export async function runTraining(ctx: RunContext): Promise<RunSummary> {
     }
     terminal.endProgress();
 
-    evaluation = evaluate(model, state.weights, data.test, config.testBatchSize);
+    evaluation = evaluator(state.weights, data.test, config.testBatchSize);
     logger.info(
       { type: 'test', epoch, step: state.step, test_loss: evaluation.loss, test_accuracy: evaluation.accuracy },
       `\nTest set: Average loss: ${evaluation.loss.toFixed(4)}, Accuracy: ${evaluation.correct}/${evaluation.count} (${(100 * evaluation.accuracy).toFixed(0)}%)\n`,
@@ -211,7 +212,7 @@ export async function runTraining(ctx: RunContext): Promise<RunSummary> {
     checkpoint();
     logger.warn({ step: state.step }, `interrupted at step ${state.step}; checkpoint written, continue with --resume --out ${config.outDir}`);
   }
-  evaluation ??= evaluate(model, state.weights, data.test, config.testBatchSize);
+  evaluation ??= evaluator(state.weights, data.test, config.testBatchSize);
 
   const summary: RunSummary = {
     test_accuracy: evaluation.accuracy,

@@ -1,0 +1,73 @@
+/**
+ * Loads the fused CPU engine's WebAssembly kernels (assembly/kernels.ts, built to kernels.wasm by
+ * `npm run build:wasm`). Each call makes a new instance with its own memory: no module-level state.
+ */
+import { readFileSync } from 'node:fs';
+
+/** The kernels' exports; every pointer is a byte offset into `memory` (see assembly/kernels.ts). */
+export interface SimdKernels {
+  /** The first byte the caller may use: the module's static data lies below. */
+  heapBase(): number;
+  convForward(x: number, n: number, H: number, W: number, Ci: number, w: number, b: number, K: number, pad: number, Co: number, y: number): void;
+  convFilterGrad(x: number, n: number, H: number, W: number, Ci: number, CiUsed: number, dy: number, K: number, pad: number, Co: number, dw: number): void;
+  biasGrad(dy: number, rows: number, C: number, db: number): void;
+  maxPool2Forward(x: number, n: number, H: number, W: number, C: number, y: number, arg: number): void;
+  maxPool2Backward(dy: number, count: number, arg: number, dx: number): void;
+  reluForward(x: number, count: number): void;
+  reluBackward(y: number, g: number, count: number): void;
+  scaleChannels(x: number, n: number, pixels: number, C: number, mask: number): void;
+  denseForward(x: number, n: number, In: number, xStride: number, w: number, b: number, Out: number, y: number): void;
+  denseWeightGrad(x: number, n: number, In: number, xStride: number, dy: number, Out: number, dw: number): void;
+  denseInputGrad(dy: number, n: number, Out: number, w: number, In: number, dxStride: number, dx: number): void;
+  softmaxNll(z: number, n: number, classes: number, stride: number, labels: number, dz: number): number;
+  logSoftmax(z: number, n: number, classes: number, stride: number): void;
+}
+
+export interface SimdInstance {
+  kernels: SimdKernels;
+  memory: WebAssembly.Memory;
+}
+
+const WASM_URL = new URL('./kernels.wasm', import.meta.url);
+const PAGE_BYTES = 65536;
+
+let compiled: WebAssembly.Module | null | undefined;
+
+/** The compiled module, or null where this Node cannot run WebAssembly SIMD (or the build lacks it). */
+function compiledModule(): WebAssembly.Module | null {
+  if (compiled === undefined) {
+    try {
+      const bytes = readFileSync(WASM_URL);
+      compiled = WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
+    } catch {
+      compiled = null;
+    }
+  }
+  return compiled;
+}
+
+export function simdAvailable(): boolean {
+  return compiledModule() !== null;
+}
+
+/** A fresh instance with `bytes` of memory (grown later with `growTo`). */
+export function instantiateSimd(bytes: number): SimdInstance {
+  const mod = compiledModule();
+  if (!mod) throw new Error(`the fused CPU kernels (${WASM_URL.pathname}) are missing or need WebAssembly SIMD; run npm run build`);
+  const memory = new WebAssembly.Memory({ initial: Math.max(1, Math.ceil(bytes / PAGE_BYTES)) });
+  const instance = new WebAssembly.Instance(mod, {
+    env: {
+      memory,
+      abort: () => {
+        throw new Error('fused CPU kernel aborted');
+      },
+    },
+  });
+  return { kernels: instance.exports as unknown as SimdKernels, memory };
+}
+
+/** Grows `memory` to at least `bytes` (growing detaches earlier views of its buffer). */
+export function growTo(memory: WebAssembly.Memory, bytes: number): void {
+  const missing = Math.ceil(bytes / PAGE_BYTES) - memory.buffer.byteLength / PAGE_BYTES;
+  if (missing > 0) memory.grow(missing);
+}

@@ -1,0 +1,371 @@
+/**
+ * The fused CPU engine: a model's whole training step (forward, log-softmax + NLL, backward) run
+ * by the SIMD kernels of assembly/kernels.ts on buffers laid out once in one WebAssembly memory.
+ *
+ * Compared with tfjs's wasm backend this removes ~100 kernel dispatches, tensor allocations and
+ * copies per step, and runs every gradient kernel in SIMD. It serves the layer kinds of
+ * engine/layers.ts; `createFusedNetwork` returns undefined for a network it cannot run, and the
+ * caller uses tfjs instead.
+ */
+import type { LayerSpec } from '../layers.js';
+import { type SimdKernels, growTo, instantiateSimd, simdAvailable } from './module.js';
+
+/** What the engine needs to know of a model (models/types.ts's ModelDef has all of it). */
+export interface NetworkDescription {
+  layers: readonly LayerSpec[];
+  /** Canonical order: the flat weight and gradient vectors follow it. Conv [k,k,in,out], dense [in,out]. */
+  params: readonly { name: string; shape: readonly number[] }[];
+  dropouts: readonly { name: string; units: number }[];
+}
+
+export interface FusedNetwork {
+  /**
+   * Σ over the shard of ∂NLL/∂w written into `gradOut` (canonical order); returns Σ NLL.
+   * x: normalised images [n, H, W, C]; masks: per dropout layer, [n × units] of 0 and 1/(1−p).
+   */
+  trainStep(weights: Float32Array, x: Float32Array, labels: Uint8Array, masks: readonly Float32Array[], gradOut: Float32Array): number;
+  /** Log-probabilities [n × classes] of normalised images x (dropout inactive). */
+  forward(weights: Float32Array, x: Float32Array, n: number): Float32Array;
+}
+
+/** Per-sample shape of an activation; `cp` is the channel (or feature) count as stored, padded to 4. */
+interface Shape {
+  h: number;
+  w: number;
+  c: number;
+  cp: number;
+}
+
+const roundUp4 = (v: number): number => (v + 3) & ~3;
+const FLOAT = 4;
+const ALIGN = 64;
+
+/** One activation buffer and its gradient, `perSample` floats per sample. */
+interface Slot {
+  perSample: number;
+  act: number;
+  grad: number;
+}
+
+/** A parameter as the kernels store it: padded, with a gradient buffer of the same layout. */
+interface PackedParam {
+  index: number; // in canonical order
+  offset: number; // in the flat weight vector
+  /** floats in the packed layout */
+  size: number;
+  ptr: number;
+  gradPtr: number;
+  pack(src: Float32Array, dst: Float32Array): void;
+  unpack(src: Float32Array, dst: Float32Array): void;
+}
+
+type Op = {
+  forward(n: number, training: boolean): void;
+  backward(n: number): void;
+};
+
+export function fusedEngineAvailable(): boolean {
+  return simdAvailable();
+}
+
+function timedKernels(kernels: SimdKernels, profile: Map<string, number>): SimdKernels {
+  const timed: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(kernels) as [string, (...args: number[]) => number][]) {
+    timed[name] = (...args: number[]) => {
+      const t0 = performance.now();
+      const r = fn(...args);
+      profile.set(name, (profile.get(name) ?? 0) + performance.now() - t0);
+      return r;
+    };
+  }
+  return timed as unknown as SimdKernels;
+}
+
+/** Copies [rows × cols] into [rows × colsPadded] (and back), for dense weights and biases. */
+function padRows(rows: number, cols: number, colsPadded: number): Pick<PackedParam, 'pack' | 'unpack'> {
+  return {
+    pack(src, dst) {
+      for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) dst[r * colsPadded + c] = src[r * cols + c];
+    },
+    unpack(src, dst) {
+      for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) dst[r * cols + c] = src[r * colsPadded + c];
+    },
+  };
+}
+
+/** Conv weights [K,K,Ci,Co] → [K,K,CiP,CoP]. */
+function padConv(K: number, ci: number, co: number, cip: number, cop: number): Pick<PackedParam, 'pack' | 'unpack'> {
+  return {
+    pack(src, dst) {
+      for (let k = 0; k < K * K; k++)
+        for (let i = 0; i < ci; i++) for (let o = 0; o < co; o++) dst[(k * cip + i) * cop + o] = src[(k * ci + i) * co + o];
+    },
+    unpack(src, dst) {
+      for (let k = 0; k < K * K; k++)
+        for (let i = 0; i < ci; i++) for (let o = 0; o < co; o++) dst[(k * ci + i) * co + o] = src[(k * cip + i) * cop + o];
+    },
+  };
+}
+
+/**
+ * Builds the fused engine for `net` on inputs of `inputShape` [H, W, C], or returns undefined where
+ * SIMD is unavailable or the network uses something the kernels do not serve. With `profile`,
+ * each kernel's total milliseconds accumulate there under its name (benchmarks; slower).
+ */
+export function createFusedNetwork(
+  net: NetworkDescription,
+  inputShape: readonly [number, number, number],
+  profile?: Map<string, number>,
+): FusedNetwork | undefined {
+  if (!simdAvailable()) return undefined;
+  const paramIndex = new Map(net.params.map((p, i) => [p.name, i]));
+  const paramOffsets: number[] = [];
+  let totalParams = 0;
+  for (const p of net.params) {
+    paramOffsets.push(totalParams);
+    totalParams += p.shape.reduce((a, b) => a * b, 1);
+  }
+  const dropoutIndex = new Map(net.dropouts.map((d, i) => [d.name, i]));
+
+  // Layout: the kernels' static data, then the parameters (and their gradients), then the
+  // per-sample buffers sized for `capacity`.
+  const inst = instantiateSimd(0);
+  const kernels = profile ? timedKernels(inst.kernels, profile) : inst.kernels;
+  let fixedBytes = Math.ceil(inst.kernels.heapBase() / ALIGN) * ALIGN;
+  const allocFixed = (floats: number): number => {
+    const ptr = fixedBytes;
+    fixedBytes += Math.ceil((floats * FLOAT) / ALIGN) * ALIGN;
+    return ptr;
+  };
+  const packed: PackedParam[] = [];
+  const turnedConvWeights: { from: PackedParam; ptr: number; zeroBias: number; K: number; cip: number; cop: number }[] = [];
+  // Per-sample buffers are described now and placed when the capacity (samples per shard) is known.
+  const slots: Slot[] = [];
+  const newSlot = (perSample: number): Slot => {
+    const slot = { perSample: roundUp4(perSample), act: 0, grad: 0 };
+    slots.push(slot);
+    return slot;
+  };
+  const perSampleInts: { perSample: number; ptr: number }[] = [];
+  const masks: { index: number; units: number; cp: number; ptr: number }[] = [];
+
+  const addParam = (name: string, packedSize: number, codec: Pick<PackedParam, 'pack' | 'unpack'>): PackedParam | undefined => {
+    const index = paramIndex.get(name);
+    if (index === undefined) return undefined;
+    const p: PackedParam = { index, offset: paramOffsets[index], size: packedSize, ptr: allocFixed(packedSize), gradPtr: 0, ...codec };
+    packed.push(p);
+    return p;
+  };
+
+  const k = () => kernels;
+  const ops: Op[] = [];
+  let shape: Shape = { h: inputShape[0], w: inputShape[1], c: inputShape[2], cp: inputShape[2] };
+  const input = newSlot(shape.h * shape.w * shape.cp);
+  let current = input;
+  let flat = false;
+  let firstParamLayer = true;
+  let classes = 0;
+
+  for (const [li, l] of net.layers.entries()) {
+    const s = shape;
+    const from = current;
+    switch (l.kind) {
+      case 'conv': {
+        const w = net.params[paramIndex.get(`${l.name}.weight`) ?? -1];
+        if (flat || !w || w.shape.length !== 4 || w.shape[0] !== w.shape[1] || w.shape[2] !== s.c) return undefined;
+        const K = w.shape[0];
+        const co = w.shape[3];
+        const cop = roundUp4(co);
+        const pad = l.pad === 'same' ? (K - 1) / 2 : 0;
+        if (!Number.isInteger(pad)) return undefined;
+        const wp = addParam(`${l.name}.weight`, K * K * s.cp * cop, padConv(K, s.c, co, s.cp, cop));
+        const bp = addParam(`${l.name}.bias`, cop, padRows(1, co, cop));
+        if (!wp || !bp) return undefined;
+        // The input gradient is a convolution of dy with the weights turned 180° and in/out swapped.
+        const needsInputGrad = !firstParamLayer;
+        const turned = needsInputGrad ? { from: wp, ptr: allocFixed(K * K * cop * s.cp), zeroBias: allocFixed(s.cp), K, cip: s.cp, cop } : undefined;
+        if (turned) turnedConvWeights.push(turned);
+        const out: Shape = { h: s.h + 2 * pad - K + 1, w: s.w + 2 * pad - K + 1, c: co, cp: cop };
+        const to = newSlot(out.h * out.w * cop);
+        ops.push({
+          forward: (n) => k().convForward(from.act, n, s.h, s.w, s.cp, wp.ptr, bp.ptr, K, pad, cop, to.act),
+          backward: (n) => {
+            k().convFilterGrad(from.act, n, s.h, s.w, s.cp, s.c, to.grad, K, pad, cop, wp.gradPtr);
+            k().biasGrad(to.grad, n * out.h * out.w, cop, bp.gradPtr);
+            if (turned) k().convForward(to.grad, n, out.h, out.w, cop, turned.ptr, turned.zeroBias, K, K - 1 - pad, s.cp, from.grad);
+          },
+        });
+        shape = out;
+        current = to;
+        firstParamLayer = false;
+        break;
+      }
+      case 'maxPool2': {
+        if (flat || s.cp % 4 !== 0) return undefined;
+        const out: Shape = { h: s.h >> 1, w: s.w >> 1, c: s.c, cp: s.cp };
+        const to = newSlot(out.h * out.w * s.cp);
+        const arg = { perSample: to.perSample, ptr: 0 };
+        perSampleInts.push(arg);
+        ops.push({
+          forward: (n) => k().maxPool2Forward(from.act, n, s.h, s.w, s.cp, to.act, arg.ptr),
+          backward: (n) => {
+            new Float32Array(inst.memory.buffer, from.grad, n * from.perSample).fill(0);
+            k().maxPool2Backward(to.grad, n * out.h * out.w * s.cp, arg.ptr, from.grad);
+          },
+        });
+        shape = out;
+        current = to;
+        break;
+      }
+      case 'relu': {
+        if (s.cp % 4 !== 0) return undefined;
+        const count = s.h * s.w * s.cp;
+        ops.push({
+          forward: (n) => k().reluForward(from.act, n * count),
+          backward: (n) => k().reluBackward(from.act, from.grad, n * count),
+        });
+        break;
+      }
+      case 'dropout2d':
+      case 'dropout': {
+        const index = dropoutIndex.get(l.name);
+        if (index === undefined || s.cp % 4 !== 0 || net.dropouts[index].units !== s.c || (l.kind === 'dropout') !== flat) return undefined;
+        const mask = { index, units: s.c, cp: s.cp, ptr: 0 };
+        masks.push(mask);
+        const pixels = s.h * s.w;
+        ops.push({
+          forward: (n, training) => {
+            if (training) k().scaleChannels(from.act, n, pixels, s.cp, mask.ptr);
+          },
+          backward: (n) => k().scaleChannels(from.grad, n, pixels, s.cp, mask.ptr),
+        });
+        break;
+      }
+      case 'flatten': {
+        // NHWC is already flat in memory; channel padding inside would break the feature order.
+        if (s.c !== s.cp) return undefined;
+        shape = { h: 1, w: 1, c: s.h * s.w * s.c, cp: s.h * s.w * s.c };
+        flat = true;
+        break;
+      }
+      case 'dense': {
+        const w = net.params[paramIndex.get(`${l.name}.weight`) ?? -1];
+        if (!flat || !w || w.shape.length !== 2 || w.shape[0] !== s.c) return undefined;
+        const inUnits = s.c;
+        const outUnits = w.shape[1];
+        const outP = roundUp4(outUnits);
+        const wp = addParam(`${l.name}.weight`, inUnits * outP, padRows(inUnits, outUnits, outP));
+        const bp = addParam(`${l.name}.bias`, outP, padRows(1, outUnits, outP));
+        if (!wp || !bp) return undefined;
+        const needsInputGrad = !firstParamLayer;
+        const to = newSlot(outP);
+        const xStride = s.cp;
+        ops.push({
+          forward: (n) => k().denseForward(from.act, n, inUnits, xStride, wp.ptr, bp.ptr, outP, to.act),
+          backward: (n) => {
+            k().denseWeightGrad(from.act, n, inUnits, xStride, to.grad, outP, wp.gradPtr);
+            k().biasGrad(to.grad, n, outP, bp.gradPtr);
+            if (needsInputGrad) k().denseInputGrad(to.grad, n, outP, wp.ptr, inUnits, xStride, from.grad);
+          },
+        });
+        shape = { h: 1, w: 1, c: outUnits, cp: outP };
+        current = to;
+        firstParamLayer = false;
+        break;
+      }
+      case 'logSoftmax':
+        if (!flat || li !== net.layers.length - 1) return undefined;
+        classes = s.c;
+        break;
+      case 'tap':
+        break;
+    }
+  }
+  if (classes === 0 || packed.length !== net.params.length) return undefined;
+  const logits = current;
+  const logitStride = shape.cp;
+
+  // Gradients of the parameters in one block, zeroed with one fill per step.
+  const gradStart = fixedBytes;
+  for (const p of packed) p.gradPtr = allocFixed(p.size);
+  const gradFloats = (fixedBytes - gradStart) / FLOAT;
+
+  let capacity = 0;
+  let labelsPtr = 0;
+  const ensureCapacity = (n: number): void => {
+    if (n <= capacity) return;
+    capacity = Math.max(n, capacity);
+    let bytes = fixedBytes;
+    const place = (floats: number): number => {
+      const ptr = bytes;
+      bytes += Math.ceil((floats * FLOAT) / ALIGN) * ALIGN;
+      return ptr;
+    };
+    for (const slot of slots) {
+      slot.act = place(slot.perSample * capacity);
+      slot.grad = place(slot.perSample * capacity);
+    }
+    for (const a of perSampleInts) a.ptr = place(a.perSample * capacity);
+    for (const m of masks) m.ptr = place(m.cp * capacity);
+    labelsPtr = place(Math.ceil(capacity / FLOAT));
+    growTo(inst.memory, bytes);
+  };
+
+  const loadInputs = (weights: Float32Array, x: Float32Array, n: number): Float32Array => {
+    if (weights.length !== totalParams) throw new Error(`expected ${totalParams} weights, got ${weights.length}`);
+    if (x.length !== n * inputShape[0] * inputShape[1] * inputShape[2]) throw new Error('images do not match the network input');
+    ensureCapacity(n);
+    const mem = new Float32Array(inst.memory.buffer);
+    for (const p of packed) {
+      const dims = net.params[p.index].shape.reduce((a, b) => a * b, 1);
+      p.pack(weights.subarray(p.offset, p.offset + dims), mem.subarray(p.ptr / FLOAT, p.ptr / FLOAT + p.size));
+    }
+    for (const t of turnedConvWeights) {
+      // w [ky,kx,ci,co] → turned [K−1−ky, K−1−kx, co, ci]
+      const src = t.from.ptr / FLOAT;
+      const dst = t.ptr / FLOAT;
+      const block = t.cip * t.cop;
+      const last = t.K * t.K - 1;
+      for (let kk = 0; kk <= last; kk++)
+        for (let i = 0; i < t.cip; i++) for (let o = 0; o < t.cop; o++) mem[dst + (last - kk) * block + o * t.cip + i] = mem[src + kk * block + i * t.cop + o];
+    }
+    mem.set(x, input.act / FLOAT);
+    return mem;
+  };
+
+  return {
+    trainStep(weights, x, labels, maskValues, gradOut) {
+      const n = labels.length;
+      const mem = loadInputs(weights, x, n);
+      mem.fill(0, gradStart / FLOAT, gradStart / FLOAT + gradFloats);
+      new Uint8Array(inst.memory.buffer, labelsPtr, n).set(labels);
+      for (const m of masks) {
+        const src = maskValues[m.index];
+        if (src.length !== n * m.units) throw new Error(`dropout mask ${net.dropouts[m.index].name} has ${src.length} entries, expected ${n * m.units}`);
+        const base = m.ptr / FLOAT;
+        for (let i = 0; i < n; i++) {
+          mem.set(src.subarray(i * m.units, (i + 1) * m.units), base + i * m.cp);
+          mem.fill(0, base + i * m.cp + m.units, base + (i + 1) * m.cp);
+        }
+      }
+      for (const op of ops) op.forward(n, true);
+      const lossSum = k().softmaxNll(logits.act, n, classes, logitStride, labelsPtr, logits.grad);
+      for (let i = ops.length - 1; i >= 0; i--) ops[i].backward(n);
+      for (const p of packed) {
+        const dims = net.params[p.index].shape.reduce((a, b) => a * b, 1);
+        p.unpack(mem.subarray(p.gradPtr / FLOAT, p.gradPtr / FLOAT + p.size), gradOut.subarray(p.offset, p.offset + dims));
+      }
+      return lossSum;
+    },
+
+    forward(weights, x, n) {
+      const mem = loadInputs(weights, x, n);
+      for (const op of ops) op.forward(n, false);
+      k().logSoftmax(logits.act, n, classes, logitStride);
+      const out = new Float32Array(n * classes);
+      const base = logits.act / FLOAT;
+      for (let i = 0; i < n; i++) out.set(mem.subarray(base + i * logitStride, base + i * logitStride + classes), i * classes);
+      return out;
+    },
+  };
+}
