@@ -46,6 +46,8 @@ const USAGE = `usage: node dist/bench/bench.js [options]   (or: npm run bench --
   --batch-sizes B1,B2   run everything at each of these batch sizes (e.g. 64,256)
   --deterministic-too   also run --workers 2 --deterministic
   --skip-reference      do not run the PyTorch reference (no ratio columns)
+  --tfjs-kernels-too    also run --workers 1 and 2 with the training step on tfjs's wasm
+                        kernels (MNIST_KERNELS=tfjs): the engine before the fused kernels
   --out DIR             where the runs, bench.md and bench.json go (default runs/bench-<timestamp>)
   -h, --help            this text`;
 
@@ -55,6 +57,7 @@ interface Options {
   batchSizes: number[];
   deterministicToo: boolean;
   skipReference: boolean;
+  tfjsKernelsToo: boolean;
   out: string;
 }
 
@@ -82,6 +85,7 @@ function parseOptions(argv: string[]): Options | undefined {
       'batch-sizes': { type: 'string' },
       'deterministic-too': { type: 'boolean', default: false },
       'skip-reference': { type: 'boolean', default: false },
+      'tfjs-kernels-too': { type: 'boolean', default: false },
       out: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -105,6 +109,7 @@ function parseOptions(argv: string[]): Options | undefined {
     batchSizes: [...new Set(batchSizes)],
     deterministicToo: values['deterministic-too'],
     skipReference: values['skip-reference'],
+    tfjsKernelsToo: values['tfjs-kernels-too'],
     out: values.out !== undefined ? resolve(values.out) : join(ROOT, 'runs', `bench-${stamp(new Date())}`),
   };
 }
@@ -152,6 +157,8 @@ interface RunSpec {
   threads?: number;
   workers?: number;
   deterministic?: boolean;
+  /** Extra environment (the tfjs-kernel rows set MNIST_KERNELS=tfjs). */
+  env?: Record<string, string>;
   command: string[];
 }
 
@@ -163,6 +170,8 @@ interface RunRecord {
   threads?: number;
   workers?: number;
   deterministic?: boolean;
+  /** Ran on tfjs's kernels (MNIST_KERNELS=tfjs), not the fused ones. */
+  tfjs_kernels?: boolean;
   command: string;
   log: string;
   wall_seconds: number;
@@ -191,21 +200,24 @@ function planRuns(opts: Options, withReference: boolean): RunSpec[] {
         });
       }
     }
-    const ours: Array<{ workers: number; deterministic: boolean }> = [
+    const ours: Array<{ workers: number; deterministic: boolean; tfjsKernels?: boolean }> = [
       { workers: 0, deterministic: false },
       { workers: 1, deterministic: false },
       { workers: 2, deterministic: false },
     ];
     if (opts.deterministicToo) ours.push({ workers: 2, deterministic: true });
-    for (const { workers, deterministic } of ours) {
-      const id = `w${workers}${deterministic ? '-det' : ''}${suffix}`;
+    // "Before": the same runs with the training step on tfjs's wasm kernels instead of the fused ones.
+    if (opts.tfjsKernelsToo) ours.push({ workers: 1, deterministic: false, tfjsKernels: true }, { workers: 2, deterministic: false, tfjsKernels: true });
+    for (const { workers, deterministic, tfjsKernels } of ours) {
+      const id = `w${workers}${deterministic ? '-det' : ''}${tfjsKernels ? '-tfjs' : ''}${suffix}`;
       specs.push({
-        label: `workers=${workers}${workers === 0 ? ' (single process)' : ''}${deterministic ? ' --deterministic' : ''}${showBatch ? batch : ''}`,
+        label: `workers=${workers}${workers === 0 ? ' (single process)' : ''}${deterministic ? ' --deterministic' : ''}${tfjsKernels ? ', tfjs kernels' : ''}${showBatch ? batch : ''}`,
         id,
         kind: 'ours',
         batchSize: b,
         workers,
         deterministic,
+        ...(tfjsKernels ? { env: { MNIST_KERNELS: 'tfjs' } } : {}),
         command: [
           process.execPath,
           COORDINATOR,
@@ -231,11 +243,15 @@ function quote(args: string[]): string {
 }
 
 /** Runs one command to completion, its stdout and stderr into `logFile`; resolves with its stdout. */
-function runLogged(command: string[], logFile: string): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string }> {
+function runLogged(
+  command: string[],
+  logFile: string,
+  env: Record<string, string> = {},
+): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string }> {
   return new Promise((resolvePromise, reject) => {
     const log = createWriteStream(logFile);
-    log.write(`$ ${quote(command)}\n`);
-    const child = spawn(command[0]!, command.slice(1), { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1' } });
+    log.write(`$ ${Object.entries(env).map(([k, v]) => `${k}=${v} `).join('')}${quote(command)}\n`);
+    const child = spawn(command[0]!, command.slice(1), { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NO_COLOR: '1', ...env } });
     let stdout = '';
     child.stdout.on('data', (chunk: Buffer) => {
       stdout += chunk.toString();
@@ -268,6 +284,7 @@ async function execute(spec: RunSpec, out: string): Promise<RunRecord> {
     batch_size: spec.batchSize,
     ...(spec.threads !== undefined ? { threads: spec.threads } : {}),
     ...(spec.workers !== undefined ? { workers: spec.workers, deterministic: spec.deterministic ?? false } : {}),
+    ...(spec.env?.MNIST_KERNELS === 'tfjs' ? { tfjs_kernels: true } : {}),
     command: quote(spec.command),
     log: logFile,
     wall_seconds: 0,
@@ -275,7 +292,7 @@ async function execute(spec: RunSpec, out: string): Promise<RunRecord> {
   };
   const t0 = performance.now();
   try {
-    const { code, signal, stdout } = await runLogged(spec.command, logFile);
+    const { code, signal, stdout } = await runLogged(spec.command, logFile, spec.env);
     record.wall_seconds = (performance.now() - t0) / 1000;
     if (code !== 0) throw new Error(signal ? `killed by ${signal}` : `exit status ${code}`);
     if (spec.kind === 'reference') {
@@ -358,9 +375,10 @@ function buildChecks(records: RunRecord[], opts: Options, withReference: boolean
   const at = (pred: (r: RunRecord) => boolean) => findRun(records, (r) => r.batch_size === b && pred(r));
   const ref2 = samplesPerS(at((r) => r.kind === 'reference' && r.threads === 2));
   const ref1 = samplesPerS(at((r) => r.kind === 'reference' && r.threads === 1));
-  const w1 = samplesPerS(at((r) => r.kind === 'ours' && r.workers === 1 && !r.deterministic));
-  const w2 = samplesPerS(at((r) => r.kind === 'ours' && r.workers === 2 && !r.deterministic));
-  const w2det = samplesPerS(at((r) => r.kind === 'ours' && r.workers === 2 && r.deterministic === true));
+  const fused = (r: RunRecord): boolean => r.kind === 'ours' && !r.tfjs_kernels;
+  const w1 = samplesPerS(at((r) => fused(r) && r.workers === 1 && !r.deterministic));
+  const w2 = samplesPerS(at((r) => fused(r) && r.workers === 2 && !r.deterministic));
+  const w2det = samplesPerS(at((r) => fused(r) && r.workers === 2 && r.deterministic === true));
   const ours = records.filter((r) => r.kind === 'ours' && r.ok && r.result) as Array<RunRecord & { result: Summary }>;
   const checks: Check[] = [];
   const batchNote = opts.batchSizes.length > 1 ? ` (batch ${b})` : '';

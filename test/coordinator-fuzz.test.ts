@@ -79,6 +79,20 @@ test('a fuzzed coordinator rejects and counts every bad message and ends with th
       await liar.send(encode({ type: 'result', step: m.step, shard: m.shard, weightsVersion: m.weightsVersion, gradSum: poison, lossSum: 0, count: m.labels.length + 1, computeMs: 0 }));
     }
   })().catch(() => {});
+  // A worker sending its gradient in parts, tail first, whose second part does not end where the
+  // first began: the first (well placed) part must be thrown away with the worker.
+  const splitter = new Dealer({ routingId: 'splitter', linger: 0 });
+  splitter.connect(addr);
+  await splitter.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'splitter', pid: 2, host: 'elsewhere', backend: 'wasm', device: 'x' }));
+  const splitterLoop = (async () => {
+    for await (const [frame] of splitter) {
+      const m = decodeCoordinatorMessage(frame);
+      if (m.type !== 'assign') continue;
+      const part = { type: 'result', step: m.step, shard: m.shard, weightsVersion: m.weightsVersion, lossSum: 1, count: m.labels.length, computeMs: 0 } as const;
+      await splitter.send(encode({ ...part, from: PARAMS - 100, gradSum: new Float32Array(100).fill(7) }));
+      await splitter.send(encode({ ...part, from: 0, gradSum: new Float32Array(50).fill(7) }));
+    }
+  })().catch(() => {});
   // Oversized: past ZeroMQ's maximum message size the coordinator drops the connection unread.
   const giant = new Dealer({ routingId: 'giant', linger: 0 });
   giant.connect(addr);
@@ -105,7 +119,9 @@ test('a fuzzed coordinator rejects and counts every bad message and ends with th
   attackers.forEach((a) => a.close());
   giant.close();
   liar.close();
+  splitter.close();
   await liarLoop;
+  await splitterLoop;
   assert.equal(c.code, 0, c.stderr);
   assert.equal((await honest).code, 0);
   assert.ok(sent >= 1000, `only ${sent} bad messages sent`);
@@ -119,6 +135,7 @@ test('a fuzzed coordinator rejects and counts every bad message and ends with th
   assert.ok((fuzzed.worker_failures as number) >= 1, 'the liar was put out of the pool');
   assert.match(c.stderr, /rejected a message from attacker-\d/);
   assert.match(c.stderr, /lost worker liar: sent/);
+  assert.match(c.stderr, /lost worker splitter: sent an invalid result \(gradient part \[0, 50\), expected one ending at \d+\)/);
   assert.doesNotMatch(c.stderr, /rejected a message from giant/, 'the oversized message was never read');
   process.stdout.write(`# fuzz: ${KINDS.map((k, i) => `${k} ×${sentByKind[i]}`).join(', ')}; rejected ${stats.rejected_messages}; weights unchanged\n`);
 });

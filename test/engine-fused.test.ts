@@ -239,6 +239,25 @@ describe('behaviour', () => {
     assert.deepEqual(g, fresh.grad);
   });
 
+  test('each tail it reports ready mid-backward is already the final gradient', () => {
+    for (const name of MODEL_NAMES) {
+      const c = makeCase(createModel(name), MNIST_INPUT, 3, 10, 21);
+      const fused = createFusedNetwork(c.net, MNIST_INPUT)!;
+      const grad = new Float32Array(c.weights.length).fill(Number.NaN);
+      const tails: Array<{ from: number; values: Float32Array; loss: number }> = [];
+      const loss = fused.trainStep(c.weights, c.x, c.labels, c.masks, grad, (from, lossSum) =>
+        tails.push({ from, values: grad.slice(from), loss: lossSum }),
+      );
+      // One report per layer with parameters but the first: net has 4 such layers.
+      assert.equal(tails.length, c.net.params.length / 2 - 1, name);
+      for (let i = 1; i < tails.length; i++) assert.ok(tails[i].from < tails[i - 1].from, 'tails grow towards the front');
+      for (const t of tails) {
+        assert.deepEqual(t.values, grad.slice(t.from), `${name}: tail from ${t.from} changed after it was reported`);
+        assert.equal(t.loss, loss);
+      }
+    }
+  });
+
   test('a non-finite weight gives a non-finite gradient (divergence stays visible)', () => {
     const c = makeCase(createModel('net'), MNIST_INPUT, 2, 10, 4);
     c.weights[0] = Number.NaN;

@@ -26,6 +26,7 @@ interface PackageJson {
   bin: Record<string, string>;
   scripts: Record<string, string>;
   dependencies: Record<string, string>;
+  devDependencies: Record<string, string>;
   allowScripts: Record<string, boolean>;
 }
 const pkg = JSON.parse(readFileSync(repoPath('package.json'), 'utf8')) as PackageJson;
@@ -115,8 +116,16 @@ for (const [kind, { file, base, overlay }] of Object.entries(DOCKERFILES)) {
     assert.ok(buildStage.files.has('/app/package-lock.json') && buildStage.files.has('/app/package.json'), 'package.json and package-lock.json copied before npm ci');
     for (const m of runs.matchAll(/\bnpm run ([\w:-]+)/g)) assert.ok(pkg.scripts[m[1]], `npm run ${m[1]}: no such script in package.json`);
     assert.match(runs, /npm run build/);
-    // The image copies tsconfig.json and src/ for it; the build also marks the two bins executable.
-    assert.match(pkg.scripts.build, /^tsc -p tsconfig\.json( && node -e "[^"]*")?$/);
+    // The image copies tsconfig.json and src/ for it: the build compiles the fused kernels
+    // (AssemblyScript, whose sources and config lie in src/), then tsc; it also marks the two bins executable.
+    assert.match(pkg.scripts.build, /^npm run build:wasm && tsc -p tsconfig\.json( && node -e "[^"]*")?$/);
+    const asc = /^asc (\S+) --config (\S+)$/.exec(pkg.scripts['build:wasm']);
+    assert.ok(asc, `build:wasm is one asc call: ${pkg.scripts['build:wasm']}`);
+    for (const input of asc.slice(1)) {
+      assert.ok(input.startsWith('src/'), `${input} is copied with src/`);
+      assert.ok(existsSync(repoPath(input)), `${input} exists`);
+    }
+    assert.ok(pkg.devDependencies.assemblyscript, 'assemblyscript is installed by npm ci (and pruned after the build)');
 
     // tfjs-node-gpu: in the GPU image only, the version of the tfjs packages the project pins, its install step allowed.
     const gpuEngine = /@tensorflow\/tfjs-node-gpu@([\d.]+)/.exec(runs);

@@ -32,4 +32,9 @@ test('malformed and unknown messages are rejected with a reason', () => {
     /bad step/,
   );
   assert.throws(() => decodeCoordinatorMessage(encode({ type: 'assign', step: 0, shard: 0, weightsVersion: 0 } as never)), /without shard data/);
+  // A gradient sent in parts says where each part starts.
+  const part = { type: 'result', step: 0, shard: 0, weightsVersion: 0, gradSum: new Float32Array(3), lossSum: 1, count: 1, computeMs: 0 } as const;
+  const decoded = decodeWorkerMessage(encode({ ...part, from: 40 }));
+  assert.equal(decoded.type === 'result' && decoded.from, 40);
+  for (const from of [-1, 1.5, '3']) assert.throws(() => decodeWorkerMessage(encode({ ...part, from } as never)), /bad part offset/);
 });

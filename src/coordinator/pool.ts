@@ -88,6 +88,8 @@ interface StepInFlight {
   /** Where the reduced gradient goes. */
   gradSum: Float32Array;
   results: Array<Result | undefined>;
+  /** Per shard, where its gradient's parts are put together, and where the parts so far begin. */
+  parts: Array<{ buffer: Float32Array; from: number }>;
   /** shard → the worker it is assigned to now. */
   assignee: Array<string | undefined>;
   remaining: number;
@@ -133,6 +135,8 @@ export class WorkerPool implements GradientSource {
   private handshakeFailures = 0;
   private stats = { bytesSent: 0, bytesReceived: 0, steps: 0, coordinatorMs: 0, rejected: 0, stale: 0, reassigned: 0, workerPeakRss: 0, shardsComputed: 0, workerComputeMs: 0 };
   private lastStepDoneAt: number | undefined;
+  /** Reused from step to step: one gradient-sized buffer per shard index, for results sent in parts. */
+  private readonly partBuffers: Float32Array[] = [];
   endpoint = '';
 
   private constructor(opts: PoolOptions) {
@@ -242,6 +246,7 @@ export class WorkerPool implements GradientSource {
         shards,
         gradSum,
         results: new Array(shards.length).fill(undefined),
+        parts: shards.map((_, i) => ({ buffer: this.partBuffer(i), from: this.opts.params })),
         assignee: new Array(shards.length).fill(undefined),
         remaining: shards.length,
         resolve: (r) => {
@@ -261,10 +266,16 @@ export class WorkerPool implements GradientSource {
     });
   }
 
+  private partBuffer(shard: number): Float32Array {
+    while (this.partBuffers.length <= shard) this.partBuffers.push(new Float32Array(this.opts.params));
+    return this.partBuffers[shard];
+  }
+
   /** Gives `shard` of the current step to the live worker with the least work (or leaves it for a later joiner). */
   private assign(shard: number, exclude?: string): void {
     const flight = this.current;
     if (!flight) return;
+    flight.parts[shard].from = this.opts.params; // parts from an earlier assignee do not count
     let best: Member | undefined;
     for (const m of this.members.values()) {
       if (m.id === exclude) continue;
@@ -392,8 +403,17 @@ export class WorkerPool implements GradientSource {
       this.lose(member, `sent an invalid result (${problem})`, true);
       throw new Error(`invalid result for shard ${r.shard} of step ${r.step}: ${problem}`);
     }
-    member.pending.delete(r.shard);
     if (flight.results[r.shard]) return;
+    const from = r.from ?? 0;
+    const assembly = flight.parts[r.shard];
+    if (from > 0 || assembly.from < this.opts.params) {
+      // One part of several: they are put together tail first.
+      assembly.buffer.set(r.gradSum, from);
+      assembly.from = from;
+      if (from > 0) return;
+      r.gradSum = assembly.buffer;
+    }
+    member.pending.delete(r.shard);
     flight.results[r.shard] = r;
     this.stats.shardsComputed++;
     this.stats.workerComputeMs += r.computeMs;
@@ -404,7 +424,9 @@ export class WorkerPool implements GradientSource {
   /** What is wrong with a result for an assigned shard, or undefined when it is sound. */
   private checkResult(r: Result, flight: StepInFlight): string | undefined {
     if (r.weightsVersion !== flight.step) return `computed on weights v${r.weightsVersion}, expected v${flight.step}`;
-    if (r.gradSum.length !== this.opts.params) return `gradient of length ${r.gradSum.length}, expected ${this.opts.params}`;
+    const from = r.from ?? 0;
+    const end = flight.parts[r.shard].from;
+    if (from + r.gradSum.length !== end || from >= end) return `gradient part [${from}, ${from + r.gradSum.length}), expected one ending at ${end}`;
     const expected = flight.shards[r.shard].labels.length;
     if (r.count !== expected) return `counts ${r.count} samples, the shard has ${expected}`;
     return undefined;

@@ -62,8 +62,15 @@ export interface Result {
   step: number;
   shard: number;
   weightsVersion: number;
-  /** Σ over the shard's samples of the loss gradient, canonical parameter order. */
+  /**
+   * Σ over the shard's samples of the loss gradient, canonical parameter order: entries
+   * [from, from + gradSum.length) of it. A worker may send a shard's gradient in parts, tail first
+   * (the backward pass finishes the last layers first): each part ends where the previous began,
+   * and the part with from = 0 completes the shard.
+   */
   gradSum: Float32Array;
+  /** Where gradSum starts in the flat gradient; absent means 0. */
+  from?: number;
   lossSum: number;
   count: number;
   /** Time the worker spent computing, for the coordinator's statistics. */
@@ -145,6 +152,7 @@ export function decodeWorkerMessage(frame: Uint8Array): WorkerMessage {
     case 'result':
       need(isCount(msg.step) && isCount(msg.shard) && isCount(msg.weightsVersion), 'result with bad step/shard/version');
       need(msg.gradSum instanceof Float32Array, 'result without a float32 gradient');
+      need(msg.from === undefined || isCount(msg.from), 'result with a bad part offset');
       need(typeof msg.lossSum === 'number' && isCount(msg.count) && (msg.count as number) > 0, 'result with bad loss/count');
       return msg as unknown as Result;
     case 'heartbeat':
@@ -183,13 +191,30 @@ export function decodeCoordinatorMessage(frame: Uint8Array): CoordinatorMessage 
  */
 export class SendQueue {
   private tail: Promise<void> = Promise.resolve();
+  private pending = 0;
 
   constructor(private readonly sendFn: (frames: Array<Buffer | string>) => Promise<void>) {}
 
+  /**
+   * Sends after every earlier send. With none pending it hands the frames to ZeroMQ at once, in
+   * this call: a worker sends the first part of a gradient from inside its backward pass, and a
+   * send deferred to a later tick would wait until the computation returns.
+   */
   send(frames: Array<Buffer | string>): Promise<void> {
-    const next = this.tail.then(() => this.sendFn(frames));
+    const start = (): Promise<void> => {
+      try {
+        return this.sendFn(frames);
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    };
+    const next = this.pending === 0 ? start() : this.tail.then(start);
+    this.pending++;
     // A failed send must not wedge the queue; the caller sees the error through `next`.
-    this.tail = next.catch(() => {});
+    this.tail = next.then(
+      () => void this.pending--,
+      () => void this.pending--,
+    );
     return next;
   }
 

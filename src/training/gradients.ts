@@ -28,8 +28,12 @@ export interface ShardResult {
 }
 
 export interface GradientComputer {
-  /** Gradient sum of `shard` at `weights`; written into `out` when given (no allocation). */
-  compute(weights: Float32Array, shard: ShardData, out?: Float32Array): ShardResult;
+  /**
+   * Gradient sum of `shard` at `weights`; written into `out` when given (no allocation).
+   * `onTailReady(from, lossSum)`: out[from…] is final while the rest is still being computed (the
+   * fused engine calls it as its backward pass finishes each layer; tfjs never does).
+   */
+  compute(weights: Float32Array, shard: ShardData, out?: Float32Array, onTailReady?: (from: number, lossSum: number) => void): ShardResult;
 }
 
 /** Uploads a flat weight vector as one tensor per parameter (inside the caller's tidy). */
@@ -57,13 +61,13 @@ export function createGradientComputer(model: ModelDef, opts: GradientOptions = 
   const fused = (opts.fused ?? fusedKernelsEnabled()) ? createFusedNetwork(model, [IMAGE_SIZE, IMAGE_SIZE, 1]) : undefined;
 
   return {
-    compute(weights, shard, out = new Float32Array(layout.total)) {
+    compute(weights, shard, out = new Float32Array(layout.total), onTailReady) {
       const n = shard.labels.length;
       if (pixelScratch.length < shard.pixels.length) pixelScratch = new Float32Array(shard.pixels.length);
       const scratch = pixelScratch.subarray(0, shard.pixels.length);
       const x = opts.augment ? augmentAndNormalise(shard.pixels, shard.keys, opts.augment, scratch) : normalisePixels(shard.pixels, scratch);
       if (fused) {
-        const lossSum = fused.trainStep(weights, x, shard.labels, dropoutMasks(model.dropouts, shard.keys), out);
+        const lossSum = fused.trainStep(weights, x, shard.labels, dropoutMasks(model.dropouts, shard.keys), out, onTailReady);
         return { gradSum: out, lossSum, count: n };
       }
       const oneHot = new Float32Array(n * NUM_CLASSES);

@@ -110,13 +110,25 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
     }
     if (m.weightsVersion !== weightsVersion) throw new ProtocolError(`assignment for weights v${m.weightsVersion}, worker holds v${weightsVersion}`);
     const started = performance.now();
-    const r = computer.compute(weights, { pixels: m.pixels, labels: m.labels, keys: m.keys }, gradBuffer);
+    const count = m.labels.length;
+    // Once most of the gradient is final (the last layers finish first), it leaves at once, from
+    // inside the backward pass: its transfer overlaps the first layers' gradients, and only the
+    // small rest is on the step's critical path.
+    let sentFrom = paramCount;
+    const sendTail = (from: number, lossSum: number): void => {
+      if (sentFrom < paramCount || from > paramCount / 2) return;
+      sentFrom = from;
+      const part = { type: 'result', step: m.step, shard: m.shard, weightsVersion: m.weightsVersion, from, lossSum, count, computeMs: 0 } as const;
+      send({ ...part, gradSum: gradBuffer.subarray(from) }).catch(() => {});
+    };
+    const r = computer.compute(weights, { pixels: m.pixels, labels: m.labels, keys: m.keys }, gradBuffer, sendTail);
     await send({
       type: 'result',
       step: m.step,
       shard: m.shard,
       weightsVersion: m.weightsVersion,
-      gradSum: r.gradSum,
+      gradSum: r.gradSum.subarray(0, sentFrom),
+      from: 0,
       lossSum: r.lossSum,
       count: r.count,
       computeMs: performance.now() - started,

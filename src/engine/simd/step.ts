@@ -22,8 +22,18 @@ export interface FusedNetwork {
   /**
    * Σ over the shard of ∂NLL/∂w written into `gradOut` (canonical order); returns Σ NLL.
    * x: normalised images [n, H, W, C]; masks: per dropout layer, [n × units] of 0 and 1/(1−p).
+   * The backward pass finishes the last layers first: each time a tail gradOut[from…] is final,
+   * `onTailReady(from, lossSum)` is called (while the earlier layers are still being computed), so
+   * that a worker can start sending it.
    */
-  trainStep(weights: Float32Array, x: Float32Array, labels: Uint8Array, masks: readonly Float32Array[], gradOut: Float32Array): number;
+  trainStep(
+    weights: Float32Array,
+    x: Float32Array,
+    labels: Uint8Array,
+    masks: readonly Float32Array[],
+    gradOut: Float32Array,
+    onTailReady?: (from: number, lossSum: number) => void,
+  ): number;
   /** Log-probabilities [n × classes] of normalised images x (dropout inactive). */
   forward(weights: Float32Array, x: Float32Array, n: number): Float32Array;
 }
@@ -62,6 +72,8 @@ interface PackedParam {
 type Op = {
   forward(n: number, training: boolean): void;
   backward(n: number): void;
+  /** The parameters whose gradients are final once `backward` has run. */
+  params?: PackedParam[];
 };
 
 export function fusedEngineAvailable(): boolean {
@@ -194,6 +206,7 @@ export function createFusedNetwork(
             k().biasGrad(to.grad, n * out.h * out.w, cop, bp.gradPtr);
             if (turned) k().convForward(to.grad, n, out.h, out.w, cop, turned.ptr, turned.zeroBias, K, K - 1 - pad, s.cp, from.grad);
           },
+          params: [wp, bp],
         });
         shape = out;
         current = to;
@@ -267,6 +280,7 @@ export function createFusedNetwork(
             k().biasGrad(to.grad, n, outP, bp.gradPtr);
             if (needsInputGrad) k().denseInputGrad(to.grad, n, outP, wp.ptr, inUnits, xStride, from.grad);
           },
+          params: [wp, bp],
         });
         shape = { h: 1, w: 1, c: outUnits, cp: outP };
         current = to;
@@ -289,6 +303,14 @@ export function createFusedNetwork(
   const gradStart = fixedBytes;
   for (const p of packed) p.gradPtr = allocFixed(p.size);
   const gradFloats = (fixedBytes - gradStart) / FLOAT;
+
+  // Which parameter holds flat index i, and which are done in this backward pass.
+  const paramAt = (i: number): number => {
+    let j = paramOffsets.length - 1;
+    while (paramOffsets[j] > i) j--;
+    return j;
+  };
+  const finished = new Set<number>();
 
   let capacity = 0;
   let labelsPtr = 0;
@@ -334,7 +356,7 @@ export function createFusedNetwork(
   };
 
   return {
-    trainStep(weights, x, labels, maskValues, gradOut) {
+    trainStep(weights, x, labels, maskValues, gradOut, onTailReady) {
       const n = labels.length;
       const mem = loadInputs(weights, x, n);
       mem.fill(0, gradStart / FLOAT, gradStart / FLOAT + gradFloats);
@@ -350,11 +372,21 @@ export function createFusedNetwork(
       }
       for (const op of ops) op.forward(n, true);
       const lossSum = k().softmaxNll(logits.act, n, classes, logitStride, labelsPtr, logits.grad);
-      for (let i = ops.length - 1; i >= 0; i--) ops[i].backward(n);
-      for (const p of packed) {
-        const dims = net.params[p.index].shape.reduce((a, b) => a * b, 1);
-        p.unpack(mem.subarray(p.gradPtr / FLOAT, p.gradPtr / FLOAT + p.size), gradOut.subarray(p.offset, p.offset + dims));
+      let tail = totalParams; // gradOut[tail…] is final
+      for (let i = ops.length - 1; i >= 0; i--) {
+        const op = ops[i];
+        op.backward(n);
+        if (!op.params) continue;
+        for (const p of op.params) {
+          const dims = net.params[p.index].shape.reduce((a, b) => a * b, 1);
+          p.unpack(mem.subarray(p.gradPtr / FLOAT, p.gradPtr / FLOAT + p.size), gradOut.subarray(p.offset, p.offset + dims));
+          finished.add(p.index);
+        }
+        // Layers finish last-first, and canonical order is layer order: the finished ones form a tail.
+        while (tail > 0 && finished.has(paramAt(tail - 1))) tail = paramOffsets[paramAt(tail - 1)];
+        if (tail > 0) onTailReady?.(tail, lossSum);
       }
+      finished.clear();
       return lossSum;
     },
 
