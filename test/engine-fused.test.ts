@@ -239,6 +239,23 @@ describe('behaviour', () => {
     assert.deepEqual(g, fresh.grad);
   });
 
+  test('the chunk size (samples through the network at a time) changes no bit of the result', () => {
+    for (const name of MODEL_NAMES) {
+      const c = makeCase(createModel(name), MNIST_INPUT, 13, 10, 31);
+      const results = [1, 3, 8, 64].map((chunk) => {
+        const grad = new Float32Array(c.weights.length);
+        const loss = createFusedNetwork(c.net, MNIST_INPUT, { chunk })!.trainStep(c.weights, c.x, c.labels, c.masks, grad);
+        const logp = createFusedNetwork(c.net, MNIST_INPUT, { chunk })!.forward(c.weights, c.x, c.n);
+        return { loss, grad, logp };
+      });
+      for (const r of results.slice(1)) {
+        assert.equal(r.loss, results[0].loss, name);
+        assert.deepEqual(r.grad, results[0].grad, name);
+        assert.deepEqual(r.logp, results[0].logp, name);
+      }
+    }
+  });
+
   test('each tail it reports ready mid-backward is already the final gradient', () => {
     for (const name of MODEL_NAMES) {
       const c = makeCase(createModel(name), MNIST_INPUT, 3, 10, 21);

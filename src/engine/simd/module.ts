@@ -19,7 +19,7 @@ export interface SimdKernels {
   denseForward(x: number, n: number, In: number, xStride: number, w: number, b: number, Out: number, y: number): void;
   denseWeightGrad(x: number, n: number, In: number, xStride: number, dy: number, Out: number, dw: number): void;
   denseInputGrad(dy: number, n: number, Out: number, w: number, In: number, dxStride: number, dx: number): void;
-  softmaxNll(z: number, n: number, classes: number, stride: number, labels: number, dz: number): number;
+  softmaxNll(z: number, n: number, classes: number, stride: number, labels: number, dz: number, total: number): number;
   logSoftmax(z: number, n: number, classes: number, stride: number): void;
 }
 
