@@ -36,6 +36,11 @@ export interface Welcome {
   timeoutMs: number;
   /** Seeded augmentation the worker applies to training shards (absent: none). */
   augment?: { maxRotateDeg: number; maxScale: number; maxShift: number };
+  /**
+   * Send each shard's gradient in two parts, the tail as soon as the backward pass has finished
+   * it (see Result): its transfer then overlaps the first layers' gradients.
+   */
+  streamGradients?: boolean;
 }
 
 export interface Reject {

@@ -53,6 +53,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
   let timeoutMs = opts.connectTimeoutMs;
   let heartbeat: NodeJS.Timeout | undefined;
   let welcomed = false;
+  let streamGradients = false;
   let stopReason: string | undefined;
   let exitCode: number = WORKER_EXIT.retry;
   let refusal: string | undefined;
@@ -116,7 +117,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
     // small rest is on the step's critical path.
     let sentFrom = paramCount;
     const sendTail = (from: number, lossSum: number): void => {
-      if (sentFrom < paramCount || from > paramCount / 2) return;
+      if (!streamGradients || sentFrom < paramCount || from > paramCount / 2) return;
       sentFrom = from;
       const part = { type: 'result', step: m.step, shard: m.shard, weightsVersion: m.weightsVersion, from, lossSum, count, computeMs: 0 } as const;
       send({ ...part, gradSum: gradBuffer.subarray(from) }).catch(() => {});
@@ -174,6 +175,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
           computer = createGradientComputer(model, { augment: msg.augment });
           gradBuffer = new Float32Array(paramCount);
           timeoutMs = msg.timeoutMs;
+          streamGradients = msg.streamGradients === true;
           welcomed = true;
           clearInterval(heartbeat);
           heartbeat = setInterval(
