@@ -8,7 +8,7 @@
  * caller uses tfjs instead.
  */
 import type { LayerSpec } from '../layers.js';
-import { type SimdKernels, growTo, instantiateSimd, simdAvailable } from './module.js';
+import { growTo, instantiateSimd, simdAvailable } from './module.js';
 
 /** What the engine needs to know of a model (models/types.ts's ModelDef has all of it). */
 export interface NetworkDescription {
@@ -80,17 +80,14 @@ export function fusedEngineAvailable(): boolean {
   return simdAvailable();
 }
 
-function timedKernels(kernels: SimdKernels, profile: Map<string, number>): SimdKernels {
-  const timed: Record<string, unknown> = {};
-  for (const [name, fn] of Object.entries(kernels) as [string, (...args: number[]) => number][]) {
-    timed[name] = (...args: number[]) => {
-      const t0 = performance.now();
-      const r = fn(...args);
-      profile.set(name, (profile.get(name) ?? 0) + performance.now() - t0);
-      return r;
-    };
-  }
-  return timed as unknown as SimdKernels;
+/** Wraps each op's passes to add their milliseconds to `profile`, under the layer's name. */
+function timedOp(op: Op, label: string, profile: Map<string, number>): Op {
+  const timed = <A extends unknown[]>(key: string, f: (...args: A) => void) => (...args: A): void => {
+    const t0 = performance.now();
+    f(...args);
+    profile.set(key, (profile.get(key) ?? 0) + performance.now() - t0);
+  };
+  return { ...op, forward: timed(`${label} forward`, op.forward), backward: timed(`${label} backward`, op.backward) };
 }
 
 /** Copies [rows × cols] into [rows × colsPadded] (and back), for dense weights and biases. */
@@ -130,7 +127,7 @@ export interface FusedOptions {
    * so the result is the same bits whatever the chunk size.
    */
   chunk?: number;
-  /** Each kernel's total milliseconds accumulate here under its name (benchmarks; slower). */
+  /** Each layer's forward and backward milliseconds accumulate here, e.g. "conv2 backward" (benchmarks). */
   profile?: Map<string, number>;
 }
 
@@ -155,7 +152,7 @@ export function createFusedNetwork(
   // Layout: the kernels' static data, then the parameters (and their gradients), then the
   // per-sample buffers sized for `capacity`.
   const inst = instantiateSimd(0);
-  const kernels = profile ? timedKernels(inst.kernels, profile) : inst.kernels;
+  const kernels = inst.kernels;
   let fixedBytes = Math.ceil(inst.kernels.heapBase() / ALIGN) * ALIGN;
   const allocFixed = (floats: number): number => {
     const ptr = fixedBytes;
@@ -191,8 +188,11 @@ export function createFusedNetwork(
   let firstParamLayer = true;
   let classes = 0;
 
+  const labels: string[] = [];
+  let lastNamed = 'input';
   for (const [li, l] of net.layers.entries()) {
     const s = shape;
+    const opsBefore = ops.length;
     const from = current;
     switch (l.kind) {
       case 'conv': {
@@ -307,7 +307,10 @@ export function createFusedNetwork(
       case 'tap':
         break;
     }
+    if ('name' in l) lastNamed = l.name;
+    if (ops.length > opsBefore) labels.push('name' in l ? `${l.name} (${l.kind})` : `${l.kind} after ${lastNamed}`);
   }
+  if (profile) ops.forEach((op, i) => (ops[i] = timedOp(op, labels[i], profile)));
   if (classes === 0 || packed.length !== net.params.length) return undefined;
   const logits = current;
   const logitStride = shape.cp;
