@@ -275,6 +275,15 @@ describe('behaviour', () => {
     }
   });
 
+  test('the profile option times every layer that computes, forward and backward', () => {
+    const c = makeCase(createModel('net'), MNIST_INPUT, 4, 10, 8);
+    const profile = new Map<string, number>();
+    createFusedNetwork(c.net, MNIST_INPUT, { profile })!.trainStep(c.weights, c.x, c.labels, c.masks, new Float32Array(c.weights.length));
+    for (const layer of ['conv1 (conv)', 'conv2 (conv)', 'fc1 (dense)', 'fc2 (dense)', 'conv2_drop (dropout2d)', 'maxPool2 after conv1']) {
+      for (const pass of ['forward', 'backward']) assert.ok((profile.get(`${layer} ${pass}`) ?? -1) >= 0, `${layer} ${pass} timed`);
+    }
+  });
+
   test('a non-finite weight gives a non-finite gradient (divergence stays visible)', () => {
     const c = makeCase(createModel('net'), MNIST_INPUT, 2, 10, 4);
     c.weights[0] = Number.NaN;
