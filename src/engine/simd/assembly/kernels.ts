@@ -14,6 +14,10 @@
  *   - gradient kernels *accumulate* (+=) into their outputs: the caller zeroes them per shard.
  * Every sum runs in a fixed order, with separate multiply and add (no fused multiply-add), so the
  * results are the same bits on every machine: deterministic mode depends on it.
+ *
+ * The channel blocks of convPair and convFilterGrad (16, 12, 8 and 4 channels) are the same loop
+ * written out for 4, 3, 2 and 1 accumulator vectors per pixel: AssemblyScript cannot make a count of
+ * v128 locals generic, and the accumulators must stay in registers. A change to one block goes to all four.
  */
 
 /** Where free memory starts: below it lie this module's static data (Math.exp's tables among them). */
