@@ -90,28 +90,28 @@ function timedOp(op: Op, label: string, profile: Map<string, number>): Op {
   return { ...op, forward: timed(`${label} forward`, op.forward), backward: timed(`${label} backward`, op.backward) };
 }
 
-/** Copies [rows × cols] into [rows × colsPadded] (and back), for dense weights and biases. */
+/** Copies [rows × cols] into [rows × colsPadded] (and back), for dense weights and biases; row by row. */
 function padRows(rows: number, cols: number, colsPadded: number): Pick<PackedParam, 'pack' | 'unpack'> {
   return {
     pack(src, dst) {
-      for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) dst[r * colsPadded + c] = src[r * cols + c];
+      for (let r = 0; r < rows; r++) dst.set(src.subarray(r * cols, (r + 1) * cols), r * colsPadded);
     },
     unpack(src, dst) {
-      for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) dst[r * cols + c] = src[r * colsPadded + c];
+      for (let r = 0; r < rows; r++) dst.set(src.subarray(r * colsPadded, r * colsPadded + cols), r * cols);
     },
   };
 }
 
-/** Conv weights [K,K,Ci,Co] → [K,K,CiP,CoP]. */
+/** Conv weights [K,K,Ci,Co] ↔ [K,K,CiP,CoP]: rows of Co, with CiP − Ci rows of zeros after each kernel tap. */
 function padConv(K: number, ci: number, co: number, cip: number, cop: number): Pick<PackedParam, 'pack' | 'unpack'> {
+  if (ci === cip) return padRows(K * K * ci, co, cop);
+  const tap = padRows(ci, co, cop);
   return {
     pack(src, dst) {
-      for (let k = 0; k < K * K; k++)
-        for (let i = 0; i < ci; i++) for (let o = 0; o < co; o++) dst[(k * cip + i) * cop + o] = src[(k * ci + i) * co + o];
+      for (let k = 0; k < K * K; k++) tap.pack(src.subarray(k * ci * co, (k + 1) * ci * co), dst.subarray(k * cip * cop, (k * cip + ci) * cop));
     },
     unpack(src, dst) {
-      for (let k = 0; k < K * K; k++)
-        for (let i = 0; i < ci; i++) for (let o = 0; o < co; o++) dst[(k * ci + i) * co + o] = src[(k * cip + i) * cop + o];
+      for (let k = 0; k < K * K; k++) tap.unpack(src.subarray(k * cip * cop, (k * cip + ci) * cop), dst.subarray(k * ci * co, (k + 1) * ci * co));
     },
   };
 }
