@@ -14,22 +14,9 @@ import { type NetworkDescription, createFusedNetwork, fusedEngineAvailable } fro
 import { createModel } from '../src/models/index.js';
 import { forwardLayers } from '../src/models/ops.js';
 import { MODEL_NAMES, type Params } from '../src/models/types.js';
+import { rand } from './helpers.js';
 
 type Input = readonly [number, number, number];
-
-/** Deterministic uniform(lo, hi) values. */
-function rand(n: number, seed: number, lo = -1, hi = 1): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = lo + (((t ^ (t >>> 14)) >>> 0) / 4294967296) * (hi - lo);
-  }
-  return out;
-}
 
 const size = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
 

@@ -18,23 +18,10 @@ import {
   registerFastWasmKernels,
   unregisterFastWasmKernels,
 } from '../src/engine/kernels/index.js';
+import { rand } from './helpers.js';
 
 type Shape4 = [number, number, number, number];
 type Pad = 'valid' | 'same' | number | [[number, number], [number, number], [number, number], [number, number]];
-
-/** Deterministic uniform(-1, 1) values. */
-function rand(n: number, seed: number): Float32Array {
-  let s = seed >>> 0;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    out[i] = ((t ^ (t >>> 14)) >>> 0) / 2147483648 - 1;
-  }
-  return out;
-}
 
 const size = (s: readonly number[]): number => s.reduce((a, b) => a * b, 1);
 

@@ -79,3 +79,17 @@ export async function waitFor(cond: () => boolean, timeoutMs: number, everyMs = 
   }
   return cond();
 }
+
+/** Deterministic uniform(lo, hi) test data from a seed (mulberry32; independent of the project's own generator). */
+export function rand(n: number, seed: number, lo = -1, hi = 1): Float32Array {
+  let s = seed >>> 0;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    out[i] = lo + (((t ^ (t >>> 14)) >>> 0) / 4294967296) * (hi - lo);
+  }
+  return out;
+}

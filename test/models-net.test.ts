@@ -3,6 +3,7 @@ import { before, test } from 'node:test';
 import * as tf from '@tensorflow/tfjs-core';
 import { initEngine } from '../src/engine/backend.js';
 import { createModel, describeModel, initialWeights, paramLayout } from '../src/models/index.js';
+import { forwardLayers } from '../src/models/ops.js';
 import { asParams, paramTensors } from '../src/training/gradients.js';
 import { dropoutMasks } from '../src/training/dropout.js';
 
@@ -38,7 +39,7 @@ test('forward gives log-probabilities of the right shape for both models', () =>
     const model = createModel(name);
     const w = initialWeights(model, 1);
     const out = tf.tidy(() => {
-      const logp = model.forward(asParams(model, paramTensors(model, w)), tf.randomNormal([3, 28, 28, 1]) as tf.Tensor4D);
+      const logp = forwardLayers(model.layers, asParams(model, paramTensors(model, w)), tf.randomNormal([3, 28, 28, 1]) as tf.Tensor4D);
       return { shape: logp.shape, sums: tf.sum(tf.exp(logp), 1).arraySync() as number[] };
     });
     assert.deepEqual(out.shape, [3, 10]);
@@ -50,7 +51,7 @@ test('the tap sees every conv layer output after pool and relu', () => {
   const model = createModel('net');
   const seen: Array<[string, number[], number]> = [];
   tf.tidy(() => {
-    model.forward(asParams(model, paramTensors(model, initialWeights(model, 1))), tf.randomNormal([2, 28, 28, 1]) as tf.Tensor4D, {
+    forwardLayers(model.layers, asParams(model, paramTensors(model, initialWeights(model, 1))), tf.randomNormal([2, 28, 28, 1]) as tf.Tensor4D, {
       tap: (name, t) => seen.push([name, t.shape, tf.min(t).dataSync()[0]]),
     });
   });

@@ -5,7 +5,6 @@
  */
 import * as tfl from '@tensorflow/tfjs-layers';
 import { layer as L } from '../engine/layers.js';
-import { forwardLayers } from './ops.js';
 import type { ModelDef } from './types.js';
 
 export function createLeNet(): ModelDef {
@@ -35,10 +34,6 @@ export function createLeNet(): ModelDef {
       L.dense('fc2'), L.relu(),
       L.dense('fc3'), L.logSoftmax(),
     ],
-
-    forward(p, x, opts) {
-      return forwardLayers(this.layers, p, x, opts);
-    },
 
     buildLayersModel() {
       return tfl.sequential({

@@ -5,7 +5,6 @@
  */
 import * as tfl from '@tensorflow/tfjs-layers';
 import { layer as L } from '../engine/layers.js';
-import { forwardLayers } from './ops.js';
 import type { ModelDef } from './types.js';
 
 export function createNet(): ModelDef {
@@ -35,10 +34,6 @@ export function createNet(): ModelDef {
       L.dense('fc1'), L.relu(), L.dropout('fc1_drop'),
       L.dense('fc2'), L.logSoftmax(),
     ],
-
-    forward(p, x, opts) {
-      return forwardLayers(this.layers, p, x, opts);
-    },
 
     buildLayersModel() {
       return tfl.sequential({

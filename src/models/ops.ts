@@ -42,7 +42,7 @@ export function logSoftmax(x: tf.Tensor2D): tf.Tensor2D {
   return tf.logSoftmax(x);
 }
 
-/** Runs `layers` on x [N,28,28,1]; returns the last layer's output (log-probabilities [N,10]). */
+/** The tfjs forward pass: runs `layers` on normalised images x [N,28,28,1]; returns the last layer's output (log-probabilities [N,10]). */
 export function forwardLayers(layers: readonly LayerSpec[], p: Params, x: tf.Tensor4D, opts: ForwardOptions = {}): tf.Tensor2D {
   const { masks, tap } = opts;
   let h: tf.Tensor = x;

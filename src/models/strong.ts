@@ -7,7 +7,6 @@
  */
 import * as tfl from '@tensorflow/tfjs-layers';
 import { layer as L } from '../engine/layers.js';
-import { forwardLayers } from './ops.js';
 import type { ModelDef } from './types.js';
 
 export function createStrong(): ModelDef {
@@ -34,10 +33,6 @@ export function createStrong(): ModelDef {
       L.dense('fc1'), L.relu(), L.dropout('fc1_drop'),
       L.dense('fc2'), L.logSoftmax(),
     ],
-
-    forward(p, x, opts) {
-      return forwardLayers(this.layers, p, x, opts);
-    },
 
     buildLayersModel() {
       return tfl.sequential({

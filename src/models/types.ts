@@ -36,10 +36,8 @@ export interface ModelDef {
   dropouts: DropoutSpec[];
   /** Names that `tap` receives, in order: the conv layers' outputs after pool and relu. */
   featureMaps: string[];
-  /** The network, layer by layer, as data: what both the tfjs forward and the fused CPU engine run. */
+  /** The network, layer by layer, as data: what both the tfjs forward (ops.ts's forwardLayers) and the fused CPU engine run. */
   layers: LayerSpec[];
-  /** x: normalised images [N, 28, 28, 1] → log-probabilities [N, 10]. */
-  forward(p: Params, x: tf.Tensor4D, opts?: ForwardOptions): tf.Tensor2D;
   /** The same network as tfjs layers (dropout inactive, softmax output), weights in canonical order. */
   buildLayersModel(): Sequential;
 }

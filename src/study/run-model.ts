@@ -11,6 +11,7 @@ import type { TrainConfig } from '../config.js';
 import { IMAGE_PIXELS, IMAGE_SIZE, NUM_CLASSES, normalisePixels } from '../data/mnist.js';
 import { initEngine } from '../engine/backend.js';
 import { type ModelDef, createModel, isModelName, paramLayout } from '../models/index.js';
+import { forwardLayers } from '../models/ops.js';
 import { CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE, loadLatestCheckpoint } from '../training/checkpoint.js';
 import { MODEL_DIR, fileSystemLoader } from '../training/export.js';
 import { asParams, paramTensors } from '../training/gradients.js';
@@ -150,7 +151,7 @@ export function forwardImages(model: ModelDef, weights: Float32Array, pixels: Ui
               entry.data.set(a.dataSync() as Float32Array, start * h * w * c);
             }
           : undefined;
-        const logp = model.forward(p, tf.tensor4d(x, [m, IMAGE_SIZE, IMAGE_SIZE, 1]), { tap });
+        const logp = forwardLayers(model.layers, p, tf.tensor4d(x, [m, IMAGE_SIZE, IMAGE_SIZE, 1]), { tap });
         probabilities.set(tf.exp(logp).dataSync() as Float32Array, start * NUM_CLASSES);
         predictions.set(tf.argMax(logp, 1).dataSync() as Int32Array, start);
       });

@@ -1,6 +1,7 @@
 /** Evaluation on the test set (only the coordinator evaluates). */
 import * as tf from '@tensorflow/tfjs-core';
 import { IMAGE_PIXELS, IMAGE_SIZE, type MnistSplit, normalisePixels } from '../data/mnist.js';
+import { forwardLayers } from '../models/ops.js';
 import type { ModelDef } from '../models/types.js';
 import { fusedKernelsEnabled } from '../engine/backend.js';
 import { type FusedNetwork, createFusedNetwork } from '../engine/simd/step.js';
@@ -61,7 +62,7 @@ export function evaluate(model: ModelDef, weights: Float32Array, test: MnistSpli
       const n = end - start;
       const x = normalisePixels(test.images.subarray(start * IMAGE_PIXELS, end * IMAGE_PIXELS));
       const [logp, argmax] = tf.tidy(() => {
-        const out = model.forward(p, tf.tensor4d(x, [n, IMAGE_SIZE, IMAGE_SIZE, 1]));
+        const out = forwardLayers(model.layers, p, tf.tensor4d(x, [n, IMAGE_SIZE, IMAGE_SIZE, 1]));
         return [out.dataSync() as Float32Array, tf.argMax(out, 1).dataSync() as Int32Array];
       });
       for (let i = 0; i < n; i++) {

@@ -7,6 +7,7 @@ import { fusedKernelsEnabled } from '../engine/backend.js';
 import { createFusedNetwork } from '../engine/simd/step.js';
 import { IMAGE_SIZE, NUM_CLASSES, normalisePixels } from '../data/mnist.js';
 import { paramLayout, paramSize } from '../models/index.js';
+import { forwardLayers } from '../models/ops.js';
 import type { ModelDef, Params } from '../models/types.js';
 import { type AugmentOptions, augmentAndNormalise } from './augment.js';
 import { dropoutMasks } from './dropout.js';
@@ -81,7 +82,7 @@ export function createGradientComputer(model: ModelDef, opts: GradientOptions = 
         model.dropouts.forEach((d, i) => (maskTensors[d.name] = tf.tensor2d(masks[i], [n, d.units])));
         // NLL summed over the shard: the mean over the global batch is taken after reduction.
         const loss = (...ps: tf.Tensor[]): tf.Scalar =>
-          tf.neg(tf.sum(tf.mul(model.forward(asParams(model, ps), xs, { masks: maskTensors }), targets))) as tf.Scalar;
+          tf.neg(tf.sum(tf.mul(forwardLayers(model.layers, asParams(model, ps), xs, { masks: maskTensors }), targets))) as tf.Scalar;
         const { value, grads } = tf.valueAndGrads(loss)(paramTensors(model, weights));
         grads.forEach((g, i) => out.set(g.dataSync() as Float32Array, layout.offsets[i]));
         return value.dataSync()[0];
