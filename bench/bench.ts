@@ -10,7 +10,7 @@
  * 1 when a run failed, 2 on bad flags.
  *
  *   node dist/bench/bench.js [--quick] [--epochs N] [--train-limit N] [--batch-size B | --batch-sizes 64,256]
- *                            [--deterministic-too] [--skip-reference] [--out DIR]
+ *                            [--workers 0,1,2] [--cpus 0,1] [--deterministic-too] [--skip-reference] [--out DIR]
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -44,6 +44,9 @@ const USAGE = `usage: node dist/bench/bench.js [options]   (or: npm run bench --
   --quick               a fast check: --train-limit ${QUICK_TRAIN_LIMIT}
   --batch-size B        batch size of every run (default 64)
   --batch-sizes B1,B2   run everything at each of these batch sizes (e.g. 64,256)
+  --workers N1,N2,...   the worker counts of our runs (default 0,1,2; 0 = single process)
+  --cpus LIST           run everything (reference too) on these CPUs only, with taskset -c LIST
+                        (e.g. 0,1 or 0-2): "the same two cores" on a machine that has more
   --deterministic-too   also run --workers 2 --deterministic
   --skip-reference      do not run the PyTorch reference (no ratio columns)
   --tfjs-kernels-too    also run --workers 1 and 2 with the training step on tfjs's wasm
@@ -58,6 +61,9 @@ interface Options {
   deterministicToo: boolean;
   skipReference: boolean;
   tfjsKernelsToo: boolean;
+  workerCounts: number[];
+  /** taskset's CPU list for every run, or undefined to run unpinned. */
+  cpus: string | undefined;
   out: string;
 }
 
@@ -86,6 +92,8 @@ function parseOptions(argv: string[]): Options | undefined {
       'deterministic-too': { type: 'boolean', default: false },
       'skip-reference': { type: 'boolean', default: false },
       'tfjs-kernels-too': { type: 'boolean', default: false },
+      workers: { type: 'string' },
+      cpus: { type: 'string' },
       out: { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -101,6 +109,11 @@ function parseOptions(argv: string[]): Options | undefined {
     values['batch-sizes'] !== undefined
       ? values['batch-sizes'].split(',').map((s) => positiveInt('--batch-sizes', s.trim()))
       : [values['batch-size'] !== undefined ? positiveInt('--batch-size', values['batch-size']) : 64];
+  const workerCounts =
+    values.workers !== undefined
+      ? values.workers.split(',').map((s) => (s.trim() === '0' ? 0 : positiveInt('--workers', s.trim())))
+      : [0, 1, 2];
+  if (values.cpus !== undefined && !/^\d+(-\d+)?(,\d+(-\d+)?)*$/.test(values.cpus)) throw new UsageError(`--cpus ${values.cpus}: expected a CPU list such as 0,1 or 0-3`);
   let trainLimit = values['train-limit'] !== undefined ? positiveInt('--train-limit', values['train-limit']) : undefined;
   if (values.quick && trainLimit === undefined) trainLimit = QUICK_TRAIN_LIMIT;
   return {
@@ -110,6 +123,8 @@ function parseOptions(argv: string[]): Options | undefined {
     deterministicToo: values['deterministic-too'],
     skipReference: values['skip-reference'],
     tfjsKernelsToo: values['tfjs-kernels-too'],
+    workerCounts: [...new Set(workerCounts)],
+    cpus: values.cpus,
     out: values.out !== undefined ? resolve(values.out) : join(ROOT, 'runs', `bench-${stamp(new Date())}`),
   };
 }
@@ -200,11 +215,7 @@ function planRuns(opts: Options, withReference: boolean): RunSpec[] {
         });
       }
     }
-    const ours: Array<{ workers: number; deterministic: boolean; tfjsKernels?: boolean }> = [
-      { workers: 0, deterministic: false },
-      { workers: 1, deterministic: false },
-      { workers: 2, deterministic: false },
-    ];
+    const ours: Array<{ workers: number; deterministic: boolean; tfjsKernels?: boolean }> = opts.workerCounts.map((workers) => ({ workers, deterministic: false }));
     if (opts.deterministicToo) ours.push({ workers: 2, deterministic: true });
     // "Before": the same runs with the training step on tfjs's wasm kernels instead of the fused ones.
     if (opts.tfjsKernelsToo) ours.push({ workers: 1, deterministic: false, tfjsKernels: true }, { workers: 2, deterministic: false, tfjsKernels: true });
@@ -236,6 +247,11 @@ function planRuns(opts: Options, withReference: boolean): RunSpec[] {
     }
   }
   return specs;
+}
+
+/** Every command of the plan, pinned to --cpus when given. */
+function pinned(specs: RunSpec[], cpus: string | undefined): RunSpec[] {
+  return cpus === undefined ? specs : specs.map((s) => ({ ...s, command: ['taskset', '-c', cpus, ...s.command] }));
 }
 
 function quote(args: string[]): string {
@@ -346,18 +362,24 @@ function findRun(records: RunRecord[], pred: (r: RunRecord) => boolean): RunReco
 function buildTable(records: RunRecord[], withReference: boolean): string {
   const header = ['run', 'samples/s'];
   if (withReference) header.push('× reference (2 threads)', '× reference (1 thread)');
-  header.push('test accuracy', 'peak RSS coordinator MB', 'peak RSS worker MB', 'coordinator ms/step', 'KB sent/step', 'KB received/step', 'train s');
+  header.push('× workers=1', 'test accuracy', 'peak RSS coordinator MB', 'peak RSS worker MB', 'coordinator ms/step', 'KB sent/step', 'KB received/step', 'train s');
   const rows = records.map((r) => {
     const ref = (threads: number) => samplesPerS(findRun(records, (x) => x.kind === 'reference' && x.threads === threads && x.batch_size === r.batch_size));
     if (!r.ok || !r.result) {
-      return [r.label, 'FAILED', ...(withReference ? ['', ''] : []), '', '', '', '', '', '', ''];
+      return [r.label, 'FAILED', ...(withReference ? ['', ''] : []), '', '', '', '', '', '', '', ''];
     }
     const sps = r.result.train_samples_per_s;
     const d = r.kind === 'ours' ? (r.result as Summary).distributed : undefined;
+    // Scaling: against one worker of the same kernels and batch size.
+    const oneWorker =
+      r.kind === 'ours'
+        ? samplesPerS(findRun(records, (x) => x.kind === 'ours' && x.workers === 1 && !x.deterministic && x.tfjs_kernels === r.tfjs_kernels && x.batch_size === r.batch_size))
+        : undefined;
     return [
       r.label,
       fmt(sps, 0),
       ...(withReference ? [fmt(ratio(sps, ref(2)), 2), fmt(ratio(sps, ref(1)), 2)] : []),
+      fmt(ratio(sps, oneWorker), 2),
       `${fmt(100 * r.result.test_accuracy, 2)}%`,
       fmt(r.result.peak_rss_mb, 0),
       fmt(d?.worker_peak_rss_mb, 0),
@@ -402,7 +424,8 @@ function buildChecks(records: RunRecord[], opts: Options, withReference: boolean
     noRef,
     (v) => `aim ${TARGET.vsReference2Aim}×: ${v >= TARGET.vsReference2Aim ? 'met' : 'not met'}`,
   );
-  check(`workers=2 / workers=1 ≥ ${TARGET.scaling2over1}×${batchNote}`, ratio(w2, w1), (v) => v >= TARGET.scaling2over1, x, 'a run failed');
+  const notPlanned = (n: number): string => (opts.workerCounts.includes(n) ? 'a run failed' : `workers=${n} not in --workers`);
+  check(`workers=2 / workers=1 ≥ ${TARGET.scaling2over1}×${batchNote}`, ratio(w2, w1), (v) => v >= TARGET.scaling2over1, x, opts.workerCounts.includes(1) ? notPlanned(2) : notPlanned(1));
   check(`workers=1 ≥ ${TARGET.vsReference1}× reference (1 thread)${batchNote}`, ratio(w1, ref1), (v) => v >= TARGET.vsReference1, x, noRef);
 
   const fullData = opts.trainLimit === undefined || opts.trainLimit >= MNIST_TRAIN_SIZE;
@@ -511,8 +534,13 @@ async function main(): Promise<number> {
     node: process.version,
     torch: torchVersion ?? null,
     commit: gitCommit() ?? null,
+    pinned_to_cpus: opts.cpus ?? null,
   };
-  const specs = planRuns(opts, withReference);
+  if (opts.cpus !== undefined && spawnSync('taskset', ['-c', opts.cpus, 'true']).status !== 0) {
+    console.error(`bench: cannot pin to CPUs ${opts.cpus} (is taskset installed, and do those CPUs exist?)`);
+    return 1;
+  }
+  const specs = pinned(planRuns(opts, withReference), opts.cpus);
   const dataNote = `${opts.trainLimit !== undefined ? `first ${opts.trainLimit} training samples` : 'full MNIST'}, ${opts.epochs} epoch${opts.epochs > 1 ? 's' : ''}`;
   console.error(`bench: ${specs.length} runs, one after the other (${dataNote}); logs and run folders in ${relative(process.cwd(), opts.out) || opts.out}`);
   if (meta.load_average_at_start[0]! > meta.cores * 0.5) {
@@ -539,6 +567,7 @@ async function main(): Promise<number> {
     '',
     `${dataNote}, batch ${opts.batchSizes.join(' and ')}, seed 1. ` +
       `Date ${meta.date}; CPU ${meta.cpu}, ${meta.cores} cores (${meta.available_parallelism} available), ${meta.memory_gb.toFixed(0)} GB; ` +
+      `${opts.cpus !== undefined ? `every run pinned to CPUs ${opts.cpus}; ` : ''}` +
       `load average at start ${meta.load_average_at_start.map((l) => l.toFixed(2)).join(' ')}; node ${meta.node}; ` +
       `torch ${torchVersion ?? (opts.skipReference ? '(skipped)' : '(not installed: apt-get install python3-torch)')}` +
       `${meta.commit ? `; commit ${meta.commit}` : ''}.`,
