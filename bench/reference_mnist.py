@@ -110,6 +110,12 @@ def train(args, model, x, y, optimizer, epoch, generator):
     # is what a fast DataLoader would do; it favours the reference slightly.
     n = x.shape[0]
     t0 = time.perf_counter()
+    if generator is None:
+        # --example-rng: the draws of the example's DataLoader from the global generator, in its
+        # order: the iterator's base seed, then RandomSampler's seed for a generator of its own.
+        torch.empty((), dtype=torch.int64).random_()
+        generator = torch.Generator()
+        generator.manual_seed(int(torch.empty((), dtype=torch.int64).random_().item()))
     perm = torch.randperm(n, generator=generator)
     seen = 0
     for batch_idx, start in enumerate(range(0, n, args.batch_size)):
@@ -129,6 +135,8 @@ def train(args, model, x, y, optimizer, epoch, generator):
 
 def test(args, model, x, y):
     model.eval()
+    if args.example_rng:
+        torch.empty((), dtype=torch.int64).random_()  # the test DataLoader iterator's base seed
     test_loss = 0.0
     correct = 0
     with torch.no_grad():
@@ -166,6 +174,9 @@ def main():
     p.add_argument("--data", default=DEFAULT_DATA, help="directory of the four raw IDX files")
     p.add_argument("--log-interval", type=int, default=10,
                    help="batches between 'Train Epoch' lines on stderr (the example's 10); 0 = none")
+    p.add_argument("--example-rng", action="store_true",
+                   help="consume the global random generator as the example's DataLoaders do, so that a "
+                        "seed gives the example's own run (default: shuffle with a generator of its own)")
     args = p.parse_args()
 
     if args.threads:
@@ -181,8 +192,10 @@ def main():
 
     model = MODELS[args.model]()
     optimizer = optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum)
-    generator = torch.Generator()
-    generator.manual_seed(args.seed)
+    generator = None
+    if not args.example_rng:
+        generator = torch.Generator()
+        generator.manual_seed(args.seed)
 
     train_seconds = 0.0
     samples = 0

@@ -1,0 +1,62 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { readJson, runCli, tempDir } from './helpers.js';
+
+const BENCH = fileURLToPath(new URL('../bench/bench.js', import.meta.url));
+const hasTaskset = spawnSync('taskset', ['-c', '0', 'true']).status === 0;
+
+test('bench: bad --workers and --cpus are refused with the flag named, exit status 2', async () => {
+  const cases: Array<[string[], RegExp]> = [
+    [['--workers', '1,x'], /^bench: --workers x: must be a positive integer$/],
+    [['--workers=-1'], /^bench: --workers -1: must be a positive integer$/],
+    [['--cpus', 'first'], /^bench: --cpus first: expected a CPU list such as 0,1 or 0-3$/],
+  ];
+  for (const [args, pattern] of cases) {
+    const r = await runCli(BENCH, args);
+    assert.equal(r.code, 2, `${args.join(' ')}: exit ${r.code}\n${r.stderr}`);
+    assert.match(r.stderr.split('\n')[0], pattern);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  }
+});
+
+interface BenchJson {
+  meta: { pinned_to_cpus: string | null };
+  runs: Array<{ id: string; ok: boolean; workers?: number; command: string; result?: { train_samples_per_s: number; workers: number } }>;
+}
+
+test('bench: --workers picks the rows, --cpus pins every run, and the table shows the scaling', { skip: !hasTaskset && 'taskset is not installed' }, async () => {
+  const out = join(tempDir(), 'bench');
+  const r = await runCli(BENCH, ['--skip-reference', '--workers', '1,2', '--cpus', '0', '--train-limit', '640', '--out', out], { timeoutMs: 120_000 });
+  assert.equal(r.code, 0, r.stderr);
+
+  const bench = readJson<BenchJson>(join(out, 'bench.json'));
+  assert.equal(bench.meta.pinned_to_cpus, '0');
+  assert.deepEqual(
+    bench.runs.map((run) => [run.id, run.ok, run.result?.workers]),
+    [
+      ['w1', true, 1],
+      ['w2', true, 2],
+    ],
+  );
+  for (const run of bench.runs) assert.match(run.command, /^taskset -c 0 /);
+
+  // The scaling column: workers=1 is 1.00 by definition, workers=2 is its samples/s over workers=1's.
+  const [w1, w2] = bench.runs.map((run) => run.result!.train_samples_per_s);
+  const md = readFileSync(join(out, 'bench.md'), 'utf8');
+  assert.match(md, /every run pinned to CPUs 0;/);
+  const cells = (label: string): string[] => {
+    const line = md.split('\n').find((l) => l.startsWith(`| ${label} `));
+    assert.ok(line, `no ${label} row in\n${md}`);
+    return line.split('|').map((c) => c.trim());
+  };
+  const header = md.split('\n').find((l) => l.startsWith('| run '))!.split('|').map((c) => c.trim());
+  const column = header.indexOf('× workers=1');
+  assert.ok(column > 0, `no scaling column in\n${md}`);
+  assert.equal(cells('workers=1')[column], '1.00');
+  assert.equal(cells('workers=2')[column], (w2 / w1).toFixed(2));
+  assert.match(md, /workers=2 \/ workers=1 ≥ 1\.7×\s*\|\s*\d\.\d\d×/);
+});
