@@ -7,6 +7,8 @@ import { fileURLToPath } from 'node:url';
 import { readJson, runCli, tempDir } from './helpers.js';
 
 const BENCH = fileURLToPath(new URL('../bench/bench.js', import.meta.url));
+const KERNELS_AB = fileURLToPath(new URL('../bench/fused-kernels-ab.js', import.meta.url));
+const KERNELS_WASM = fileURLToPath(new URL('../src/engine/simd/kernels.wasm', import.meta.url));
 const hasTaskset = spawnSync('taskset', ['-c', '0', 'true']).status === 0;
 
 test('bench: bad --workers and --cpus are refused with the flag named, exit status 2', async () => {
@@ -59,4 +61,19 @@ test('bench: --workers picks the rows, --cpus pins every run, and the table show
   assert.equal(cells('workers=1')[column], '1.00');
   assert.equal(cells('workers=2')[column], (w2 / w1).toFixed(2));
   assert.match(md, /workers=2 \/ workers=1 ≥ 1\.7×\s*\|\s*\d\.\d\d×/);
+});
+
+test('fused-kernels-ab: a build against itself has the same bits and a timing row per kernel; bad arguments exit 2', async () => {
+  const r = await runCli(KERNELS_AB, [KERNELS_WASM, KERNELS_WASM, '--rounds', '1']);
+  assert.equal(r.code, 0, r.stderr);
+  for (const kernel of ['conv1 forward', 'conv1 weight gradient', 'conv2 forward', 'conv2 weight gradient', 'conv2 input gradient']) {
+    assert.match(r.stdout, new RegExp(`^${kernel} +same bits \\(\\d+ values\\)$`, 'm'));
+    assert.match(r.stdout, new RegExp(`^${kernel} +\\d+\\.\\d{3} +\\d+\\.\\d{3} +\\d+\\.\\d\\d$`, 'm'));
+  }
+  const bad = await runCli(KERNELS_AB, [KERNELS_WASM]);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /^usage: /);
+  const missing = await runCli(KERNELS_AB, [KERNELS_WASM, '/nonexistent/kernels.wasm']);
+  assert.equal(missing.code, 2);
+  assert.match(missing.stderr, /^fused-kernels-ab: .*nonexistent/);
 });
