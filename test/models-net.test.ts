@@ -72,4 +72,14 @@ test('dropout masks: a function of the sample key, whole channels, scaled by 1/(
   // The same key gives the same mask wherever it is computed, whatever its neighbours.
   const [alone] = dropoutMasks(specs, keys.subarray(17, 18));
   assert.deepEqual(alone, channelMask.subarray(17 * 20, 18 * 20));
+
+  // Given earlier masks to reuse, it writes into them (no new arrays) and gives the same values.
+  const reuse = [new Float32Array(400 * 20).fill(9), new Float32Array(400 * 50).fill(9)];
+  const again = dropoutMasks(specs, keys.subarray(0, 300), reuse);
+  again.forEach((m, i) => assert.equal(m.buffer, reuse[i].buffer));
+  assert.deepEqual(again[0], channelMask.subarray(0, 300 * 20));
+  assert.deepEqual(again[1], featureMask.subarray(0, 300 * 50));
+  // Arrays too small to hold the masks are not reused.
+  const grown = dropoutMasks(specs, keys, [new Float32Array(20), new Float32Array(50)]);
+  assert.deepEqual(grown, [channelMask, featureMask]);
 });

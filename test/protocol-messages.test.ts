@@ -1,21 +1,44 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { PROTOCOL_VERSION, ProtocolError, decodeCoordinatorMessage, decodeWorkerMessage, encode } from '../src/protocol/messages.js';
+import { createCodec } from '../src/util/codec.js';
+import {
+  PROTOCOL_VERSION,
+  ProtocolError,
+  copyFloats,
+  copyUint32s,
+  decodeCoordinatorMessage,
+  decodeWorkerMessage,
+  encode,
+} from '../src/protocol/messages.js';
 
-test('messages round-trip with tensors as binary typed arrays', () => {
+test('messages round-trip with tensors as raw bytes, received as views of the frame', () => {
   const gradSum = Float32Array.from({ length: 21840 }, (_, i) => Math.sin(i));
   const frame = encode({ type: 'result', step: 3, shard: 1, weightsVersion: 3, gradSum, lossSum: 1.5, count: 16, computeMs: 2 });
   // 4 bytes per float plus a small header: never a list of numbers.
   assert.ok(frame.length < gradSum.byteLength + 200, `frame of ${frame.length} bytes`);
   const back = decodeWorkerMessage(frame);
-  assert.equal(back.type, 'result');
-  assert.ok(back.type === 'result' && back.gradSum instanceof Float32Array);
-  assert.deepEqual(back.type === 'result' && back.gradSum, gradSum);
+  assert.ok(back.type === 'result');
+  // Not a copy: the gradient is read from the frame itself, and copied once, where it is kept.
+  assert.equal(back.gradSum.buffer, frame.buffer);
+  assert.equal(back.gradSum.byteLength, gradSum.byteLength);
+  const kept = new Float32Array(gradSum.length + 5).fill(-1);
+  copyFloats(back.gradSum, kept, 5);
+  assert.deepEqual(kept.subarray(5), gradSum);
+  assert.deepEqual([...kept.subarray(0, 5)], [-1, -1, -1, -1, -1]);
 
-  const assign = decodeCoordinatorMessage(
-    encode({ type: 'assign', step: 0, shard: 0, weightsVersion: 0, pixels: new Uint8Array(784), labels: Uint8Array.of(7), keys: Uint32Array.of(99) }),
-  );
-  assert.ok(assign.type === 'assign' && assign.keys instanceof Uint32Array && assign.keys[0] === 99);
+  const weights = Float32Array.of(0.5, -2, 3.25);
+  const assignFrame = encode({ type: 'assign', step: 0, shard: 0, weightsVersion: 0, weights, pixels: new Uint8Array(2 * 784).fill(9), labels: Uint8Array.of(7, 3), keys: Uint32Array.of(99, 4294967295) });
+  const assign = decodeCoordinatorMessage(assignFrame);
+  assert.ok(assign.type === 'assign' && assign.weights);
+  assert.equal(assign.pixels.buffer, assignFrame.buffer);
+  assert.deepEqual([...assign.labels], [7, 3]);
+  assert.equal(assign.pixels.length, 2 * 784);
+  const keys = new Uint32Array(2);
+  copyUint32s(assign.keys, keys);
+  assert.deepEqual([...keys], [99, 4294967295]);
+  const w = new Float32Array(3);
+  copyFloats(assign.weights, w);
+  assert.deepEqual(w, weights);
   const hello = decodeWorkerMessage(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'w', pid: 1, host: 'h', backend: 'wasm', device: 'cpu' }));
   assert.equal(hello.type, 'hello');
 });
@@ -25,13 +48,25 @@ test('malformed and unknown messages are rejected with a reason', () => {
   assert.throws(() => decodeWorkerMessage(encode({ type: 'heartbeat', t: 1 }).subarray(0, 3)), ProtocolError);
   assert.throws(() => decodeWorkerMessage(Buffer.from([0x92, 1, 2])), /not a map/);
   assert.throws(() => decodeWorkerMessage(encode({ type: 'welcome' } as never)), /unknown message type "welcome"/);
-  const numbers = encode({ type: 'result', step: 0, shard: 0, weightsVersion: 0, gradSum: [1, 2, 3] as never, lossSum: 1, count: 1, computeMs: 0 });
+  const codec = createCodec();
+  const numbers = codec.pack({ type: 'result', step: 0, shard: 0, weightsVersion: 0, gradSum: [1, 2, 3], lossSum: 1, count: 1, computeMs: 0 });
   assert.throws(() => decodeWorkerMessage(numbers), /without a float32 gradient/);
   assert.throws(
     () => decodeWorkerMessage(encode({ type: 'result', step: -1, shard: 0, weightsVersion: 0, gradSum: new Float32Array(1), lossSum: 1, count: 1, computeMs: 0 })),
     /bad step/,
   );
-  assert.throws(() => decodeCoordinatorMessage(encode({ type: 'assign', step: 0, shard: 0, weightsVersion: 0 } as never)), /without shard data/);
+  assert.throws(() => decodeCoordinatorMessage(codec.pack({ type: 'assign', step: 0, shard: 0, weightsVersion: 0 })), /without shard data/);
+  const shard = { type: 'assign', step: 0, shard: 0, weightsVersion: 0, pixels: new Uint8Array(784), labels: Uint8Array.of(1), keys: Uint32Array.of(5) } as const;
+  assert.throws(() => decodeCoordinatorMessage(encode({ ...shard, keys: Uint32Array.of(5, 6) })), /mismatched sizes/);
+  assert.throws(() => decodeCoordinatorMessage(encode({ ...shard, pixels: new Uint8Array(783) })), /mismatched sizes/);
+  // Protocol 1 carried tensors as msgpackr typed arrays; such a message, or bytes that are not whole
+  // floats, is refused.
+  const typedArrayResult = codec.pack({ type: 'result', step: 0, shard: 0, weightsVersion: 0, gradSum: new Float32Array(3), lossSum: 1, count: 1, computeMs: 0 });
+  assert.throws(() => decodeWorkerMessage(typedArrayResult), /without a float32 gradient/);
+  const ragged = codec.pack({ type: 'result', step: 0, shard: 0, weightsVersion: 0, gradSum: new Uint8Array(7), lossSum: 1, count: 1, computeMs: 0 });
+  assert.throws(() => decodeWorkerMessage(ragged), /without a float32 gradient/);
+  const raggedWeights = codec.pack({ ...shard, pixels: new Uint8Array(784), labels: Uint8Array.of(1), keys: new Uint8Array(4), weights: new Uint8Array(6) });
+  assert.throws(() => decodeCoordinatorMessage(raggedWeights), /bad weights/);
   // A gradient sent in parts says where each part starts.
   const part = { type: 'result', step: 0, shard: 0, weightsVersion: 0, gradSum: new Float32Array(3), lossSum: 1, count: 1, computeMs: 0 } as const;
   const decoded = decodeWorkerMessage(encode({ ...part, from: 40 }));

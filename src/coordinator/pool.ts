@@ -25,8 +25,9 @@ import {
   type Hello,
   MAX_MESSAGE_BYTES,
   PROTOCOL_VERSION,
-  type Result,
+  type ReceivedResult,
   SendQueue,
+  copyFloats,
   decodeWorkerMessage,
   encode,
 } from '../protocol/messages.js';
@@ -81,17 +82,28 @@ interface Member {
   joined: number;
 }
 
+/** One shard's place in a step; the pool keeps one per shard index and reuses it every step. */
+interface ShardSlot {
+  /** Where the shard's gradient is copied from the received frames (parts tail first). */
+  buffer: Float32Array;
+  /** Where the parts received so far begin (the parameter count: none yet). */
+  from: number;
+  /** The whole gradient is in. */
+  done: boolean;
+  lossSum: number;
+  count: number;
+  /** The worker it is assigned to now. */
+  assignee: string | undefined;
+}
+
 interface StepInFlight {
   step: number;
   weights: Float32Array;
   shards: ShardData[];
   /** Where the reduced gradient goes. */
   gradSum: Float32Array;
-  results: Array<Result | undefined>;
-  /** Per shard, where its gradient's parts are put together, and where the parts so far begin. */
-  parts: Array<{ buffer: Float32Array; from: number }>;
-  /** shard → the worker it is assigned to now. */
-  assignee: Array<string | undefined>;
+  /** slots[shard] for each shard of the step (the pool's, reused from step to step). */
+  slots: ShardSlot[];
   remaining: number;
   resolve: (r: BatchResult) => void;
   reject: (e: Error) => void;
@@ -135,8 +147,9 @@ export class WorkerPool implements GradientSource {
   private handshakeFailures = 0;
   private stats = { bytesSent: 0, bytesReceived: 0, steps: 0, coordinatorMs: 0, rejected: 0, stale: 0, reassigned: 0, workerPeakRss: 0, shardsComputed: 0, workerComputeMs: 0 };
   private lastStepDoneAt: number | undefined;
-  /** Reused from step to step: one gradient-sized buffer per shard index, for results sent in parts. */
-  private readonly partBuffers: Float32Array[] = [];
+  /** Reused from step to step: one slot per shard index, and its gradient buffer (also in `slotBuffers`, for the reduction). */
+  private readonly slots: ShardSlot[] = [];
+  private readonly slotBuffers: Float32Array[] = [];
   endpoint = '';
 
   private constructor(opts: PoolOptions) {
@@ -245,9 +258,7 @@ export class WorkerPool implements GradientSource {
         weights,
         shards,
         gradSum,
-        results: new Array(shards.length).fill(undefined),
-        parts: shards.map((_, i) => ({ buffer: this.partBuffer(i), from: this.opts.params })),
-        assignee: new Array(shards.length).fill(undefined),
+        slots: this.slotsFor(shards.length),
         remaining: shards.length,
         resolve: (r) => {
           this.current = undefined;
@@ -266,22 +277,34 @@ export class WorkerPool implements GradientSource {
     });
   }
 
-  private partBuffer(shard: number): Float32Array {
-    while (this.partBuffers.length <= shard) this.partBuffers.push(new Float32Array(this.opts.params));
-    return this.partBuffers[shard];
+  /** The pool's slots, reset for a step of `count` shards (new ones only the first time a step has this many). */
+  private slotsFor(count: number): ShardSlot[] {
+    while (this.slots.length < count) {
+      const buffer = new Float32Array(this.opts.params);
+      this.slots.push({ buffer, from: this.opts.params, done: false, lossSum: 0, count: 0, assignee: undefined });
+      this.slotBuffers.push(buffer);
+    }
+    for (let i = 0; i < count; i++) {
+      const slot = this.slots[i];
+      slot.from = this.opts.params;
+      slot.done = false;
+      slot.assignee = undefined;
+    }
+    return this.slots;
   }
 
   /** Gives `shard` of the current step to the live worker with the least work (or leaves it for a later joiner). */
   private assign(shard: number, exclude?: string): void {
     const flight = this.current;
     if (!flight) return;
-    flight.parts[shard].from = this.opts.params; // parts from an earlier assignee do not count
+    const slot = flight.slots[shard];
+    slot.from = this.opts.params; // parts from an earlier assignee do not count
     let best: Member | undefined;
     for (const m of this.members.values()) {
       if (m.id === exclude) continue;
       if (!best || m.pending.size < best.pending.size || (m.pending.size === best.pending.size && m.joined < best.joined)) best = m;
     }
-    flight.assignee[shard] = best?.id;
+    slot.assignee = best?.id;
     if (!best) return; // no worker now: a joiner takes it (see onHello), or the all-gone timer fires
     best.pending.add(shard);
     const data = flight.shards[shard];
@@ -378,27 +401,18 @@ export class WorkerPool implements GradientSource {
     }
     // Shards that found no worker wait for this one.
     const flight = this.current;
-    if (flight) for (let s = 0; s < flight.shards.length; s++) if (!flight.results[s] && flight.assignee[s] === undefined) this.assign(s);
+    if (flight) for (let s = 0; s < flight.shards.length; s++) if (!flight.slots[s].done && flight.slots[s].assignee === undefined) this.assign(s);
     this.joinWaiters.splice(0).forEach((w) => w());
   }
 
-  private onResult(member: Member, r: Result): void {
+  private onResult(member: Member, r: ReceivedResult): void {
     const flight = this.current;
     if (!flight || r.step !== flight.step) {
       this.stats.stale++;
       return;
     }
-    if (r.shard >= flight.shards.length || flight.assignee[r.shard] !== member.id) {
+    if (r.shard >= flight.shards.length || flight.slots[r.shard].assignee !== member.id) {
       throw new Error(`result for shard ${r.shard} of step ${r.step}, which is not assigned to this worker`);
-    }
-    if (!isFiniteResult(r)) {
-      // Either the sender is faulty or the model has diverged: recomputing the shard here tells which.
-      if (this.opts.verifyShard && !this.opts.verifyShard(flight.weights, flight.shards[r.shard])) {
-        flight.reject(new UserError(`training diverged at step ${r.step}: non-finite gradients for shard ${r.shard} (try a lower --lr)`));
-        throw new Error(`non-finite gradient for shard ${r.shard} of step ${r.step}: the model diverged`);
-      }
-      this.lose(member, 'sent a non-finite gradient that recomputation does not reproduce', true);
-      throw new Error(`non-finite gradient for shard ${r.shard} of step ${r.step}`);
     }
     const problem = this.checkResult(r, flight);
     if (problem) {
@@ -407,18 +421,27 @@ export class WorkerPool implements GradientSource {
       this.lose(member, `sent an invalid result (${problem})`, true);
       throw new Error(`invalid result for shard ${r.shard} of step ${r.step}: ${problem}`);
     }
-    if (flight.results[r.shard]) return;
+    const slot = flight.slots[r.shard];
+    if (slot.done) return;
+    // Straight from the received frame into the shard's buffer, kept from step to step. A gradient
+    // sent in parts is put together there, tail first.
     const from = r.from ?? 0;
-    const assembly = flight.parts[r.shard];
-    if (from > 0 || assembly.from < this.opts.params) {
-      // One part of several: they are put together tail first.
-      assembly.buffer.set(r.gradSum, from);
-      assembly.from = from;
-      if (from > 0) return;
-      r.gradSum = assembly.buffer;
+    copyFloats(r.gradSum, slot.buffer, from);
+    if (!Number.isFinite(r.lossSum) || !allFinite(slot.buffer, from, slot.from)) {
+      // Either the sender is faulty or the model has diverged: recomputing the shard here tells which.
+      if (this.opts.verifyShard && !this.opts.verifyShard(flight.weights, flight.shards[r.shard])) {
+        flight.reject(new UserError(`training diverged at step ${r.step}: non-finite gradients for shard ${r.shard} (try a lower --lr)`));
+        throw new Error(`non-finite gradient for shard ${r.shard} of step ${r.step}: the model diverged`);
+      }
+      this.lose(member, 'sent a non-finite gradient that recomputation does not reproduce', true);
+      throw new Error(`non-finite gradient for shard ${r.shard} of step ${r.step}`);
     }
+    slot.from = from;
+    if (from > 0) return;
     member.pending.delete(r.shard);
-    flight.results[r.shard] = r;
+    slot.done = true;
+    slot.lossSum = r.lossSum;
+    slot.count = r.count;
     this.stats.shardsComputed++;
     this.stats.workerComputeMs += r.computeMs;
     flight.remaining--;
@@ -426,11 +449,12 @@ export class WorkerPool implements GradientSource {
   }
 
   /** What is wrong with a result for an assigned shard, or undefined when it is sound. */
-  private checkResult(r: Result, flight: StepInFlight): string | undefined {
+  private checkResult(r: ReceivedResult, flight: StepInFlight): string | undefined {
     if (r.weightsVersion !== flight.step) return `computed on weights v${r.weightsVersion}, expected v${flight.step}`;
     const from = r.from ?? 0;
-    const end = flight.parts[r.shard].from;
-    if (from + r.gradSum.length !== end || from >= end) return `gradient part [${from}, ${from + r.gradSum.length}), expected one ending at ${end}`;
+    const end = flight.slots[r.shard].from;
+    const length = r.gradSum.byteLength / 4;
+    if (from + length !== end || from >= end) return `gradient part [${from}, ${from + length}), expected one ending at ${end}`;
     const expected = flight.shards[r.shard].labels.length;
     if (r.count !== expected) return `counts ${r.count} samples, the shard has ${expected}`;
     return undefined;
@@ -440,16 +464,12 @@ export class WorkerPool implements GradientSource {
     const flight = this.current;
     if (!flight || flight.remaining > 0) return;
     this.lastStepDoneAt = performance.now();
-    const results = flight.results as Result[];
-    reduceInShardOrder(
-      results.map((r) => r.gradSum),
-      flight.gradSum,
-    );
+    reduceInShardOrder(this.slotBuffers, flight.shards.length, flight.gradSum);
     let lossSum = 0;
     let count = 0;
-    for (const r of results) {
-      lossSum += r.lossSum;
-      count += r.count;
+    for (let i = 0; i < flight.shards.length; i++) {
+      lossSum += flight.slots[i].lossSum;
+      count += flight.slots[i].count;
     }
     flight.resolve({ lossSum, count });
   }
@@ -472,8 +492,8 @@ export class WorkerPool implements GradientSource {
     const flight = this.current;
     if (flight) {
       for (const shard of member.pending) {
-        if (flight.results[shard]) continue;
-        flight.assignee[shard] = undefined;
+        if (flight.slots[shard].done) continue;
+        flight.slots[shard].assignee = undefined;
         this.stats.reassigned++;
         this.assign(shard);
       }
@@ -587,8 +607,7 @@ export class WorkerPool implements GradientSource {
   }
 }
 
-function isFiniteResult(r: Result): boolean {
-  if (!Number.isFinite(r.lossSum)) return false;
-  for (let i = 0; i < r.gradSum.length; i++) if (!Number.isFinite(r.gradSum[i])) return false;
+function allFinite(a: Float32Array, from: number, end: number): boolean {
+  for (let i = from; i < end; i++) if (!Number.isFinite(a[i])) return false;
   return true;
 }

@@ -91,9 +91,12 @@ export function loadMnist(opts: LoadMnistOptions = {}): MnistData {
 /**
  * Gathers the samples at `indices` into contiguous arrays: what a shard carries over the wire.
  */
-export function gatherSamples(split: MnistSplit, indices: ArrayLike<number>): { pixels: Uint8Array; labels: Uint8Array } {
-  const pixels = new Uint8Array(indices.length * IMAGE_PIXELS);
-  const labels = new Uint8Array(indices.length);
+export function gatherSamples(
+  split: MnistSplit,
+  indices: ArrayLike<number>,
+  out: { pixels: Uint8Array; labels: Uint8Array } = { pixels: new Uint8Array(indices.length * IMAGE_PIXELS), labels: new Uint8Array(indices.length) },
+): { pixels: Uint8Array; labels: Uint8Array } {
+  const { pixels, labels } = out;
   for (let i = 0; i < indices.length; i++) {
     const s = indices[i];
     pixels.set(split.images.subarray(s * IMAGE_PIXELS, (s + 1) * IMAGE_PIXELS), i * IMAGE_PIXELS);

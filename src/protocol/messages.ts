@@ -1,15 +1,23 @@
 /**
- * The wire protocol between coordinator and workers: typed messages packed with msgpackr, tensors
- * as binary typed arrays. The coordinator binds a ROUTER; each worker connects a DEALER whose
- * routing id names it. One message = one ZeroMQ frame (plus the ROUTER's identity frame).
+ * The wire protocol between coordinator and workers: typed messages packed with msgpackr. The
+ * coordinator binds a ROUTER; each worker connects a DEALER whose routing id names it. One
+ * message = one ZeroMQ frame (plus the ROUTER's identity frame).
  *
  *   worker → coordinator: hello, result, heartbeat, bye
  *   coordinator → worker: welcome, reject, assign, heartbeat, shutdown
+ *
+ * Tensors travel as msgpack `bin`: their raw little-endian bytes, never lists of numbers. A
+ * received tensor is a view of those bytes inside the received frame (`Received*` types): the
+ * receiver copies it once, straight into a buffer it keeps from step to step (`copyFloats`,
+ * `copyUint32s`), so that no step leaves a tensor-sized allocation behind on either side.
  */
 import { createCodec } from '../util/codec.js';
 
 /** Bumped whenever a message changes shape; a worker of another version is refused. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
+
+/** Bytes of one image in an assignment: 28 × 28 uint8 pixels. */
+const IMAGE_BYTES = 28 * 28;
 
 /** Largest message either side accepts (a shard of 1024 images with weights is ~1 MB). */
 export const MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
@@ -62,6 +70,14 @@ export interface Assign {
   keys: Uint32Array;
 }
 
+/** An assignment as the worker receives it: its tensors are views of the frame's bytes. */
+export interface ReceivedAssign extends Omit<Assign, 'weights' | 'keys'> {
+  /** float32 weights, little-endian, when they ride along. */
+  weights?: Uint8Array;
+  /** uint32 keys, little-endian. */
+  keys: Uint8Array;
+}
+
 export interface Result {
   type: 'result';
   step: number;
@@ -112,13 +128,54 @@ export interface Bye {
   reason: string;
 }
 
+/** A result as the coordinator receives it: the gradient is a view of the frame's bytes. */
+export interface ReceivedResult extends Omit<Result, 'gradSum'> {
+  /** float32 gradient entries [from, from + gradSum.byteLength / 4), little-endian. */
+  gradSum: Uint8Array;
+}
+
 export type WorkerMessage = Hello | Result | Heartbeat | Bye;
 export type CoordinatorMessage = Welcome | Reject | Assign | Heartbeat | Shutdown;
+export type ReceivedWorkerMessage = Hello | ReceivedResult | Heartbeat | Bye;
+export type ReceivedCoordinatorMessage = Welcome | Reject | ReceivedAssign | Heartbeat | Shutdown;
 
 const codec = createCodec();
 
+/**
+ * The bytes of a typed array, without a copy. A Node Buffer, because msgpackr packs a Buffer as
+ * `bin` (and unpacks `bin` as a view of the frame), but any other typed array, a plain Uint8Array
+ * too, as its typed-array extension (unpacked as a copy).
+ */
+function bytesOf(a: ArrayBufferView): Buffer {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+}
+
+/** Packs a message into one frame; its tensors are copied once, into the frame. */
 export function encode(message: WorkerMessage | CoordinatorMessage): Buffer {
-  return codec.pack(message);
+  switch (message.type) {
+    case 'result':
+      return codec.pack({ ...message, gradSum: bytesOf(message.gradSum) });
+    case 'assign':
+      return codec.pack({
+        ...message,
+        ...(message.weights ? { weights: bytesOf(message.weights) } : {}),
+        pixels: bytesOf(message.pixels),
+        labels: bytesOf(message.labels),
+        keys: bytesOf(message.keys),
+      });
+    default:
+      return codec.pack(message);
+  }
+}
+
+/** Copies received float32 bytes into `into` from element `at` on (one memcpy; any alignment). */
+export function copyFloats(bytes: Uint8Array, into: Float32Array, at = 0): void {
+  new Uint8Array(into.buffer, into.byteOffset + at * 4, bytes.byteLength).set(bytes);
+}
+
+/** Copies received uint32 bytes into the start of `into`. */
+export function copyUint32s(bytes: Uint8Array, into: Uint32Array): void {
+  new Uint8Array(into.buffer, into.byteOffset, bytes.byteLength).set(bytes);
 }
 
 export class ProtocolError extends Error {}
@@ -146,7 +203,10 @@ function unpackMap(frame: Uint8Array): Record<string, unknown> {
   return m as Record<string, unknown>;
 }
 
-export function decodeWorkerMessage(frame: Uint8Array): WorkerMessage {
+/** A `bin` field holding whole elements of `bytesPer` bytes. */
+const isTensorBytes = (v: unknown, bytesPer: number): v is Uint8Array => v instanceof Uint8Array && v.byteLength % bytesPer === 0;
+
+export function decodeWorkerMessage(frame: Uint8Array): ReceivedWorkerMessage {
   const msg = unpackMap(frame);
   switch (msg.type) {
     case 'hello':
@@ -156,10 +216,10 @@ export function decodeWorkerMessage(frame: Uint8Array): WorkerMessage {
       return msg as unknown as Hello;
     case 'result':
       need(isCount(msg.step) && isCount(msg.shard) && isCount(msg.weightsVersion), 'result with bad step/shard/version');
-      need(msg.gradSum instanceof Float32Array, 'result without a float32 gradient');
+      need(isTensorBytes(msg.gradSum, 4), 'result without a float32 gradient');
       need(msg.from === undefined || isCount(msg.from), 'result with a bad part offset');
       need(typeof msg.lossSum === 'number' && isCount(msg.count) && (msg.count as number) > 0, 'result with bad loss/count');
-      return msg as unknown as Result;
+      return msg as unknown as ReceivedResult;
     case 'heartbeat':
       return msg as unknown as Heartbeat;
     case 'bye':
@@ -170,7 +230,7 @@ export function decodeWorkerMessage(frame: Uint8Array): WorkerMessage {
 }
 
 /** Decodes and checks a message from the coordinator. */
-export function decodeCoordinatorMessage(frame: Uint8Array): CoordinatorMessage {
+export function decodeCoordinatorMessage(frame: Uint8Array): ReceivedCoordinatorMessage {
   const msg = unpackMap(frame);
   switch (msg.type) {
     case 'welcome':
@@ -178,13 +238,17 @@ export function decodeCoordinatorMessage(frame: Uint8Array): CoordinatorMessage 
       return msg as unknown as Welcome;
     case 'assign':
       need(isCount(msg.step) && isCount(msg.shard) && isCount(msg.weightsVersion), 'assign with bad step/shard/version');
-      need(msg.pixels instanceof Uint8Array && msg.labels instanceof Uint8Array && msg.keys instanceof Uint32Array, 'assign without shard data');
-      need(msg.weights === undefined || msg.weights instanceof Float32Array, 'assign with bad weights');
-      return msg as unknown as Assign;
+      need(isTensorBytes(msg.pixels, 1) && isTensorBytes(msg.labels, 1) && isTensorBytes(msg.keys, 4), 'assign without shard data');
+      {
+        const n = (msg.labels as Uint8Array).byteLength;
+        need((msg.keys as Uint8Array).byteLength === n * 4 && (msg.pixels as Uint8Array).byteLength === n * IMAGE_BYTES, 'assign with shard data of mismatched sizes');
+      }
+      need(msg.weights === undefined || isTensorBytes(msg.weights, 4), 'assign with bad weights');
+      return msg as unknown as ReceivedAssign;
     case 'reject':
     case 'heartbeat':
     case 'shutdown':
-      return msg as unknown as CoordinatorMessage;
+      return msg as unknown as ReceivedCoordinatorMessage;
     default:
       throw new ProtocolError(`unknown message type ${JSON.stringify(msg.type)?.slice(0, 40)}`);
   }

@@ -59,6 +59,15 @@ export interface GradientOptions {
 export function createGradientComputer(model: ModelDef, opts: GradientOptions = {}): GradientComputer {
   const layout = paramLayout(model);
   let pixelScratch = new Float32Array(0);
+  // The largest masks so far, reused by every later shard.
+  const maskScratch: Float32Array[] = [];
+  const masksFor = (keys: Uint32Array): Float32Array[] => {
+    const masks = dropoutMasks(model.dropouts, keys, maskScratch);
+    masks.forEach((m, i) => {
+      if (m.buffer !== maskScratch[i]?.buffer) maskScratch[i] = m;
+    });
+    return masks;
+  };
   const fused = (opts.fused ?? fusedKernelsEnabled()) ? createFusedNetwork(model, [IMAGE_SIZE, IMAGE_SIZE, 1]) : undefined;
 
   return {
@@ -68,12 +77,12 @@ export function createGradientComputer(model: ModelDef, opts: GradientOptions = 
       const scratch = pixelScratch.subarray(0, shard.pixels.length);
       const x = opts.augment ? augmentAndNormalise(shard.pixels, shard.keys, opts.augment, scratch) : normalisePixels(shard.pixels, scratch);
       if (fused) {
-        const lossSum = fused.trainStep(weights, x, shard.labels, dropoutMasks(model.dropouts, shard.keys), out, onTailReady);
+        const lossSum = fused.trainStep(weights, x, shard.labels, masksFor(shard.keys), out, onTailReady);
         return { gradSum: out, lossSum, count: n };
       }
       const oneHot = new Float32Array(n * NUM_CLASSES);
       for (let i = 0; i < n; i++) oneHot[i * NUM_CLASSES + shard.labels[i]] = 1;
-      const masks = dropoutMasks(model.dropouts, shard.keys);
+      const masks = masksFor(shard.keys);
 
       const lossSum = tf.tidy(() => {
         const xs = tf.tensor4d(x, [n, IMAGE_SIZE, IMAGE_SIZE, 1]);

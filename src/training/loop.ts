@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type TrainConfig, lrAt, momentumAt } from '../config.js';
-import { type MnistData, gatherSamples } from '../data/mnist.js';
+import { IMAGE_PIXELS, type MnistData, gatherSamples } from '../data/mnist.js';
 import { paramLayout } from '../models/index.js';
 import type { ModelDef } from '../models/types.js';
 import type { Logger } from '../util/logger.js';
@@ -104,18 +104,34 @@ export function truncateMetrics(outDir: string, step: number): void {
   writeFileSync(path, kept.map((l) => `${l}\n`).join(''));
 }
 
-function shardsOfBatch(ctx: RunContext, epoch: number, indices: Uint32Array): ShardData[] {
+/**
+ * Gathers each batch into buffers kept for the whole run and cuts it into shards that are views
+ * of them ([start, end) ranges of the batch): no step allocates sample buffers. The shards of a
+ * step stay valid until the next call, which is after the step has been applied.
+ */
+function createBatchSharder(ctx: RunContext): (epoch: number, indices: Uint32Array) => ShardData[] {
   const { config, source } = ctx;
-  const ranges = config.deterministic
-    ? fixedSizeShards(indices.length, config.shardSize)
-    : evenShards(indices.length, Math.max(1, source.workers));
-  return ranges.map(([start, end]) => {
-    const slice = indices.subarray(start, end);
-    const { pixels, labels } = gatherSamples(ctx.data.train, slice);
-    const keys = new Uint32Array(slice.length);
-    for (let i = 0; i < slice.length; i++) keys[i] = sampleKey(config.seed, epoch, slice[i]);
-    return { pixels, labels, keys };
-  });
+  const pixels = new Uint8Array(config.batchSize * IMAGE_PIXELS);
+  const labels = new Uint8Array(config.batchSize);
+  const keys = new Uint32Array(config.batchSize);
+  // The views for each batch length (the last batch of an epoch may be shorter).
+  const shardsByLength = new Map<number, ShardData[]>();
+  return (epoch, indices) => {
+    const n = indices.length;
+    gatherSamples(ctx.data.train, indices, { pixels: pixels.subarray(0, n * IMAGE_PIXELS), labels: labels.subarray(0, n) });
+    for (let i = 0; i < n; i++) keys[i] = sampleKey(config.seed, epoch, indices[i]);
+    let shards = shardsByLength.get(n);
+    if (!shards) {
+      const ranges = config.deterministic ? fixedSizeShards(n, config.shardSize) : evenShards(n, Math.max(1, source.workers));
+      shards = ranges.map(([start, end]) => ({
+        pixels: pixels.subarray(start * IMAGE_PIXELS, end * IMAGE_PIXELS),
+        labels: labels.subarray(start, end),
+        keys: keys.subarray(start, end),
+      }));
+      shardsByLength.set(n, shards);
+    }
+    return shards;
+  };
 }
 
 export async function runTraining(ctx: RunContext): Promise<RunSummary> {
@@ -125,6 +141,7 @@ export async function runTraining(ctx: RunContext): Promise<RunSummary> {
   const optimizer = new MomentumSgd(layout.total, state.velocity);
   const gradSum = new Float32Array(layout.total);
   const evaluator = createEvaluator(model);
+  const shardsOf = createBatchSharder(ctx);
   const trainCount = data.train.count;
   const perEpoch = batchesPerEpoch(trainCount, config.batchSize);
   const totalSteps = perEpoch * config.epochs;
@@ -152,7 +169,7 @@ export async function runTraining(ctx: RunContext): Promise<RunSummary> {
         break outer;
       }
       const indices = order.subarray(b * config.batchSize, Math.min(trainCount, (b + 1) * config.batchSize));
-      const shards = shardsOfBatch(ctx, epoch, indices);
+      const shards = shardsOf(epoch, indices);
       const started = performance.now();
       let batch: Awaited<ReturnType<GradientSource['computeBatch']>>;
       try {

@@ -28,10 +28,10 @@ export interface GradientSource {
   close(finished: boolean): Promise<void>;
 }
 
-/** Adds shard results into `out` in shard order (the one reduction every source uses). */
-export function reduceInShardOrder(shardGrads: readonly Float32Array[], out: Float32Array): void {
+/** Adds the first `count` shard results into `out` in shard order (the one reduction every source uses). */
+export function reduceInShardOrder(shardGrads: readonly Float32Array[], count: number, out: Float32Array): void {
   out.fill(0);
-  for (const g of shardGrads) accumulate(out, g);
+  for (let i = 0; i < count; i++) accumulate(out, shardGrads[i]);
 }
 
 /** The single-node fallback: every shard computed here, one after another. */
@@ -49,7 +49,7 @@ export function createLocalSource(model: ModelDef, size: number, opts: GradientO
         lossSum += r.lossSum;
         count += r.count;
       });
-      reduceInShardOrder(scratch.slice(0, shards.length), gradSum);
+      reduceInShardOrder(scratch, shards.length, gradSum);
       // As in distributed training, a non-finite gradient is never applied.
       if (!Number.isFinite(lossSum) || !gradSum.every(Number.isFinite)) {
         throw new UserError(`training diverged at step ${step}: non-finite gradients (try a lower --lr)`);

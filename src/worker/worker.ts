@@ -9,13 +9,15 @@ import { Dealer } from 'zeromq';
 import { initEngine } from '../engine/backend.js';
 import { createModel, isModelName, paramLayout } from '../models/index.js';
 import {
-  type Assign,
-  type CoordinatorMessage,
+  type ReceivedAssign,
+  type ReceivedCoordinatorMessage,
   MAX_MESSAGE_BYTES,
   PROTOCOL_VERSION,
   ProtocolError,
   WORKER_EXIT,
   SendQueue,
+  copyFloats,
+  copyUint32s,
   decodeCoordinatorMessage,
   encode,
 } from '../protocol/messages.js';
@@ -59,9 +61,11 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
   let refusal: string | undefined;
   let computer: ReturnType<typeof createGradientComputer> | undefined;
   let paramCount = 0;
+  // Kept from step to step: received tensors are copied into these, gradients computed into gradBuffer.
   let weights: Float32Array = new Float32Array(0);
   let weightsVersion = -1;
   let gradBuffer = new Float32Array(0);
+  let keys = new Uint32Array(0);
 
   // The receive loop below blocks in `receive()`; this watchdog ends it when the coordinator is gone.
   const watchdog = setInterval(() => {
@@ -102,16 +106,18 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
     () => {},
   );
 
-  const handleAssign = async (m: Assign): Promise<void> => {
+  const handleAssign = async (m: ReceivedAssign): Promise<void> => {
     if (!computer) throw new ProtocolError('assignment before welcome');
     if (m.weights) {
-      if (m.weights.length !== paramCount) throw new ProtocolError(`weights of length ${m.weights.length}, expected ${paramCount}`);
-      weights = m.weights;
+      if (m.weights.byteLength !== paramCount * 4) throw new ProtocolError(`weights of length ${m.weights.byteLength / 4}, expected ${paramCount}`);
+      copyFloats(m.weights, weights);
       weightsVersion = m.weightsVersion;
     }
     if (m.weightsVersion !== weightsVersion) throw new ProtocolError(`assignment for weights v${m.weightsVersion}, worker holds v${weightsVersion}`);
     const started = performance.now();
     const count = m.labels.length;
+    if (keys.length < count) keys = new Uint32Array(count);
+    copyUint32s(m.keys, keys);
     // Once most of the gradient is final (the last layers finish first), it leaves at once, from
     // inside the backward pass: its transfer overlaps the first layers' gradients, and only the
     // small rest is on the step's critical path.
@@ -122,7 +128,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
       const part = { type: 'result', step: m.step, shard: m.shard, weightsVersion: m.weightsVersion, from, lossSum, count, computeMs: 0 } as const;
       send({ ...part, gradSum: gradBuffer.subarray(from) }).catch(() => {});
     };
-    const r = computer.compute(weights, { pixels: m.pixels, labels: m.labels, keys: m.keys }, gradBuffer, sendTail);
+    const r = computer.compute(weights, { pixels: m.pixels, labels: m.labels, keys: keys.subarray(0, count) }, gradBuffer, sendTail);
     await send({
       type: 'result',
       step: m.step,
@@ -159,7 +165,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
         throw e;
       }
       lastHeard = Date.now();
-      let msg: CoordinatorMessage;
+      let msg: ReceivedCoordinatorMessage;
       try {
         msg = decodeCoordinatorMessage(frames[frames.length - 1]);
       } catch (e) {
@@ -174,6 +180,8 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
           if (paramCount !== msg.params) throw new UserError(`model ${msg.model} has ${paramCount} parameters here, ${msg.params} at the coordinator`);
           computer = createGradientComputer(model, { augment: msg.augment });
           gradBuffer = new Float32Array(paramCount);
+          weights = new Float32Array(paramCount);
+          weightsVersion = -1;
           timeoutMs = msg.timeoutMs;
           streamGradients = msg.streamGradients === true;
           welcomed = true;
