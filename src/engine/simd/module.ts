@@ -15,6 +15,7 @@ export interface SimdKernels {
   maxPool2Backward(dy: number, count: number, arg: number, dx: number): void;
   reluForward(x: number, count: number): void;
   reluBackward(y: number, g: number, count: number): void;
+  copyChannels(x: number, pixels: number, Cx: number, Cy: number, y: number): void;
   scaleChannels(x: number, n: number, pixels: number, C: number, mask: number): void;
   denseForward(x: number, n: number, In: number, xStride: number, w: number, b: number, Out: number, y: number): void;
   denseWeightGrad(x: number, n: number, In: number, xStride: number, dy: number, Out: number, dw: number): void;

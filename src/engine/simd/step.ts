@@ -160,7 +160,7 @@ export function createFusedNetwork(
     return ptr;
   };
   const packed: PackedParam[] = [];
-  const turnedConvWeights: { from: PackedParam; ptr: number; zeroBias: number; K: number; cip: number; cop: number }[] = [];
+  const turnedConvWeights: { from: PackedParam; ptr: number; zeroBias: number; K: number; ci: number; cip: number; cop: number }[] = [];
   // Per-sample buffers are described now and placed when the capacity (samples per shard) is known.
   const slots: Slot[] = [];
   const newSlot = (perSample: number): Slot => {
@@ -203,19 +203,29 @@ export function createFusedNetwork(
         const cop = roundUp4(co);
         const pad = l.pad === 'same' ? (K - 1) / 2 : 0;
         if (!Number.isInteger(pad)) return undefined;
-        const wp = addParam(`${l.name}.weight`, K * K * s.cp * cop, padConv(K, s.c, co, s.cp, cop));
+        // An input whose channels are padded (conv2's 10 to 12) is copied without the padding first:
+        // the convolution then spends no multiplications on padding lanes, and its weights are
+        // packed without padding rows.
+        const compact = s.c < s.cp ? newSlot(s.h * s.w * s.c) : undefined;
+        const ci = compact ? s.c : s.cp;
+        const convIn = (): number => (compact ? compact.act : from.act);
+        const wp = addParam(`${l.name}.weight`, K * K * ci * cop, padConv(K, s.c, co, ci, cop));
         const bp = addParam(`${l.name}.bias`, cop, padRows(1, co, cop));
         if (!wp || !bp) return undefined;
-        // The input gradient is a convolution of dy with the weights turned 180° and in/out swapped.
+        // The input gradient is a convolution of dy with the weights turned 180° and in/out swapped;
+        // it is written in the input's padded layout, its padding lanes 0.
         const needsInputGrad = !firstParamLayer;
-        const turned = needsInputGrad ? { from: wp, ptr: allocFixed(K * K * cop * s.cp), zeroBias: allocFixed(s.cp), K, cip: s.cp, cop } : undefined;
+        const turned = needsInputGrad ? { from: wp, ptr: allocFixed(K * K * cop * s.cp), zeroBias: allocFixed(s.cp), K, ci, cip: s.cp, cop } : undefined;
         if (turned) turnedConvWeights.push(turned);
         const out: Shape = { h: s.h + 2 * pad - K + 1, w: s.w + 2 * pad - K + 1, c: co, cp: cop };
         const to = newSlot(out.h * out.w * cop);
         ops.push({
-          forward: (n) => k().convForward(from.act, n, s.h, s.w, s.cp, wp.ptr, bp.ptr, K, pad, cop, to.act),
+          forward: (n) => {
+            if (compact) k().copyChannels(from.act, n * s.h * s.w, s.cp, s.c, compact.act);
+            k().convForward(convIn(), n, s.h, s.w, ci, wp.ptr, bp.ptr, K, pad, cop, to.act);
+          },
           backward: (n) => {
-            k().convFilterGrad(from.act, n, s.h, s.w, s.cp, s.c, to.grad, K, pad, cop, wp.gradPtr);
+            k().convFilterGrad(convIn(), n, s.h, s.w, ci, s.c, to.grad, K, pad, cop, wp.gradPtr);
             k().biasGrad(to.grad, n * out.h * out.w, cop, bp.gradPtr);
             if (turned) k().convForward(to.grad, n, out.h, out.w, cop, turned.ptr, turned.zeroBias, K, K - 1 - pad, s.cp, from.grad);
           },
@@ -361,13 +371,13 @@ export function createFusedNetwork(
       p.pack(weights.subarray(p.offset, p.offset + dims), mem.subarray(p.ptr / FLOAT, p.ptr / FLOAT + p.size));
     }
     for (const t of turnedConvWeights) {
-      // w [ky,kx,ci,co] → turned [K−1−ky, K−1−kx, co, ci]
+      // w [ky,kx,ci,co] → turned [K−1−ky, K−1−kx, co, cip]; the padding rows ci…cip stay 0.
       const src = t.from.ptr / FLOAT;
       const dst = t.ptr / FLOAT;
-      const block = t.cip * t.cop;
       const last = t.K * t.K - 1;
       for (let kk = 0; kk <= last; kk++)
-        for (let i = 0; i < t.cip; i++) for (let o = 0; o < t.cop; o++) mem[dst + (last - kk) * block + o * t.cip + i] = mem[src + kk * block + i * t.cop + o];
+        for (let i = 0; i < t.ci; i++)
+          for (let o = 0; o < t.cop; o++) mem[dst + (last - kk) * t.cop * t.cip + o * t.cip + i] = mem[src + kk * t.ci * t.cop + i * t.cop + o];
     }
     return mem;
   };

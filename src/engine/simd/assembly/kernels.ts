@@ -634,6 +634,19 @@ export function reluBackward(y: usize, g: usize, count: i32): void {
   for (let i = 0; i < count; i += 4) v128.store(at(g, i), v128.and(v128.load(at(g, i)), f32x4.gt(v128.load(at(y, i)), zero)));
 }
 
+/** y[p, c] = x[p, c] for c < Cy, over `pixels` positions: drops channel padding (x has Cx ≥ Cy channels). */
+export function copyChannels(x: usize, pixels: i32, Cx: i32, Cy: i32, y: usize): void {
+  let xp = x;
+  let yp = y;
+  const xStep = <usize>Cx << 2;
+  const yStep = <usize>Cy << 2;
+  for (let q = 0; q < pixels; q++) {
+    memory.copy(yp, xp, yStep);
+    xp += xStep;
+    yp += yStep;
+  }
+}
+
 /** In place: x[n,p,c] *= mask[n,c] over `pixels` positions per sample (dropout and Dropout2d, and their gradients). */
 export function scaleChannels(x: usize, n: i32, pixels: i32, C: i32, mask: usize): void {
   let p = x;
