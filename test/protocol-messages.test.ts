@@ -4,8 +4,7 @@ import { createCodec } from '../src/util/codec.js';
 import {
   PROTOCOL_VERSION,
   ProtocolError,
-  copyFloats,
-  copyUint32s,
+  copyTensor,
   decodeCoordinatorMessage,
   decodeWorkerMessage,
   encode,
@@ -22,7 +21,7 @@ test('messages round-trip with tensors as raw bytes, received as views of the fr
   assert.equal(back.gradSum.buffer, frame.buffer);
   assert.equal(back.gradSum.byteLength, gradSum.byteLength);
   const kept = new Float32Array(gradSum.length + 5).fill(-1);
-  copyFloats(back.gradSum, kept, 5);
+  copyTensor(back.gradSum, kept, 5);
   assert.deepEqual(kept.subarray(5), gradSum);
   assert.deepEqual([...kept.subarray(0, 5)], [-1, -1, -1, -1, -1]);
 
@@ -34,10 +33,10 @@ test('messages round-trip with tensors as raw bytes, received as views of the fr
   assert.deepEqual([...assign.labels], [7, 3]);
   assert.equal(assign.pixels.length, 2 * 784);
   const keys = new Uint32Array(2);
-  copyUint32s(assign.keys, keys);
+  copyTensor(assign.keys, keys);
   assert.deepEqual([...keys], [99, 4294967295]);
   const w = new Float32Array(3);
-  copyFloats(assign.weights, w);
+  copyTensor(assign.weights, w);
   assert.deepEqual(w, weights);
   const hello = decodeWorkerMessage(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'w', pid: 1, host: 'h', backend: 'wasm', device: 'cpu' }));
   assert.equal(hello.type, 'hello');

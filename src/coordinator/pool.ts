@@ -27,7 +27,7 @@ import {
   PROTOCOL_VERSION,
   type ReceivedResult,
   SendQueue,
-  copyFloats,
+  copyTensor,
   decodeWorkerMessage,
   encode,
 } from '../protocol/messages.js';
@@ -426,7 +426,7 @@ export class WorkerPool implements GradientSource {
     // Straight from the received frame into the shard's buffer, kept from step to step. A gradient
     // sent in parts is put together there, tail first.
     const from = r.from ?? 0;
-    copyFloats(r.gradSum, slot.buffer, from);
+    copyTensor(r.gradSum, slot.buffer, from);
     if (!Number.isFinite(r.lossSum) || !allFinite(slot.buffer, from, slot.from)) {
       // Either the sender is faulty or the model has diverged: recomputing the shard here tells which.
       if (this.opts.verifyShard && !this.opts.verifyShard(flight.weights, flight.shards[r.shard])) {

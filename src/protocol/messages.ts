@@ -8,8 +8,8 @@
  *
  * Tensors travel as msgpack `bin`: their raw little-endian bytes, never lists of numbers. A
  * received tensor is a view of those bytes inside the received frame (`Received*` types): the
- * receiver copies it once, straight into a buffer it keeps from step to step (`copyFloats`,
- * `copyUint32s`), so that no step leaves a tensor-sized allocation behind on either side.
+ * receiver copies it once, straight into a buffer it keeps from step to step (`copyTensor`), so
+ * that no step leaves a tensor-sized allocation behind on either side.
  */
 import { createCodec } from '../util/codec.js';
 
@@ -168,14 +168,9 @@ export function encode(message: WorkerMessage | CoordinatorMessage): Buffer {
   }
 }
 
-/** Copies received float32 bytes into `into` from element `at` on (one memcpy; any alignment). */
-export function copyFloats(bytes: Uint8Array, into: Float32Array, at = 0): void {
-  new Uint8Array(into.buffer, into.byteOffset + at * 4, bytes.byteLength).set(bytes);
-}
-
-/** Copies received uint32 bytes into the start of `into`. */
-export function copyUint32s(bytes: Uint8Array, into: Uint32Array): void {
-  new Uint8Array(into.buffer, into.byteOffset, bytes.byteLength).set(bytes);
+/** Copies a received tensor's bytes into `into` from element `at` on (one memcpy; any alignment). */
+export function copyTensor(bytes: Uint8Array, into: Float32Array | Uint32Array, at = 0): void {
+  new Uint8Array(into.buffer, into.byteOffset + at * into.BYTES_PER_ELEMENT, bytes.byteLength).set(bytes);
 }
 
 export class ProtocolError extends Error {}

@@ -16,8 +16,7 @@ import {
   ProtocolError,
   WORKER_EXIT,
   SendQueue,
-  copyFloats,
-  copyUint32s,
+  copyTensor,
   decodeCoordinatorMessage,
   encode,
 } from '../protocol/messages.js';
@@ -110,14 +109,14 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
     if (!computer) throw new ProtocolError('assignment before welcome');
     if (m.weights) {
       if (m.weights.byteLength !== paramCount * 4) throw new ProtocolError(`weights of length ${m.weights.byteLength / 4}, expected ${paramCount}`);
-      copyFloats(m.weights, weights);
+      copyTensor(m.weights, weights);
       weightsVersion = m.weightsVersion;
     }
     if (m.weightsVersion !== weightsVersion) throw new ProtocolError(`assignment for weights v${m.weightsVersion}, worker holds v${weightsVersion}`);
     const started = performance.now();
     const count = m.labels.length;
     if (keys.length < count) keys = new Uint32Array(count);
-    copyUint32s(m.keys, keys);
+    copyTensor(m.keys, keys);
     // Once most of the gradient is final (the last layers finish first), it leaves at once, from
     // inside the backward pass: its transfer overlaps the first layers' gradients, and only the
     // small rest is on the step's critical path.
