@@ -1,6 +1,6 @@
 /** Evaluation on the test set (only the coordinator evaluates). */
 import * as tf from '@tensorflow/tfjs-core';
-import { IMAGE_PIXELS, IMAGE_SIZE, type MnistSplit, normalisePixels } from '../data/mnist.js';
+import { IMAGE_PIXELS, IMAGE_SIZE, type MnistSplit, NUM_CLASSES, normalisePixels } from '../data/mnist.js';
 import { forwardLayers } from '../models/ops.js';
 import type { ModelDef } from '../models/types.js';
 import { fusedKernelsEnabled } from '../engine/backend.js';
@@ -29,51 +29,44 @@ export function createEvaluator(model: ModelDef): Evaluator {
 }
 
 function evaluateFused(net: FusedNetwork, weights: Float32Array, test: MnistSplit): Evaluation {
-  const predictions = new Uint8Array(test.count);
-  let lossSum = 0;
-  let correct = 0;
-  const scratch = new Float32Array(FUSED_CHUNK * IMAGE_PIXELS);
-  for (let start = 0; start < test.count; start += FUSED_CHUNK) {
-    const n = Math.min(FUSED_CHUNK, test.count - start);
-    const x = normalisePixels(test.images.subarray(start * IMAGE_PIXELS, (start + n) * IMAGE_PIXELS), scratch.subarray(0, n * IMAGE_PIXELS));
-    const logp = net.forward(weights, x, n); // [n, 10]
-    for (let i = 0; i < n; i++) {
-      const label = test.labels[start + i];
-      lossSum -= logp[i * 10 + label];
-      let best = 0;
-      for (let c = 1; c < 10; c++) if (logp[i * 10 + c] > logp[i * 10 + best]) best = c;
-      predictions[start + i] = best;
-      if (best === label) correct++;
-    }
-  }
-  return { loss: lossSum / test.count, correct, count: test.count, accuracy: correct / test.count, predictions };
+  return evaluateInChunks(test, FUSED_CHUNK, (x, n) => net.forward(weights, x, n));
 }
 
 /** Evaluation on tfjs's active backend, `batchSize` images at a time. */
 export function evaluate(model: ModelDef, weights: Float32Array, test: MnistSplit, batchSize: number): Evaluation {
-  const predictions = new Uint8Array(test.count);
-  let lossSum = 0;
-  let correct = 0;
   const params = paramTensors(model, weights);
   try {
     const p = asParams(model, params);
-    for (let start = 0; start < test.count; start += batchSize) {
-      const end = Math.min(test.count, start + batchSize);
-      const n = end - start;
-      const x = normalisePixels(test.images.subarray(start * IMAGE_PIXELS, end * IMAGE_PIXELS));
-      const [logp, argmax] = tf.tidy(() => {
-        const out = forwardLayers(model.layers, p, tf.tensor4d(x, [n, IMAGE_SIZE, IMAGE_SIZE, 1]));
-        return [out.dataSync() as Float32Array, tf.argMax(out, 1).dataSync() as Int32Array];
-      });
-      for (let i = 0; i < n; i++) {
-        const label = test.labels[start + i];
-        lossSum -= logp[i * 10 + label];
-        predictions[start + i] = argmax[i];
-        if (argmax[i] === label) correct++;
-      }
-    }
+    return evaluateInChunks(test, batchSize, (x, n) =>
+      tf.tidy(() => forwardLayers(model.layers, p, tf.tensor4d(x, [n, IMAGE_SIZE, IMAGE_SIZE, 1])).dataSync() as Float32Array),
+    );
   } finally {
     params.forEach((t) => t.dispose());
+  }
+}
+
+/**
+ * Scores the test set `chunk` images at a time: `logProbs(x, n)` gives the log-probabilities
+ * [n × 10] of n normalised images; the prediction is the first most probable class.
+ */
+function evaluateInChunks(test: MnistSplit, chunk: number, logProbs: (x: Float32Array, n: number) => Float32Array): Evaluation {
+  const predictions = new Uint8Array(test.count);
+  let lossSum = 0;
+  let correct = 0;
+  const scratch = new Float32Array(Math.min(chunk, test.count) * IMAGE_PIXELS);
+  for (let start = 0; start < test.count; start += chunk) {
+    const n = Math.min(chunk, test.count - start);
+    const x = normalisePixels(test.images.subarray(start * IMAGE_PIXELS, (start + n) * IMAGE_PIXELS), scratch.subarray(0, n * IMAGE_PIXELS));
+    const logp = logProbs(x, n);
+    for (let i = 0; i < n; i++) {
+      const row = i * NUM_CLASSES;
+      const label = test.labels[start + i];
+      lossSum -= logp[row + label];
+      let best = 0;
+      for (let c = 1; c < NUM_CLASSES; c++) if (logp[row + c] > logp[row + best]) best = c;
+      predictions[start + i] = best;
+      if (best === label) correct++;
+    }
   }
   return { loss: lossSum / test.count, correct, count: test.count, accuracy: correct / test.count, predictions };
 }
