@@ -61,6 +61,8 @@ interface Slot {
 interface PackedParam {
   index: number; // in canonical order
   offset: number; // in the flat weight vector
+  /** floats in the flat weight vector (unpadded) */
+  length: number;
   /** floats in the packed layout */
   size: number;
   ptr: number;
@@ -142,10 +144,12 @@ export function createFusedNetwork(
   if (!simdAvailable()) return undefined;
   const paramIndex = new Map(net.params.map((p, i) => [p.name, i]));
   const paramOffsets: number[] = [];
+  const paramLengths: number[] = [];
   let totalParams = 0;
   for (const p of net.params) {
     paramOffsets.push(totalParams);
-    totalParams += p.shape.reduce((a, b) => a * b, 1);
+    paramLengths.push(p.shape.reduce((a, b) => a * b, 1));
+    totalParams += paramLengths[paramLengths.length - 1];
   }
   const dropoutIndex = new Map(net.dropouts.map((d, i) => [d.name, i]));
 
@@ -174,7 +178,7 @@ export function createFusedNetwork(
   const addParam = (name: string, packedSize: number, codec: Pick<PackedParam, 'pack' | 'unpack'>): PackedParam | undefined => {
     const index = paramIndex.get(name);
     if (index === undefined) return undefined;
-    const p: PackedParam = { index, offset: paramOffsets[index], size: packedSize, ptr: allocFixed(packedSize), gradPtr: 0, ...codec };
+    const p: PackedParam = { index, offset: paramOffsets[index], length: paramLengths[index], size: packedSize, ptr: allocFixed(packedSize), gradPtr: 0, ...codec };
     packed.push(p);
     return p;
   };
@@ -367,8 +371,7 @@ export function createFusedNetwork(
     ensureCapacity(samples);
     const mem = new Float32Array(inst.memory.buffer);
     for (const p of packed) {
-      const dims = net.params[p.index].shape.reduce((a, b) => a * b, 1);
-      p.pack(weights.subarray(p.offset, p.offset + dims), mem.subarray(p.ptr / FLOAT, p.ptr / FLOAT + p.size));
+      p.pack(weights.subarray(p.offset, p.offset + p.length), mem.subarray(p.ptr / FLOAT, p.ptr / FLOAT + p.size));
     }
     for (const t of turnedConvWeights) {
       // w [ky,kx,ci,co] → turned [K−1−ky, K−1−kx, co, cip]; the padding rows ci…cip stay 0.
@@ -414,8 +417,7 @@ export function createFusedNetwork(
           op.backward(m);
           if (!lastChunk || !op.params) continue;
           for (const p of op.params) {
-            const dims = net.params[p.index].shape.reduce((a, b) => a * b, 1);
-            p.unpack(mem.subarray(p.gradPtr / FLOAT, p.gradPtr / FLOAT + p.size), gradOut.subarray(p.offset, p.offset + dims));
+            p.unpack(mem.subarray(p.gradPtr / FLOAT, p.gradPtr / FLOAT + p.size), gradOut.subarray(p.offset, p.offset + p.length));
             finished.add(p.index);
           }
           // Layers finish last-first, and canonical order is layer order: the finished ones form a tail.
