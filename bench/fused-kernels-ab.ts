@@ -12,29 +12,26 @@
  * Exit status: 0 when the bits agree, 1 when they differ, 2 on bad arguments.
  */
 import { readFileSync } from 'node:fs';
-
-interface Kernels {
-  heapBase(): number;
-  convForward(x: number, n: number, H: number, W: number, Ci: number, w: number, b: number, K: number, pad: number, Co: number, y: number): void;
-  convFilterGrad(x: number, n: number, H: number, W: number, Ci: number, CiUsed: number, dy: number, K: number, pad: number, Co: number, dw: number): void;
-}
+import type { SimdKernels as Kernels } from '../src/engine/simd/module.js';
+import { SeededRng } from '../src/util/rng.js';
 
 /** Samples per call: one chunk of the fused engine (step.ts's DEFAULT_CHUNK). */
 const CHUNK = 8;
 const SHARD = 32;
 
-// Buffers in floats, NHWC with channels padded to 4 as step.ts lays them out: conv1 1→10 (12), conv2 10 (12)→20.
+// Buffers in floats, NHWC as step.ts lays them out: conv1 1→10 (output padded to 12); conv2 reads its 10
+// input channels without padding and writes 20; its input gradient is written padded to 12.
 const SIZES = {
   x1: CHUNK * 28 * 28,
   w1: 25 * 12,
   b1: 12,
   y1: CHUNK * 24 * 24 * 12,
   dw1: 25 * 12,
-  x2: CHUNK * 12 * 12 * 12,
-  w2: 25 * 12 * 20,
+  x2: CHUNK * 12 * 12 * 10,
+  w2: 25 * 10 * 20,
   b2: 20,
   y2: CHUNK * 8 * 8 * 20,
-  dw2: 25 * 12 * 20,
+  dw2: 25 * 10 * 20,
   turned: 25 * 20 * 12,
   zeroBias: 12,
   dx2: CHUNK * 12 * 12 * 12,
@@ -50,8 +47,8 @@ interface Op {
 const OPS: Op[] = [
   { name: 'conv1 forward', out: 'y1', run: (k, p) => k.convForward(p.x1, CHUNK, 28, 28, 1, p.w1, p.b1, 5, 0, 12, p.y1) },
   { name: 'conv1 weight gradient', out: 'dw1', run: (k, p) => k.convFilterGrad(p.x1, CHUNK, 28, 28, 1, 1, p.y1, 5, 0, 12, p.dw1) },
-  { name: 'conv2 forward', out: 'y2', run: (k, p) => k.convForward(p.x2, CHUNK, 12, 12, 12, p.w2, p.b2, 5, 0, 20, p.y2) },
-  { name: 'conv2 weight gradient', out: 'dw2', run: (k, p) => k.convFilterGrad(p.x2, CHUNK, 12, 12, 12, 10, p.y2, 5, 0, 20, p.dw2) },
+  { name: 'conv2 forward', out: 'y2', run: (k, p) => k.convForward(p.x2, CHUNK, 12, 12, 10, p.w2, p.b2, 5, 0, 20, p.y2) },
+  { name: 'conv2 weight gradient', out: 'dw2', run: (k, p) => k.convFilterGrad(p.x2, CHUNK, 12, 12, 10, 10, p.y2, 5, 0, 20, p.dw2) },
   { name: 'conv2 input gradient', out: 'dx2', run: (k, p) => k.convForward(p.y2, CHUNK, 8, 8, 20, p.turned, p.zeroBias, 5, 4, 12, p.dx2) },
 ];
 
@@ -63,12 +60,9 @@ interface Build {
 }
 
 function inputs(): Record<Buffer, Float32Array> {
-  let seed = 1;
-  const uniform = (): number => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32) * 2 - 1;
+  const rng = SeededRng.create(1);
   const data = {} as Record<Buffer, Float32Array>;
-  for (const [name, size] of Object.entries(SIZES) as Array<[Buffer, number]>) data[name] = Float32Array.from({ length: size }, uniform);
-  // Padding lanes hold 0, as in the engine: conv2's input channels 10 and 11, conv1's output 10 and 11.
-  for (let px = 0; px < CHUNK * 144; px++) data.x2[px * 12 + 10] = data.x2[px * 12 + 11] = 0;
+  for (const [name, size] of Object.entries(SIZES) as Array<[Buffer, number]>) data[name] = Float32Array.from({ length: size }, () => rng.uniformRange(-1, 1));
   data.zeroBias.fill(0);
   return data;
 }
