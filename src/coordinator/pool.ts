@@ -102,8 +102,6 @@ interface StepInFlight {
   shards: ShardData[];
   /** Where the reduced gradient goes. */
   gradSum: Float32Array;
-  /** slots[shard] for each shard of the step (the pool's, reused from step to step). */
-  slots: ShardSlot[];
   remaining: number;
   resolve: (r: BatchResult) => void;
   reject: (e: Error) => void;
@@ -258,7 +256,6 @@ export class WorkerPool implements GradientSource {
         weights,
         shards,
         gradSum,
-        slots: this.slotsFor(shards.length),
         remaining: shards.length,
         resolve: (r) => {
           this.current = undefined;
@@ -269,6 +266,7 @@ export class WorkerPool implements GradientSource {
           reject(e);
         },
       };
+      this.resetSlots(shards.length);
       this.current = flight;
       this.stats.steps++;
       for (let shard = 0; shard < shards.length; shard++) this.assign(shard);
@@ -277,8 +275,8 @@ export class WorkerPool implements GradientSource {
     });
   }
 
-  /** The pool's slots, reset for a step of `count` shards (new ones only the first time a step has this many). */
-  private slotsFor(count: number): ShardSlot[] {
+  /** Resets the first `count` slots for a new step (creating them the first time a step has this many shards). */
+  private resetSlots(count: number): void {
     while (this.slots.length < count) {
       const buffer = new Float32Array(this.opts.params);
       this.slots.push({ buffer, from: this.opts.params, done: false, lossSum: 0, count: 0, assignee: undefined });
@@ -290,14 +288,13 @@ export class WorkerPool implements GradientSource {
       slot.done = false;
       slot.assignee = undefined;
     }
-    return this.slots;
   }
 
   /** Gives `shard` of the current step to the live worker with the least work (or leaves it for a later joiner). */
   private assign(shard: number, exclude?: string): void {
     const flight = this.current;
     if (!flight) return;
-    const slot = flight.slots[shard];
+    const slot = this.slots[shard];
     slot.from = this.opts.params; // parts from an earlier assignee do not count
     let best: Member | undefined;
     for (const m of this.members.values()) {
@@ -401,7 +398,7 @@ export class WorkerPool implements GradientSource {
     }
     // Shards that found no worker wait for this one.
     const flight = this.current;
-    if (flight) for (let s = 0; s < flight.shards.length; s++) if (!flight.slots[s].done && flight.slots[s].assignee === undefined) this.assign(s);
+    if (flight) for (let s = 0; s < flight.shards.length; s++) if (!this.slots[s].done && this.slots[s].assignee === undefined) this.assign(s);
     this.joinWaiters.splice(0).forEach((w) => w());
   }
 
@@ -411,7 +408,7 @@ export class WorkerPool implements GradientSource {
       this.stats.stale++;
       return;
     }
-    if (r.shard >= flight.shards.length || flight.slots[r.shard].assignee !== member.id) {
+    if (r.shard >= flight.shards.length || this.slots[r.shard].assignee !== member.id) {
       throw new Error(`result for shard ${r.shard} of step ${r.step}, which is not assigned to this worker`);
     }
     const problem = this.checkResult(r, flight);
@@ -421,7 +418,7 @@ export class WorkerPool implements GradientSource {
       this.lose(member, `sent an invalid result (${problem})`, true);
       throw new Error(`invalid result for shard ${r.shard} of step ${r.step}: ${problem}`);
     }
-    const slot = flight.slots[r.shard];
+    const slot = this.slots[r.shard];
     if (slot.done) return;
     // Straight from the received frame into the shard's buffer, kept from step to step. A gradient
     // sent in parts is put together there, tail first.
@@ -452,7 +449,7 @@ export class WorkerPool implements GradientSource {
   private checkResult(r: ReceivedResult, flight: StepInFlight): string | undefined {
     if (r.weightsVersion !== flight.step) return `computed on weights v${r.weightsVersion}, expected v${flight.step}`;
     const from = r.from ?? 0;
-    const end = flight.slots[r.shard].from;
+    const end = this.slots[r.shard].from;
     const length = r.gradSum.byteLength / 4;
     if (from + length !== end || from >= end) return `gradient part [${from}, ${from + length}), expected one ending at ${end}`;
     const expected = flight.shards[r.shard].labels.length;
@@ -468,8 +465,8 @@ export class WorkerPool implements GradientSource {
     let lossSum = 0;
     let count = 0;
     for (let i = 0; i < flight.shards.length; i++) {
-      lossSum += flight.slots[i].lossSum;
-      count += flight.slots[i].count;
+      lossSum += this.slots[i].lossSum;
+      count += this.slots[i].count;
     }
     flight.resolve({ lossSum, count });
   }
@@ -492,8 +489,8 @@ export class WorkerPool implements GradientSource {
     const flight = this.current;
     if (flight) {
       for (const shard of member.pending) {
-        if (flight.slots[shard].done) continue;
-        flight.slots[shard].assignee = undefined;
+        if (this.slots[shard].done) continue;
+        this.slots[shard].assignee = undefined;
         this.stats.reassigned++;
         this.assign(shard);
       }
