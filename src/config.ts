@@ -2,6 +2,7 @@
  * The one typed configuration of a training run. Logged at start, stored in every checkpoint and
  * in summary.json. Defaults mirror the PyTorch MNIST example's flags.
  */
+import type { EngineChoice } from './engine/backend.js';
 import type { ModelName } from './models/types.js';
 
 export interface TrainConfig {
@@ -27,6 +28,8 @@ export interface TrainConfig {
   logInterval: number;
   /** --no-cuda: never train on a GPU. Default false. */
   noCuda: boolean;
+  /** --engine: which engine computes, here and in spawned workers; 'auto' picks the best available. */
+  engine: EngineChoice;
   /** Worker processes; 0 = single-node fallback in this process. */
   workers: number;
   /** Bitwise-reproducible training whatever the number of workers. Default false. */
@@ -66,6 +69,7 @@ export const DEFAULTS = {
   seed: 1,
   logInterval: 10,
   noCuda: false,
+  engine: 'auto',
   deterministic: false,
   shardSize: 16,
   checkpointEvery: 0,

@@ -140,7 +140,7 @@ before(async () => {
   assert.equal(tf.getKernel(tf.Conv2DBackpropFilter, 'wasm'), undefined, 'registered while cpu was active');
   assert.equal(fastWasmKernelsRegistered(), false);
   // The real start-up path (registers our kernels).
-  const info = await initEngine({ noCuda: true, force: 'wasm' });
+  const info = await initEngine({ noCuda: true, engine: 'wasm' });
   assert.equal(info.name, 'wasm');
   assert.equal(tf.getBackend(), 'wasm');
 });

@@ -7,7 +7,7 @@ import { initEngine } from '../src/engine/backend.js';
 import { fastWasmKernelsRegistered } from '../src/engine/kernels/index.js';
 
 before(async () => {
-  await initEngine({ noCuda: true, force: 'wasm' });
+  await initEngine({ noCuda: true, engine: 'wasm' });
 });
 
 async function on<T>(backend: string, f: () => T): Promise<T> {

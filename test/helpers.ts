@@ -93,3 +93,21 @@ export function rand(n: number, seed: number, lo = -1, hi = 1): Float32Array {
   }
   return out;
 }
+
+/**
+ * Starts the webgpu engine in this test process (a software adapter such as Mesa's lavapipe is
+ * accepted). Where it cannot start, a test that needs it fails in CI (CI=true), where .ci/run
+ * installs Vulkan, and elsewhere skips with one line saying why.
+ */
+export async function startWebGpuOrSkip(t: { skip(message?: string): void }): Promise<boolean> {
+  const { initEngine } = await import('../src/engine/backend.js');
+  try {
+    await initEngine({ noCuda: false, engine: 'webgpu' });
+    return true;
+  } catch (e) {
+    const why = `webgpu engine unavailable: ${(e as Error).message}`;
+    if (process.env.CI === 'true') throw new Error(`${why} (CI installs Vulkan and Mesa's lavapipe; see .ci/run)`);
+    t.skip(`${why}; install a Vulkan driver (Debian: mesa-vulkan-drivers from bookworm-backports) to run this test`);
+    return false;
+  }
+}

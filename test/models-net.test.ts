@@ -8,7 +8,7 @@ import { asParams, paramTensors } from '../src/training/gradients.js';
 import { dropoutMasks } from '../src/training/dropout.js';
 
 before(async () => {
-  await initEngine({ noCuda: true, force: 'wasm' });
+  await initEngine({ noCuda: true, engine: 'wasm' });
 });
 
 test('net and lenet have the parameter counts of their PyTorch originals', () => {

@@ -136,7 +136,7 @@ test('evaluate and predict: a briefly trained model, on the test set and on MNIS
 
   // What the model says about the original images, in this process.
   const loaded = await loadRun(run);
-  const direct = forwardImages(loaded.model, loaded.weights, t.images.subarray(0, SAMPLES * IMAGE_PIXELS));
+  const direct = await forwardImages(loaded.model, loaded.weights, t.images.subarray(0, SAMPLES * IMAGE_PIXELS));
   predictions.forEach((p, k) => {
     const i = original[k];
     assert.equal(p.file, files[k]);

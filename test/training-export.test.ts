@@ -12,7 +12,7 @@ import { exportLayersModel, fileSystemLoader } from '../src/training/export.js';
 import { tempDir } from './helpers.js';
 
 before(async () => {
-  await initEngine({ noCuda: true, force: 'wasm' });
+  await initEngine({ noCuda: true, engine: 'wasm' });
 });
 
 for (const name of ['net', 'lenet'] as const) {
@@ -27,7 +27,7 @@ for (const name of ['net', 'lenet'] as const) {
 
     const loaded = await tfl.loadLayersModel(fileSystemLoader(path));
     const test = loadMnist({ trainLimit: 1, testLimit: 200 }).test;
-    const ours = evaluate(model, weights, test, 100);
+    const ours = await evaluate(model, weights, test, 100);
     const probs = tf.tidy(() => {
       const x = tf.tensor4d(normalisePixels(test.images.subarray(0, 200 * IMAGE_PIXELS)), [200, 28, 28, 1]);
       return (loaded.predict(x) as tf.Tensor).arraySync() as number[][];

@@ -4,7 +4,7 @@
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { availableParallelism } from 'node:os';
-import { visibleGpuCount } from '../engine/backend.js';
+import { ENGINE_CHOICES, type EngineChoice, visibleGpuCount } from '../engine/backend.js';
 import { DEFAULTS, type LrSchedule, type TrainConfig, applyModelDefaults } from '../config.js';
 import { MODEL_NAMES, isModelName } from '../models/index.js';
 
@@ -37,6 +37,13 @@ export function modelName(value: string): string {
   return value;
 }
 
+/** --engine, for the coordinator and the worker alike. */
+export function engineOption(): Option {
+  return new Option('--engine <name>', 'which engine computes: auto picks the best available (tfjs-node-gpu, webgpu on a hardware GPU, tfjs-node, wasm)')
+    .choices(ENGINE_CHOICES as string[])
+    .default(DEFAULTS.engine);
+}
+
 /** Options as commander hands them over (camel-cased flag names). */
 export interface TrainFlags {
   batchSize: number;
@@ -49,6 +56,7 @@ export interface TrainFlags {
   seed: number;
   logInterval: number;
   cuda: boolean;
+  engine: EngineChoice;
   workers?: number;
   deterministic: boolean;
   shardSize: number;
@@ -75,6 +83,7 @@ export function addTrainingFlags(cmd: Command): Command {
     .addOption(new Option('--seed <s>', 'random seed').argParser(nonNegativeInt).default(DEFAULTS.seed))
     .addOption(new Option('--log-interval <n>', 'how many batches to wait before logging training status').argParser(positiveInt).default(DEFAULTS.logInterval))
     .addOption(new Option('--no-cuda', 'disables GPU training'))
+    .addOption(engineOption())
     .addOption(new Option('--workers <n>', 'worker processes; 0 = single-node fallback (one process, no sockets) (default: one per visible GPU, else one per CPU core)').argParser(nonNegativeInt))
     .addOption(new Option('--deterministic', 'bitwise-reproducible weights whatever the number of workers').default(DEFAULTS.deterministic))
     .addOption(new Option('--shard-size <n>', 'deterministic mode: samples per shard (one gradient per shard)').argParser(positiveInt).default(DEFAULTS.shardSize))
@@ -107,6 +116,7 @@ export function configFromFlags(flags: TrainFlags, defaults: { workers: number; 
     seed: flags.seed,
     logInterval: flags.logInterval,
     noCuda: !flags.cuda,
+    engine: flags.engine ?? DEFAULTS.engine,
     workers: flags.workers ?? defaults.workers,
     deterministic: flags.deterministic,
     shardSize: flags.shardSize,

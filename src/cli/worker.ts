@@ -5,7 +5,8 @@ import { createLogger } from '../util/logger.js';
 import { UsageError, reportFatal } from '../util/errors.js';
 import { runWorker } from '../worker/worker.js';
 import { loadWorkerKeys } from '../protocol/keys.js';
-import { nonNegativeInt, positiveInt } from './flags.js';
+import type { EngineChoice } from '../engine/backend.js';
+import { engineOption, nonNegativeInt, positiveInt } from './flags.js';
 
 const PROG = 'worker';
 
@@ -21,15 +22,16 @@ async function main(): Promise<void> {
     .requiredOption('--connect <addr>', 'the coordinator, e.g. tcp://coordinator:5555')
     .addOption(new Option('--gpu <i>', 'pin this worker to GPU I').argParser(nonNegativeInt))
     .addOption(new Option('--no-cuda', 'never use a GPU'))
+    .addOption(engineOption())
     .addOption(new Option('--connect-timeout <s>', 'give up when no coordinator answers within S seconds').argParser(positiveInt).default(60))
     .addOption(new Option('--keys <dir>', 'authenticate and encrypt with the keys in DIR (see coordinator keygen)'))
-    .action(async (flags: { connect: string; gpu?: number; cuda: boolean; connectTimeout: number; keys?: string }) => {
+    .action(async (flags: { connect: string; gpu?: number; cuda: boolean; engine: EngineChoice; connectTimeout: number; keys?: string }) => {
       if (!/^(tcp|ipc|inproc):\/\/.+/.test(flags.connect)) throw new UsageError(`--connect ${flags.connect}: expected an address like tcp://HOST:PORT`);
       // Spawned by a local coordinator: leave as soon as it is gone, whatever killed it.
       if (process.send) process.on('disconnect', () => process.exit(0));
       const logger = createLogger({ name: PROG });
       const keys = flags.keys ? loadWorkerKeys(flags.keys) : undefined;
-      process.exitCode = await runWorker({ connect: flags.connect, gpu: flags.gpu, noCuda: !flags.cuda, logger, connectTimeoutMs: flags.connectTimeout * 1000, keys });
+      process.exitCode = await runWorker({ connect: flags.connect, gpu: flags.gpu, noCuda: !flags.cuda, engine: flags.engine, logger, connectTimeoutMs: flags.connectTimeout * 1000, keys });
       // The IPC channel to a spawning coordinator would keep the process alive.
       process.disconnect?.();
     });

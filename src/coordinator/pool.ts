@@ -13,9 +13,10 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { hostname } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Router } from 'zeromq';
+import type { EngineChoice } from '../engine/backend.js';
 import type { ShardData } from '../training/gradients.js';
 import type { AugmentOptions } from '../training/augment.js';
-import { type BatchResult, type GradientSource, reduceInShardOrder } from '../training/source.js';
+import { type BatchResult, type DeviceDescription, type GradientSource, reduceInShardOrder } from '../training/source.js';
 import { UserError } from '../util/errors.js';
 import type { CoordinatorKeys } from '../protocol/keys.js';
 import { ZAP_DOMAIN, type ZapHandler, startZapHandler } from './zap.js';
@@ -44,6 +45,8 @@ export interface PoolOptions {
   /** GPUs to pin spawned workers to, round-robin (0 = none). */
   gpus: number;
   noCuda: boolean;
+  /** --engine for spawned workers. */
+  engine?: EngineChoice;
   model: string;
   params: number;
   /** Augmentation the workers apply (config.augment). */
@@ -63,10 +66,10 @@ export interface PoolOptions {
   /** Where the keys came from, passed on to spawned workers. */
   keysDir?: string;
   /**
-   * Recomputes a shard here and says whether its gradient is finite: tells a lying or broken
+   * Recomputes a shard here and says whether its gradient is non-finite too: tells a lying or broken
    * worker (evicted) from a diverged model (the run stops).
    */
-  verifyShard?: (weights: Float32Array, shard: ShardData) => boolean;
+  verifyShard?: (weights: Float32Array, shard: ShardData) => Promise<boolean>;
 }
 
 interface Member {
@@ -129,6 +132,7 @@ export class WorkerPool implements GradientSource {
   private readonly router: Router;
   private readonly sendQueue: SendQueue;
   private readonly members = new Map<string, Member>();
+  private readonly joinedDevices = new Map<string, DeviceDescription>();
   private readonly children = new Set<ChildProcess>();
   private failures = 0;
   private restarts = 0;
@@ -139,8 +143,8 @@ export class WorkerPool implements GradientSource {
   private allGoneTimer: NodeJS.Timeout | undefined;
   private receiveLoop: Promise<void> | undefined;
   private joinWaiters: Array<() => void> = [];
-  private readonly opts: Required<Omit<PoolOptions, 'keys' | 'keysDir' | 'workerArgs' | 'verifyShard' | 'augment'>> &
-    Pick<PoolOptions, 'keys' | 'keysDir' | 'workerArgs' | 'verifyShard' | 'augment'>;
+  private readonly opts: Required<Omit<PoolOptions, 'keys' | 'keysDir' | 'workerArgs' | 'verifyShard' | 'augment' | 'engine'>> &
+    Pick<PoolOptions, 'keys' | 'keysDir' | 'workerArgs' | 'verifyShard' | 'augment' | 'engine'>;
   private zap: ZapHandler | undefined;
   private handshakeFailures = 0;
   private stats = { bytesSent: 0, bytesReceived: 0, steps: 0, coordinatorMs: 0, rejected: 0, stale: 0, reassigned: 0, workerPeakRss: 0, shardsComputed: 0, workerComputeMs: 0 };
@@ -229,6 +233,11 @@ export class WorkerPool implements GradientSource {
 
   workerFailures(): number {
     return this.failures;
+  }
+
+  /** Every worker that joined during the run, with the engine and device it computed on. */
+  workerDevices(): DeviceDescription[] {
+    return [...this.joinedDevices.values()];
   }
 
   poolStats(): PoolStats {
@@ -379,6 +388,7 @@ export class WorkerPool implements GradientSource {
     const child = [...this.children].find((c) => c.pid === hello.pid && hello.host === hostname());
     const member: Member = { id, hello, lastHeard: Date.now(), weightsVersion: -1, pending: new Set(), child, joined: this.joinOrder++ };
     this.members.set(id, member);
+    this.joinedDevices.set(id, { id, backend: hello.backend, device: hello.device, ...(hello.adapter ? { adapter: hello.adapter } : {}) });
     this.sendTo(id, {
       type: 'welcome',
       model: this.opts.model,
@@ -425,13 +435,22 @@ export class WorkerPool implements GradientSource {
     const from = r.from ?? 0;
     copyTensor(r.gradSum, slot.buffer, from);
     if (!Number.isFinite(r.lossSum) || !allFinite(slot.buffer, from, slot.from)) {
-      // Either the sender is faulty or the model has diverged: recomputing the shard here tells which.
-      if (this.opts.verifyShard && !this.opts.verifyShard(flight.weights, flight.shards[r.shard])) {
-        flight.reject(new UserError(`training diverged at step ${r.step}: non-finite gradients for shard ${r.shard} (try a lower --lr)`));
-        throw new Error(`non-finite gradient for shard ${r.shard} of step ${r.step}: the model diverged`);
-      }
-      this.lose(member, 'sent a non-finite gradient that recomputation does not reproduce', true);
-      throw new Error(`non-finite gradient for shard ${r.shard} of step ${r.step}`);
+      // Either the sender is faulty or the model has diverged: recomputing the shard here tells
+      // which. The recomputation may run on a GPU, so the verdict arrives later; the shard stays
+      // assigned to this worker until then.
+      if (!this.opts.verifyShard) this.judgeNonFinite(member, r, flight, false);
+      this.opts.verifyShard(flight.weights, flight.shards[r.shard]).then(
+        (reproduced) => {
+          try {
+            if (this.current === flight && this.members.get(member.id) === member) this.judgeNonFinite(member, r, flight, reproduced);
+          } catch (e) {
+            this.stats.rejected++;
+            this.opts.logger.warn({ worker: member.id }, `rejected a message from ${member.id.slice(0, 60)}: ${(e as Error).message}`);
+          }
+        },
+        (e: Error) => flight.reject(e),
+      );
+      return;
     }
     slot.from = from;
     if (from > 0) return;
@@ -443,6 +462,20 @@ export class WorkerPool implements GradientSource {
     this.stats.workerComputeMs += r.computeMs;
     flight.remaining--;
     this.finishIfComplete();
+  }
+
+  /**
+   * A non-finite gradient: when recomputing the shard here gives a non-finite one too, the model
+   * has diverged and the run stops; otherwise the sender is faulty and leaves the pool. Throws
+   * what the message loop counts as a rejected message.
+   */
+  private judgeNonFinite(member: Member, r: ReceivedResult, flight: StepInFlight, reproduced: boolean): never {
+    if (reproduced) {
+      flight.reject(new UserError(`training diverged at step ${r.step}: non-finite gradients for shard ${r.shard} (try a lower --lr)`));
+      throw new Error(`non-finite gradient for shard ${r.shard} of step ${r.step}: the model diverged`);
+    }
+    this.lose(member, 'sent a non-finite gradient that recomputation does not reproduce', true);
+    throw new Error(`non-finite gradient for shard ${r.shard} of step ${r.step}`);
   }
 
   /** What is wrong with a result for an assigned shard, or undefined when it is sound. */
@@ -521,6 +554,7 @@ export class WorkerPool implements GradientSource {
   private spawnWorker(index: number): void {
     const args = [WORKER_SCRIPT, '--connect', this.endpoint.replace('0.0.0.0', '127.0.0.1')];
     if (this.opts.noCuda) args.push('--no-cuda');
+    if (this.opts.engine && this.opts.engine !== 'auto') args.push('--engine', this.opts.engine);
     else if (this.opts.gpus > 0) args.push('--gpu', String(index % this.opts.gpus));
     if (this.opts.keysDir) args.push('--keys', this.opts.keysDir);
     args.push(...(this.opts.workerArgs ?? []));

@@ -21,12 +21,12 @@ import { WorkerPool } from './pool.js';
 
 export const LOG_FILE = 'log.jsonl';
 
-/** Recomputes a shard in this process: is its gradient finite? (see PoolOptions.verifyShard) */
-function shardVerifier(model: ModelDef, opts: GradientOptions): (weights: Float32Array, shard: ShardData) => boolean {
+/** Recomputes a shard in this process: is its gradient non-finite here too? (see PoolOptions.verifyShard) */
+function shardVerifier(model: ModelDef, opts: GradientOptions): (weights: Float32Array, shard: ShardData) => Promise<boolean> {
   const computer = createGradientComputer(model, opts);
-  return (weights, shard) => {
-    const r = computer.compute(weights, shard);
-    return Number.isFinite(r.lossSum) && r.gradSum.every(Number.isFinite);
+  return async (weights, shard) => {
+    const r = await computer.compute(weights, shard);
+    return !(Number.isFinite(r.lossSum) && r.gradSum.every(Number.isFinite));
   };
 }
 
@@ -95,7 +95,7 @@ export async function train(requested: TrainConfig, opts: TrainOptions): Promise
   // A resumed run keeps its own configuration; only how it is executed may change.
   const config: TrainConfig = loaded ? resumedConfig(loaded.state.config, requested, opts.given ?? new Set(), logger) : requested;
 
-  const engine = await initEngine({ noCuda: config.noCuda });
+  const engine = await initEngine({ noCuda: config.noCuda, engine: config.engine });
   const data = loadMnist({ dir: config.dataDir, trainLimit: config.trainLimit, testLimit: config.testLimit });
   const model = createModel(config.model);
   const size = paramLayout(model).total;
@@ -122,6 +122,7 @@ export async function train(requested: TrainConfig, opts: TrainOptions): Promise
           spawn: opts.distributed.spawn,
           gpus: config.noCuda ? 0 : visibleGpuCount(),
           noCuda: config.noCuda,
+          engine: config.engine,
           model: model.name,
           params: size,
           logger,
@@ -153,6 +154,7 @@ export async function train(requested: TrainConfig, opts: TrainOptions): Promise
       logger,
       terminal,
       backend: engine.name,
+      device: { backend: engine.name, device: engine.device, ...(engine.adapter ? { adapter: engine.adapter } : {}) },
       state,
       signal: abort.signal,
       onFinished: (outDir, summary, evaluation) => writeRunArtifacts(outDir, { config, summary, evaluation, data }),
@@ -180,7 +182,7 @@ export async function train(requested: TrainConfig, opts: TrainOptions): Promise
  * it is executed (workers, output, data location, logging) and how long it runs may change.
  */
 function resumedConfig(stored: TrainConfig, requested: TrainConfig, given: ReadonlySet<string>, logger: Logger): TrainConfig {
-  const changeable = new Set(['workers', 'noCuda', 'cuda', 'dataDir', 'data', 'logInterval', 'checkpointEvery', 'epochs', 'out']);
+  const changeable = new Set(['workers', 'noCuda', 'cuda', 'engine', 'dataDir', 'data', 'logInterval', 'checkpointEvery', 'epochs', 'out']);
   const ignored = [...given].filter((name) => !changeable.has(name) && name in stored && (stored as unknown as Record<string, unknown>)[name] !== (requested as unknown as Record<string, unknown>)[name]);
   if (ignored.length > 0) logger.warn(`--resume keeps the run's configuration; ignoring ${ignored.map((n) => `--${n.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')}`);
   return {
@@ -188,6 +190,7 @@ function resumedConfig(stored: TrainConfig, requested: TrainConfig, given: Reado
     workers: requested.workers,
     outDir: requested.outDir,
     noCuda: requested.noCuda,
+    engine: requested.engine,
     dataDir: given.has('data') ? requested.dataDir : stored.dataDir,
     logInterval: given.has('logInterval') ? requested.logInterval : stored.logInterval,
     checkpointEvery: given.has('checkpointEvery') ? requested.checkpointEvery : stored.checkpointEvery,

@@ -1,40 +1,65 @@
 /**
- * Chooses and starts the tensor engine. Order of preference:
- *   1. @tensorflow/tfjs-node-gpu, when installed, a GPU is visible and --no-cuda is absent;
- *   2. @tensorflow/tfjs-node, when installed;
- *   3. tfjs's wasm backend (XNNPACK, SIMD, one thread) with the kernels it lacks registered here;
- *      the training step itself runs on the fused SIMD kernels of engine/simd (set
+ * Chooses and starts the tensor engine: the one place that knows which engines exist. With
+ * `--engine auto` (the default) the order of preference is:
+ *   1. tfjs-node-gpu: @tensorflow/tfjs-node-gpu installed, an NVIDIA GPU visible, no --no-cuda;
+ *   2. webgpu: a hardware WebGPU adapter found through Dawn over Vulkan (engine/webgpu), no --no-cuda;
+ *      a software adapter (Mesa's lavapipe) is never chosen here;
+ *   3. tfjs-node: @tensorflow/tfjs-node installed;
+ *   4. wasm: tfjs's wasm backend (XNNPACK, SIMD, one thread) with the kernels it lacks registered
+ *      here; the training step itself runs on the fused SIMD kernels of engine/simd (set
  *      MNIST_KERNELS=tfjs to run it on tfjs's kernels instead, for comparison).
- * Neither tfjs-node package is a dependency: they go into the GPU image only, so they are loaded
- * by name at run time and their absence is the normal case on a CPU machine.
+ * A forced engine (`--engine NAME`) that cannot start is an error naming why; a forced webgpu
+ * accepts a software adapter (that is how CI tests the engine).
+ * Neither tfjs-node package is a dependency: they go into the tfjs-node-gpu image only, so they are
+ * loaded by name at run time and their absence is the normal case.
  */
 import * as tf from '@tensorflow/tfjs-core';
 // tfjs-core's Node bundle registers no gradient functions; tfjs-layers' bundle registers all of
 // them when imported (core's own register_all_gradients module cannot be loaded by Node's ESM).
 import '@tensorflow/tfjs-layers';
-import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { UserError } from '../util/errors.js';
+import { cudaDeviceFor, nvidiaGpuName, pciAddressFor, visibleGpuCount, vulkanPinFor } from './gpus.js';
 import { registerFastWasmKernels } from './kernels/index.js';
 import { fusedEngineAvailable } from './simd/step.js';
+import { EngineUnavailable, type GpuAdapterDescription, adapterLabel, startWebGpu } from './webgpu/start.js';
 
-export type EngineName = 'tfjs-node-gpu' | 'tfjs-node' | 'wasm';
+export { visibleGpuCount } from './gpus.js';
+export type { GpuAdapterDescription } from './webgpu/start.js';
+
+export const ENGINE_NAMES = ['webgpu', 'wasm', 'tfjs-node', 'tfjs-node-gpu'] as const;
+export type EngineName = (typeof ENGINE_NAMES)[number];
+/** What --engine accepts. */
+export type EngineChoice = EngineName | 'auto';
+export const ENGINE_CHOICES: readonly EngineChoice[] = ['auto', ...ENGINE_NAMES];
+
+export function isEngineChoice(s: string): s is EngineChoice {
+  return (ENGINE_CHOICES as readonly string[]).includes(s);
+}
 
 export interface EngineInfo {
   /** The package that computes: what summary.json calls `backend`. */
   name: EngineName;
   /** Human-readable device, e.g. "cpu (wasm, simd, fused kernels, 1 thread)" or "gpu 0". */
   device: string;
+  /** The GPU adapter (webgpu engine). */
+  adapter?: GpuAdapterDescription;
   /** The training step runs on engine/simd's fused kernels rather than on tfjs's. */
   fusedKernels: boolean;
+  /**
+   * Values are read back from the engine asynchronously only (a GPU's buffers): callers use
+   * tensor.data(), never dataSync().
+   */
+  asyncReadback: boolean;
 }
 
 export interface EngineOptions {
-  /** --no-cuda: never use the GPU even where one is visible. */
+  /** --no-cuda: never use a GPU even where one is visible. */
   noCuda: boolean;
-  /** --gpu I: the GPU this process is pinned to (sets CUDA_VISIBLE_DEVICES before loading). */
+  /** --gpu I: the I-th visible GPU this process is pinned to. */
   gpu?: number;
-  /** Force a backend (tests and benchmarks); by default the order above decides. */
-  force?: EngineName;
+  /** --engine: 'auto' (default) follows the order above. */
+  engine?: EngineChoice;
 }
 
 const require = createRequire(import.meta.url);
@@ -48,53 +73,87 @@ function isInstalled(pkg: string): boolean {
   }
 }
 
-/** How many NVIDIA GPUs this process may use, without loading CUDA. */
-export function visibleGpuCount(): number {
-  const visible = process.env.CUDA_VISIBLE_DEVICES;
-  if (visible !== undefined) {
-    const ids = visible.split(',').map((s) => s.trim()).filter((s) => s !== '' && s !== '-1');
-    return ids.length;
-  }
-  let n = 0;
-  while (existsSync(`/dev/nvidia${n}`)) n++;
-  return n;
-}
-
 let started: EngineInfo | undefined;
 
 /** Starts the engine once per process; later calls return the engine already chosen. */
 export async function initEngine(opts: EngineOptions): Promise<EngineInfo> {
   if (started) return started;
-  if (opts.gpu !== undefined) process.env.CUDA_VISIBLE_DEVICES = String(opts.gpu);
-  const wantGpu = !opts.noCuda && visibleGpuCount() > 0;
-  const choice: EngineName =
-    opts.force ??
-    (wantGpu && isInstalled('@tensorflow/tfjs-node-gpu')
-      ? 'tfjs-node-gpu'
-      : isInstalled('@tensorflow/tfjs-node')
-        ? 'tfjs-node'
-        : 'wasm');
-  if (choice === 'wasm') {
-    const wasm = await import('@tensorflow/tfjs-backend-wasm');
-    // One thread per process: parallelism comes from one worker process per core.
-    wasm.setThreadsCount(1);
-    await tf.setBackend('wasm');
-    await tf.ready();
-    registerFastWasmKernels();
-    const simd = tf.env().getBool('WASM_HAS_SIMD_SUPPORT');
-    const fusedKernels = process.env.MNIST_KERNELS !== 'tfjs' && fusedEngineAvailable();
-    started = { name: 'wasm', device: `cpu (wasm${simd ? ', simd' : ''}${fusedKernels ? ', fused kernels' : ''}, 1 thread)`, fusedKernels };
-  } else {
-    // Importing tfjs-node registers its 'tensorflow' backend on the shared tfjs-core.
-    await import(choice === 'tfjs-node-gpu' ? '@tensorflow/tfjs-node-gpu' : '@tensorflow/tfjs-node' as string);
-    await tf.setBackend('tensorflow');
-    await tf.ready();
-    started = {
-      name: choice,
-      device: choice === 'tfjs-node-gpu' ? `gpu ${opts.gpu ?? 0}` : 'cpu (libtensorflow)',
-      fusedKernels: false,
-    };
+  const wanted = opts.engine ?? 'auto';
+  if (opts.noCuda && (wanted === 'webgpu' || wanted === 'tfjs-node-gpu')) {
+    throw new UserError(`--engine ${wanted} computes on a GPU, which --no-cuda forbids`);
   }
+  const gpusVisible = opts.noCuda ? 0 : visibleGpuCount();
+  // Worked out before CUDA_VISIBLE_DEVICES is narrowed below: --gpu counts the parent's GPUs.
+  const vulkanPin = opts.gpu !== undefined ? describeVulkanPin(opts.gpu) : undefined;
+  if (opts.gpu !== undefined && !opts.noCuda) {
+    try {
+      // Pins the CUDA engines; harmless for the others.
+      process.env.CUDA_VISIBLE_DEVICES = cudaDeviceFor(opts.gpu);
+    } catch (e) {
+      throw new UserError((e as Error).message);
+    }
+  }
+
+  if (wanted === 'tfjs-node-gpu' || (wanted === 'auto' && gpusVisible > 0 && isInstalled('@tensorflow/tfjs-node-gpu'))) {
+    if (!isInstalled('@tensorflow/tfjs-node-gpu')) throw new UserError('--engine tfjs-node-gpu: the package @tensorflow/tfjs-node-gpu is not installed (it is in the tfjs-node-gpu image only)');
+    return (started = await startTfjsNode('tfjs-node-gpu', `gpu ${opts.gpu ?? 0}`));
+  }
+  if (wanted === 'webgpu' || (wanted === 'auto' && !opts.noCuda)) {
+    const started_ = await tryWebGpu(wanted === 'webgpu', vulkanPin);
+    if (started_) return (started = started_);
+  }
+  if (wanted === 'tfjs-node' || (wanted === 'auto' && isInstalled('@tensorflow/tfjs-node'))) {
+    if (!isInstalled('@tensorflow/tfjs-node')) throw new UserError('--engine tfjs-node: the package @tensorflow/tfjs-node is not installed');
+    return (started = await startTfjsNode('tfjs-node', 'cpu (libtensorflow)'));
+  }
+  return (started = await startWasm());
+}
+
+/** The environment that pins Vulkan to the I-th visible GPU, and a note for the log. */
+function describeVulkanPin(gpu: number): { env: Record<string, string>; note: string } {
+  const pin = vulkanPinFor(gpu);
+  const pci = pciAddressFor(gpu);
+  const name = pci ? nvidiaGpuName(pci) : undefined;
+  return { env: pin.env, note: name ? `${pin.note} (${name})` : pin.note };
+}
+
+/** The webgpu engine, or undefined where `auto` should move on (forced: an error instead). */
+async function tryWebGpu(forced: boolean, pin: { env: Record<string, string>; note: string } | undefined): Promise<EngineInfo | undefined> {
+  if (pin) Object.assign(process.env, pin.env);
+  const pinNote = pin?.note;
+  try {
+    const { adapter } = await startWebGpu(forced);
+    const device = `gpu ${adapterLabel(adapter)}${pinNote ? `; ${pinNote}` : ''}`;
+    return { name: 'webgpu', device, adapter, fusedKernels: false, asyncReadback: true };
+  } catch (e) {
+    if (!(e instanceof EngineUnavailable)) throw e;
+    if (forced) throw new UserError(`--engine webgpu: ${e.message}`);
+    return undefined;
+  }
+}
+
+async function startTfjsNode(name: 'tfjs-node' | 'tfjs-node-gpu', device: string): Promise<EngineInfo> {
+  // Importing tfjs-node registers its 'tensorflow' backend on the shared tfjs-core.
+  await import(name === 'tfjs-node-gpu' ? '@tensorflow/tfjs-node-gpu' : ('@tensorflow/tfjs-node' as string));
+  await tf.setBackend('tensorflow');
+  await tf.ready();
+  return { name, device, fusedKernels: false, asyncReadback: false };
+}
+
+async function startWasm(): Promise<EngineInfo> {
+  const wasm = await import('@tensorflow/tfjs-backend-wasm');
+  // One thread per process: parallelism comes from one worker process per core.
+  wasm.setThreadsCount(1);
+  await tf.setBackend('wasm');
+  await tf.ready();
+  registerFastWasmKernels();
+  const simd = tf.env().getBool('WASM_HAS_SIMD_SUPPORT');
+  const fusedKernels = process.env.MNIST_KERNELS !== 'tfjs' && fusedEngineAvailable();
+  return { name: 'wasm', device: `cpu (wasm${simd ? ', simd' : ''}${fusedKernels ? ', fused kernels' : ''}, 1 thread)`, fusedKernels, asyncReadback: false };
+}
+
+/** The engine this process started (undefined before initEngine). */
+export function currentEngine(): EngineInfo | undefined {
   return started;
 }
 

@@ -31,6 +31,8 @@ export interface Hello {
   /** The engine the worker computes with, and on what. */
   backend: string;
   device: string;
+  /** The GPU adapter, for a GPU engine (webgpu). */
+  adapter?: { vendor: string; architecture: string; device: string; description: string; software: boolean };
 }
 
 export interface Welcome {
@@ -198,6 +200,12 @@ function unpackMap(frame: Uint8Array): Record<string, unknown> {
   return m as Record<string, unknown>;
 }
 
+const isShortString = (v: unknown): v is string => typeof v === 'string' && v.length <= 500;
+const isAdapter = (v: unknown): boolean =>
+  isObject(v) &&
+  ['vendor', 'architecture', 'device', 'description'].every((k) => isShortString((v as Record<string, unknown>)[k])) &&
+  typeof (v as Record<string, unknown>).software === 'boolean';
+
 /** A `bin` field holding whole elements of `bytesPer` bytes. */
 const isTensorBytes = (v: unknown, bytesPer: number): v is Uint8Array => v instanceof Uint8Array && v.byteLength % bytesPer === 0;
 
@@ -208,6 +216,7 @@ export function decodeWorkerMessage(frame: Uint8Array): ReceivedWorkerMessage {
       need(typeof msg.protocol === 'number', 'hello without protocol version');
       need(typeof msg.workerId === 'string' && msg.workerId.length > 0 && msg.workerId.length <= 200, 'hello with a bad workerId');
       need(typeof msg.backend === 'string' && typeof msg.device === 'string', 'hello without backend/device');
+      need(msg.adapter === undefined || isAdapter(msg.adapter), 'hello with a malformed adapter');
       return msg as unknown as Hello;
     case 'result':
       need(isCount(msg.step) && isCount(msg.shard) && isCount(msg.weightsVersion), 'result with bad step/shard/version');

@@ -54,7 +54,7 @@ export async function evaluateRun(opts: EvaluateOptions): Promise<{ report: Eval
   const dataDir = opts.data ?? run.config.dataDir;
   const data = loadMnist({ dir: dataDir, trainLimit: 1, testLimit: opts.testLimit ?? run.config.testLimit });
   if (data.test.count === 0) throw new UserError(`${data.source}: no test samples`);
-  const ev = createEvaluator(run.model)(run.weights, data.test, run.config.testBatchSize || 1000);
+  const ev = await createEvaluator(run.model)(run.weights, data.test, run.config.testBatchSize || 1000);
   const matrix = confusionMatrix(ev.predictions, data.test.labels, NUM_CLASSES);
   const stats = confusionStats(matrix);
   const nan = (v: number): number | null => (Number.isFinite(v) ? v : null);
@@ -144,7 +144,7 @@ export async function predictImages(runDir: string, files: readonly string[]): P
   const run = await loadRun(runDir);
   const pixels = new Uint8Array(samples.length * IMAGE_PIXELS);
   samples.forEach((s, i) => pixels.set(s.pixels, i * IMAGE_PIXELS));
-  const out = forwardImages(run.model, run.weights, pixels);
+  const out = await forwardImages(run.model, run.weights, pixels);
   const predictions = samples.map((s, i) => ({
     file: files[i],
     digit: out.predictions[i],

@@ -64,7 +64,7 @@ async function weightsFromLayersModel(model: ModelDef, modelJson: string): Promi
     const layout = paramLayout(model);
     if (tensors.length !== layout.specs.length) throw new UserError(`${modelJson}: ${tensors.length} weight tensors, model ${model.name} has ${layout.specs.length}`);
     const weights = new Float32Array(layout.total);
-    tensors.forEach((t, i) => weights.set(t.dataSync() as Float32Array, layout.offsets[i]));
+    for (let i = 0; i < tensors.length; i++) weights.set((await tensors[i].data()) as Float32Array, layout.offsets[i]);
     return weights;
   } finally {
     layersModel.dispose();
@@ -87,7 +87,7 @@ export async function loadRun(runDir: string, flag = '--run'): Promise<LoadedRun
   } catch (e) {
     throw new UserError(`${runDir}: ${(e as Error).message}`);
   }
-  await initEngine({ noCuda: summary.config.noCuda });
+  await initEngine({ noCuda: summary.config.noCuda, engine: summary.config.engine });
   const warnings: string[] = [];
 
   let weights: Float32Array;
@@ -125,7 +125,7 @@ export interface ForwardResult {
  * Runs the model in evaluation mode (no dropout) on `pixels` ([n × 28 × 28] uint8), optionally
  * capturing every conv layer's output (after pool and relu) through the model's `tap`.
  */
-export function forwardImages(model: ModelDef, weights: Float32Array, pixels: Uint8Array, opts: { featureMaps?: boolean; batchSize?: number } = {}): ForwardResult {
+export async function forwardImages(model: ModelDef, weights: Float32Array, pixels: Uint8Array, opts: { featureMaps?: boolean; batchSize?: number } = {}): Promise<ForwardResult> {
   const n = pixels.length / IMAGE_PIXELS;
   if (!Number.isInteger(n)) throw new RangeError(`${pixels.length} pixels is not a whole number of ${IMAGE_SIZE}×${IMAGE_SIZE} images`);
   const probabilities = new Float32Array(n * NUM_CLASSES);
@@ -139,22 +139,29 @@ export function forwardImages(model: ModelDef, weights: Float32Array, pixels: Ui
       const end = Math.min(n, start + batch);
       const m = end - start;
       const x = normalisePixels(pixels.subarray(start * IMAGE_PIXELS, end * IMAGE_PIXELS));
-      tf.tidy(() => {
-        const tap = opts.featureMaps
-          ? (name: string, a: tf.Tensor): void => {
-              const [, h, w, c] = a.shape;
-              let entry = featureMaps.get(name);
-              if (!entry) {
-                entry = { data: new Float32Array(n * h * w * c), shape: [n, h, w, c] };
-                featureMaps.set(name, entry);
-              }
-              entry.data.set(a.dataSync() as Float32Array, start * h * w * c);
-            }
-          : undefined;
+      // The outputs leave tidy() alive and are read back asynchronously (a GPU engine has no
+      // synchronous read), then freed.
+      const taps: { name: string; t: tf.Tensor }[] = [];
+      const [probs, preds] = tf.tidy(() => {
+        const tap = opts.featureMaps ? (name: string, a: tf.Tensor): void => void taps.push({ name, t: tf.keep(a) }) : undefined;
         const logp = forwardLayers(model.layers, p, tf.tensor4d(x, [m, IMAGE_SIZE, IMAGE_SIZE, 1]), { tap });
-        probabilities.set(tf.exp(logp).dataSync() as Float32Array, start * NUM_CLASSES);
-        predictions.set(tf.argMax(logp, 1).dataSync() as Int32Array, start);
+        return [tf.exp(logp), tf.argMax(logp, 1)];
       });
+      try {
+        probabilities.set((await probs.data()) as Float32Array, start * NUM_CLASSES);
+        predictions.set((await preds.data()) as Int32Array, start);
+        for (const { name, t } of taps) {
+          const [, h, w, c] = t.shape;
+          let entry = featureMaps.get(name);
+          if (!entry) {
+            entry = { data: new Float32Array(n * h * w * c), shape: [n, h, w, c] };
+            featureMaps.set(name, entry);
+          }
+          entry.data.set((await t.data()) as Float32Array, start * h * w * c);
+        }
+      } finally {
+        tf.dispose([probs, preds, ...taps.map((e) => e.t)]);
+      }
     }
   } finally {
     params.forEach((t) => t.dispose());

@@ -123,7 +123,7 @@ export interface SweepResult {
 }
 
 /** Config fields that may differ between a finished run and the sweep without changing what it trained. */
-const EXECUTION_FIELDS = new Set(['outDir', 'workers', 'noCuda', 'dataDir', 'logInterval', 'checkpointEvery']);
+const EXECUTION_FIELDS = new Set(['outDir', 'workers', 'noCuda', 'engine', 'dataDir', 'logInterval', 'checkpointEvery']);
 
 function configDifferences(stored: TrainConfig, wanted: TrainConfig): string[] {
   const a = stored as unknown as Record<string, unknown>;

@@ -50,7 +50,7 @@ export async function visualizeRun(opts: VisualizeOptions): Promise<VisualizeRes
   const data = loadMnist({ dir: opts.data ?? run.config.dataDir, trainLimit: 1, testLimit: opts.samples });
   const n = data.test.count;
   if (n < opts.samples) throw new UserError(`--samples ${opts.samples}: the test set has only ${n} images`);
-  const out = forwardImages(run.model, run.weights, data.test.images.subarray(0, n * IMAGE_PIXELS), { featureMaps: true });
+  const out = await forwardImages(run.model, run.weights, data.test.images.subarray(0, n * IMAGE_PIXELS), { featureMaps: true });
   const layers = run.model.featureMaps.map((name) => {
     const fm = out.featureMaps.get(name);
     if (!fm) throw new Error(`model ${run.model.name} did not report feature map ${name}`);

@@ -17,7 +17,7 @@ export interface Evaluation {
   predictions: Uint8Array;
 }
 
-export type Evaluator = (weights: Float32Array, test: MnistSplit, batchSize: number) => Evaluation;
+export type Evaluator = (weights: Float32Array, test: MnistSplit, batchSize: number) => Promise<Evaluation>;
 
 /** The fused engine evaluates in chunks of at most this many images, to bound its buffers. */
 const FUSED_CHUNK = 128;
@@ -28,18 +28,24 @@ export function createEvaluator(model: ModelDef): Evaluator {
   return fused ? (weights, test) => evaluateFused(fused, weights, test) : (weights, test, batchSize) => evaluate(model, weights, test, batchSize);
 }
 
-function evaluateFused(net: FusedNetwork, weights: Float32Array, test: MnistSplit): Evaluation {
-  return evaluateInChunks(test, FUSED_CHUNK, (x, n) => net.forward(weights, x, n));
+function evaluateFused(net: FusedNetwork, weights: Float32Array, test: MnistSplit): Promise<Evaluation> {
+  return evaluateInChunks(test, FUSED_CHUNK, async (x, n) => net.forward(weights, x, n));
 }
 
 /** Evaluation on tfjs's active backend, `batchSize` images at a time. */
-export function evaluate(model: ModelDef, weights: Float32Array, test: MnistSplit, batchSize: number): Evaluation {
+export async function evaluate(model: ModelDef, weights: Float32Array, test: MnistSplit, batchSize: number): Promise<Evaluation> {
   const params = paramTensors(model, weights);
   try {
     const p = asParams(model, params);
-    return evaluateInChunks(test, batchSize, (x, n) =>
-      tf.tidy(() => forwardLayers(model.layers, p, tf.tensor4d(x, [n, IMAGE_SIZE, IMAGE_SIZE, 1])).dataSync() as Float32Array),
-    );
+    return await evaluateInChunks(test, batchSize, async (x, n) => {
+      const logp = tf.tidy(() => forwardLayers(model.layers, p, tf.tensor4d(x, [n, IMAGE_SIZE, IMAGE_SIZE, 1])));
+      try {
+        // Read back asynchronously: a GPU engine has no synchronous read.
+        return (await logp.data()) as Float32Array;
+      } finally {
+        logp.dispose();
+      }
+    });
   } finally {
     params.forEach((t) => t.dispose());
   }
@@ -49,7 +55,7 @@ export function evaluate(model: ModelDef, weights: Float32Array, test: MnistSpli
  * Scores the test set `chunk` images at a time: `logProbs(x, n)` gives the log-probabilities
  * [n × 10] of n normalised images; the prediction is the first most probable class.
  */
-function evaluateInChunks(test: MnistSplit, chunk: number, logProbs: (x: Float32Array, n: number) => Float32Array): Evaluation {
+async function evaluateInChunks(test: MnistSplit, chunk: number, logProbs: (x: Float32Array, n: number) => Promise<Float32Array>): Promise<Evaluation> {
   const predictions = new Uint8Array(test.count);
   let lossSum = 0;
   let correct = 0;
@@ -57,7 +63,7 @@ function evaluateInChunks(test: MnistSplit, chunk: number, logProbs: (x: Float32
   for (let start = 0; start < test.count; start += chunk) {
     const n = Math.min(chunk, test.count - start);
     const x = normalisePixels(test.images.subarray(start * IMAGE_PIXELS, (start + n) * IMAGE_PIXELS), scratch.subarray(0, n * IMAGE_PIXELS));
-    const logp = logProbs(x, n);
+    const logp = await logProbs(x, n);
     for (let i = 0; i < n; i++) {
       const row = i * NUM_CLASSES;
       const label = test.labels[start + i];

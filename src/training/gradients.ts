@@ -34,7 +34,7 @@ export interface GradientComputer {
    * `onTailReady(from, lossSum)`: out[from…] is final while the rest is still being computed (the
    * fused engine calls it as its backward pass finishes each layer; tfjs never does).
    */
-  compute(weights: Float32Array, shard: ShardData, out?: Float32Array, onTailReady?: (from: number, lossSum: number) => void): ShardResult;
+  compute(weights: Float32Array, shard: ShardData, out?: Float32Array, onTailReady?: (from: number, lossSum: number) => void): Promise<ShardResult>;
 }
 
 /** Uploads a flat weight vector as one tensor per parameter (inside the caller's tidy). */
@@ -71,7 +71,7 @@ export function createGradientComputer(model: ModelDef, opts: GradientOptions = 
   const fused = (opts.fused ?? fusedKernelsEnabled()) ? createFusedNetwork(model, [IMAGE_SIZE, IMAGE_SIZE, 1]) : undefined;
 
   return {
-    compute(weights, shard, out = new Float32Array(layout.total), onTailReady) {
+    async compute(weights, shard, out = new Float32Array(layout.total), onTailReady) {
       const n = shard.labels.length;
       if (pixelScratch.length < shard.pixels.length) pixelScratch = new Float32Array(shard.pixels.length);
       const scratch = pixelScratch.subarray(0, shard.pixels.length);
@@ -84,7 +84,9 @@ export function createGradientComputer(model: ModelDef, opts: GradientOptions = 
       for (let i = 0; i < n; i++) oneHot[i * NUM_CLASSES + shard.labels[i]] = 1;
       const masks = masksFor(shard.keys);
 
-      const lossSum = tf.tidy(() => {
+      // Every gradient and the loss leave the engine as one tensor [1 + total]: one read-back,
+      // which on a GPU is one round trip instead of one per parameter.
+      const packed = tf.tidy(() => {
         const xs = tf.tensor4d(x, [n, IMAGE_SIZE, IMAGE_SIZE, 1]);
         const targets = tf.tensor2d(oneHot, [n, NUM_CLASSES]);
         const maskTensors: Record<string, tf.Tensor2D> = {};
@@ -93,9 +95,16 @@ export function createGradientComputer(model: ModelDef, opts: GradientOptions = 
         const loss = (...ps: tf.Tensor[]): tf.Scalar =>
           tf.neg(tf.sum(tf.mul(forwardLayers(model.layers, asParams(model, ps), xs, { masks: maskTensors }), targets))) as tf.Scalar;
         const { value, grads } = tf.valueAndGrads(loss)(paramTensors(model, weights));
-        grads.forEach((g, i) => out.set(g.dataSync() as Float32Array, layout.offsets[i]));
-        return value.dataSync()[0];
+        return tf.concat([tf.reshape(value, [1]), ...grads.map((g) => tf.reshape(g, [-1]))]);
       });
+      let lossSum: number;
+      try {
+        const values = (await packed.data()) as Float32Array;
+        lossSum = values[0];
+        out.set(values.subarray(1, 1 + layout.total));
+      } finally {
+        packed.dispose();
+      }
       return { gradSum: out, lossSum, count: n };
     },
   };

@@ -18,7 +18,7 @@ import { exportLayersModel } from './export.js';
 import type { ShardData } from './gradients.js';
 import { MomentumSgd } from './sgd.js';
 import { batchesPerEpoch, epochOrder, evenShards, fixedSizeShards, sampleKey } from './schedule.js';
-import type { GradientSource } from './source.js';
+import type { DeviceDescription, GradientSource } from './source.js';
 
 export const METRICS_FILE = 'metrics.jsonl';
 export const SUMMARY_FILE = 'summary.json';
@@ -32,6 +32,8 @@ export interface RunContext {
   terminal: Terminal;
   /** The engine that computes, as summary.json names it. */
   backend: string;
+  /** What this process computes on (summary.json's devices.coordinator). */
+  device?: DeviceDescription;
   /** Where to start: a fresh state or one read from a checkpoint. */
   state: TrainingState;
   /** Aborted on SIGINT/SIGTERM: the loop checkpoints and returns after the current step. */
@@ -50,6 +52,8 @@ export interface RunSummary {
   workers: number;
   model: string;
   backend: string;
+  /** What the coordinator and every worker computed on. */
+  devices: { coordinator: DeviceDescription | null; workers: DeviceDescription[] };
   deterministic: boolean;
   train_samples_per_s: number;
   train_seconds: number;
@@ -206,7 +210,7 @@ export async function runTraining(ctx: RunContext): Promise<RunSummary> {
     }
     terminal.endProgress();
 
-    evaluation = evaluator(state.weights, data.test, config.testBatchSize);
+    evaluation = await evaluator(state.weights, data.test, config.testBatchSize);
     logger.info(
       { type: 'test', epoch, step: state.step, test_loss: evaluation.loss, test_accuracy: evaluation.accuracy },
       `\nTest set: Average loss: ${evaluation.loss.toFixed(4)}, Accuracy: ${evaluation.correct}/${evaluation.count} (${(100 * evaluation.accuracy).toFixed(0)}%)\n`,
@@ -229,7 +233,7 @@ export async function runTraining(ctx: RunContext): Promise<RunSummary> {
     checkpoint();
     logger.warn({ step: state.step }, `interrupted at step ${state.step}; checkpoint written, continue with --resume --out ${config.outDir}`);
   }
-  evaluation ??= evaluator(state.weights, data.test, config.testBatchSize);
+  evaluation ??= await evaluator(state.weights, data.test, config.testBatchSize);
 
   const summary: RunSummary = {
     test_accuracy: evaluation.accuracy,
@@ -241,6 +245,7 @@ export async function runTraining(ctx: RunContext): Promise<RunSummary> {
     workers: source.workers,
     model: model.name,
     backend: ctx.backend,
+    devices: { coordinator: ctx.device ?? null, workers: source.workerDevices?.() ?? [] },
     deterministic: config.deterministic,
     train_samples_per_s: state.trainSeconds > 0 ? state.samplesSeen / state.trainSeconds : 0,
     train_seconds: state.trainSeconds,

@@ -6,6 +6,16 @@ import type { ModelDef } from '../models/types.js';
 import { UserError } from '../util/errors.js';
 import { type GradientOptions, type ShardData, accumulate, createGradientComputer } from './gradients.js';
 
+/** What one process computed on, as summary.json's `devices` lists it. */
+export interface DeviceDescription {
+  /** The worker's id (absent for the coordinator). */
+  id?: string;
+  backend: string;
+  device: string;
+  /** The GPU adapter, for a GPU engine (vendor, architecture, device, description, software). */
+  adapter?: { vendor: string; architecture: string; device: string; description: string; software: boolean };
+}
+
 export interface BatchResult {
   /** Σ of the samples' NLL losses over the batch. */
   lossSum: number;
@@ -22,6 +32,8 @@ export interface GradientSource {
   computeBatch(step: number, weights: Float32Array, shards: ShardData[], gradSum: Float32Array): Promise<BatchResult>;
   /** Workers lost so far. */
   workerFailures(): number;
+  /** Every worker that took part, with what it computed on (absent for the local source). */
+  workerDevices?(): DeviceDescription[];
   /** Figures about the exchange (bytes, times) for summary.json; absent for the local source. */
   poolStats?(): object;
   /** Ends the source; `finished` tells workers whether the run is over or will be resumed. */
@@ -44,11 +56,11 @@ export function createLocalSource(model: ModelDef, size: number, opts: GradientO
       let lossSum = 0;
       let count = 0;
       while (scratch.length < shards.length) scratch.push(new Float32Array(size));
-      shards.forEach((shard, i) => {
-        const r = computer.compute(weights, shard, scratch[i]);
+      for (let i = 0; i < shards.length; i++) {
+        const r = await computer.compute(weights, shards[i], scratch[i]);
         lossSum += r.lossSum;
         count += r.count;
-      });
+      }
       reduceInShardOrder(scratch, shards.length, gradSum);
       // As in distributed training, a non-finite gradient is never applied.
       if (!Number.isFinite(lossSum) || !gradSum.every(Number.isFinite)) {

@@ -6,7 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Dealer } from 'zeromq';
-import { initEngine } from '../engine/backend.js';
+import { type EngineChoice, initEngine } from '../engine/backend.js';
 import { createModel, isModelName, paramLayout } from '../models/index.js';
 import {
   type ReceivedAssign,
@@ -29,6 +29,8 @@ export interface WorkerOptions {
   connect: string;
   gpu?: number;
   noCuda: boolean;
+  /** --engine (default auto). */
+  engine?: EngineChoice;
   logger: Logger;
   /** How long to wait for the coordinator's welcome. */
   connectTimeoutMs: number;
@@ -39,7 +41,7 @@ export interface WorkerOptions {
 /** Runs until the coordinator ends the run; returns the exit status (see WORKER_EXIT). */
 export async function runWorker(opts: WorkerOptions): Promise<number> {
   const { logger } = opts;
-  const engine = await initEngine({ noCuda: opts.noCuda, gpu: opts.gpu });
+  const engine = await initEngine({ noCuda: opts.noCuda, gpu: opts.gpu, engine: opts.engine });
   const workerId = `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
   const curve: Partial<Dealer> = opts.keys
     ? { curveServerKey: opts.keys.serverPublicKey, curvePublicKey: opts.keys.client.publicKey, curveSecretKey: opts.keys.client.secretKey }
@@ -101,7 +103,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
   // Connect only now that the watchers run; the hello waits in the send queue until a
   // connection is up (a DEALER's send blocks without one), so it must not be awaited here.
   socket.connect(opts.connect);
-  send({ type: 'hello', protocol: PROTOCOL_VERSION, workerId, pid: process.pid, host: hostname(), backend: engine.name, device: engine.device }).catch(
+  send({ type: 'hello', protocol: PROTOCOL_VERSION, workerId, pid: process.pid, host: hostname(), backend: engine.name, device: engine.device, ...(engine.adapter ? { adapter: engine.adapter } : {}) }).catch(
     () => {},
   );
 
@@ -127,7 +129,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
       const part = { type: 'result', step: m.step, shard: m.shard, weightsVersion: m.weightsVersion, from, lossSum, count, computeMs: 0 } as const;
       send({ ...part, gradSum: gradBuffer.subarray(from) }).catch(() => {});
     };
-    const r = computer.compute(weights, { pixels: m.pixels, labels: m.labels, keys: keys.subarray(0, count) }, gradBuffer, sendTail);
+    const r = await computer.compute(weights, { pixels: m.pixels, labels: m.labels, keys: keys.subarray(0, count) }, gradBuffer, sendTail);
     await send({
       type: 'result',
       step: m.step,
