@@ -4,6 +4,7 @@
  * software adapter, and an engine that cannot start says why in one line.
  */
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { test } from 'node:test';
 import { join } from 'node:path';
 import { COORDINATOR, readJson, runCli, startWebGpuOrSkip, tempDir } from './helpers.js';
@@ -72,6 +73,15 @@ test('--engine auto never chooses a software adapter', async (t) => {
   const summary = await train(['--engine', 'auto', '--workers', '0', '--epochs', '1', '--train-limit', '64', '--test-limit', '100']);
   assert.notEqual(summary.backend, 'webgpu');
   assert.equal(summary.devices.coordinator.adapter, undefined);
+  // Even asked directly, as auto would ask on a machine with GPU hardware, the engine refuses it.
+  const start = new URL('../src/engine/webgpu/start.js', import.meta.url).href;
+  const probe = spawnSync(process.execPath, ['--input-type=module', '-e', `import(${JSON.stringify(start)}).then((m) => m.startWebGpu(false)).then(() => process.exit(0), (e) => { console.log(e.message); process.exit(3); })`], {
+    env,
+    encoding: 'utf8',
+    timeout: 60_000,
+  });
+  assert.equal(probe.status, 3, probe.stdout + probe.stderr);
+  assert.match(probe.stdout, /only a software adapter was found \(.*software.*\); force it with --engine webgpu/);
 });
 
 test('a forced engine that cannot start is one line naming why, exit 1', async () => {

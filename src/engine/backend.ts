@@ -3,6 +3,7 @@
  * `--engine auto` (the default) the order of preference is:
  *   1. tfjs-node-gpu: @tensorflow/tfjs-node-gpu installed, an NVIDIA GPU visible, no --no-cuda;
  *   2. webgpu: a hardware WebGPU adapter found through Dawn over Vulkan (engine/webgpu), no --no-cuda;
+ *      probed only where the machine shows GPU hardware (an NVIDIA GPU, a /dev/dri render node);
  *      a software adapter (Mesa's lavapipe) is never chosen here;
  *   3. tfjs-node: @tensorflow/tfjs-node installed;
  *   4. wasm: tfjs's wasm backend (XNNPACK, SIMD, one thread) with the kernels it lacks registered
@@ -17,6 +18,7 @@ import * as tf from '@tensorflow/tfjs-core';
 // tfjs-core's Node bundle registers no gradient functions; tfjs-layers' bundle registers all of
 // them when imported (core's own register_all_gradients module cannot be loaded by Node's ESM).
 import '@tensorflow/tfjs-layers';
+import { readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { UserError } from '../util/errors.js';
 import { cudaDeviceFor, nvidiaGpuName, pciAddressFor, visibleGpuCount, vulkanPinFor } from './gpus.js';
@@ -98,7 +100,7 @@ export async function initEngine(opts: EngineOptions): Promise<EngineInfo> {
     if (!isInstalled('@tensorflow/tfjs-node-gpu')) throw new UserError('--engine tfjs-node-gpu: the package @tensorflow/tfjs-node-gpu is not installed (it is in the tfjs-node-gpu image only)');
     return (started = await startTfjsNode('tfjs-node-gpu', `gpu ${opts.gpu ?? 0}`));
   }
-  if (wanted === 'webgpu' || (wanted === 'auto' && !opts.noCuda)) {
+  if (wanted === 'webgpu' || (wanted === 'auto' && !opts.noCuda && gpuHardwarePresent(gpusVisible))) {
     const started_ = await tryWebGpu(wanted === 'webgpu', vulkanPin);
     if (started_) return (started = started_);
   }
@@ -107,6 +109,21 @@ export async function initEngine(opts: EngineOptions): Promise<EngineInfo> {
     return (started = await startTfjsNode('tfjs-node', 'cpu (libtensorflow)'));
   }
   return (started = await startWasm());
+}
+
+/**
+ * Whether this machine shows any GPU hardware: an NVIDIA GPU, or a kernel render node (AMD, Intel).
+ * `auto` probes WebGPU only then: elsewhere the only adapter is a software one, which it would
+ * refuse anyway, after Dawn's start-up and its warnings on stderr.
+ */
+function gpuHardwarePresent(nvidiaGpus: number): boolean {
+  if (process.platform !== 'linux') return true;
+  if (nvidiaGpus > 0) return true;
+  try {
+    return readdirSync('/dev/dri').some((f) => f.startsWith('renderD'));
+  } catch {
+    return false;
+  }
 }
 
 /** The environment that pins Vulkan to the I-th visible GPU, and a note for the log. */
