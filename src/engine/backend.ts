@@ -23,7 +23,8 @@ import { createRequire } from 'node:module';
 import { UserError } from '../util/errors.js';
 import { cudaDeviceFor, nvidiaGpuName, pciAddressFor, visibleGpuCount, vulkanPinFor } from './gpus.js';
 import { registerFastWasmKernels } from './kernels/index.js';
-import { fusedEngineAvailable } from './simd/step.js';
+import { type NetworkDescription, createFusedNetwork, fusedEngineAvailable } from './simd/step.js';
+import { GPU_CHUNK, createGpuNetwork } from './webgpu/fused.js';
 import { EngineUnavailable, type GpuAdapterDescription, adapterLabel, startWebGpu } from './webgpu/start.js';
 
 export { visibleGpuCount } from './gpus.js';
@@ -76,6 +77,8 @@ function isInstalled(pkg: string): boolean {
 }
 
 let started: EngineInfo | undefined;
+/** The webgpu engine's device, shared by tfjs and the fused GPU step. */
+let gpuDevice: GPUDevice | undefined;
 
 /** Starts the engine once per process; later calls return the engine already chosen. */
 export async function initEngine(opts: EngineOptions): Promise<EngineInfo> {
@@ -139,9 +142,11 @@ async function tryWebGpu(forced: boolean, pin: { env: Record<string, string>; no
   if (pin) Object.assign(process.env, pin.env);
   const pinNote = pin?.note;
   try {
-    const { adapter } = await startWebGpu(forced);
-    const device = `gpu ${adapterLabel(adapter)}${pinNote ? `; ${pinNote}` : ''}`;
-    return { name: 'webgpu', device, adapter, fusedKernels: false, asyncReadback: true };
+    const { adapter, device: gpu } = await startWebGpu(forced);
+    gpuDevice = gpu;
+    const fusedKernels = process.env.MNIST_KERNELS !== 'tfjs';
+    const device = `gpu ${adapterLabel(adapter)}${fusedKernels ? ', fused kernels' : ''}${pinNote ? `; ${pinNote}` : ''}`;
+    return { name: 'webgpu', device, adapter, fusedKernels, asyncReadback: true };
   } catch (e) {
     if (!(e instanceof EngineUnavailable)) throw e;
     if (forced) throw new UserError(`--engine webgpu: ${e.message}`);
@@ -174,7 +179,52 @@ export function currentEngine(): EngineInfo | undefined {
   return started;
 }
 
-/** Whether the engine this process started runs training steps on the fused SIMD kernels. */
+/** Whether the engine this process started runs training steps on fused kernels of its own. */
 export function fusedKernelsEnabled(): boolean {
   return started?.fusedKernels ?? false;
+}
+
+/**
+ * A model's whole training step and forward pass on the started engine's own fused kernels: the
+ * SIMD CPU kernels (wasm) or the WGSL compute shaders (webgpu). Undefined where the engine has
+ * none, is told not to use them (MNIST_KERNELS=tfjs) or cannot serve the network: the caller then
+ * runs the model on tfjs's ops.
+ */
+export interface EngineNetwork {
+  /**
+   * Σ over the shard of ∂NLL/∂w into `gradOut` (canonical order); resolves to Σ NLL. The CPU
+   * engine calls `onTailReady(from, lossSum)` as each tail gradOut[from…] becomes final.
+   */
+  trainStep(
+    weights: Float32Array,
+    x: Float32Array,
+    labels: Uint8Array,
+    masks: readonly Float32Array[],
+    gradOut: Float32Array,
+    onTailReady?: (from: number, lossSum: number) => void,
+  ): Promise<number>;
+  /** Log-probabilities [n × classes] of normalised images x (dropout inactive). */
+  forward(weights: Float32Array, x: Float32Array, n: number): Promise<Float32Array>;
+  /** Images an evaluation passes through forward() at a time. */
+  evalChunk: number;
+  /** GPU programs a training step of n samples dispatches (GPU engines). */
+  programsPerStep?(n: number): number;
+}
+
+export function createEngineNetwork(net: NetworkDescription, inputShape: readonly [number, number, number]): EngineNetwork | undefined {
+  if (!started?.fusedKernels) return undefined;
+  if (started.name === 'webgpu' && gpuDevice) {
+    const gpu = createGpuNetwork(gpuDevice, net, inputShape);
+    return (
+      gpu && {
+        trainStep: (w, x, labels, masks, gradOut) => gpu.trainStep(w, x, labels, masks, gradOut),
+        forward: (w, x, n) => gpu.forward(w, x, n),
+        evalChunk: GPU_CHUNK,
+        programsPerStep: (n) => gpu.programsPerStep(n),
+      }
+    );
+  }
+  const cpu = createFusedNetwork(net, inputShape);
+  // A chunk of the CPU engine stays in a core's cache.
+  return cpu && { trainStep: async (...args) => cpu.trainStep(...args), forward: async (w, x, n) => cpu.forward(w, x, n), evalChunk: 128 };
 }

@@ -3,8 +3,7 @@ import * as tf from '@tensorflow/tfjs-core';
 import { IMAGE_PIXELS, IMAGE_SIZE, type MnistSplit, NUM_CLASSES, normalisePixels } from '../data/mnist.js';
 import { forwardLayers } from '../models/ops.js';
 import type { ModelDef } from '../models/types.js';
-import { fusedKernelsEnabled } from '../engine/backend.js';
-import { type FusedNetwork, createFusedNetwork } from '../engine/simd/step.js';
+import { type EngineNetwork, createEngineNetwork } from '../engine/backend.js';
 import { asParams, paramTensors } from './gradients.js';
 
 export interface Evaluation {
@@ -19,17 +18,15 @@ export interface Evaluation {
 
 export type Evaluator = (weights: Float32Array, test: MnistSplit, batchSize: number) => Promise<Evaluation>;
 
-/** The fused engine evaluates in chunks of at most this many images, to bound its buffers. */
-const FUSED_CHUNK = 128;
-
 /** An evaluator for `model`, on the fused SIMD kernels where the engine uses them, else on tfjs. */
 export function createEvaluator(model: ModelDef): Evaluator {
-  const fused = fusedKernelsEnabled() ? createFusedNetwork(model, [IMAGE_SIZE, IMAGE_SIZE, 1]) : undefined;
+  const fused = createEngineNetwork(model, [IMAGE_SIZE, IMAGE_SIZE, 1]);
   return fused ? (weights, test) => evaluateFused(fused, weights, test) : (weights, test, batchSize) => evaluate(model, weights, test, batchSize);
 }
 
-function evaluateFused(net: FusedNetwork, weights: Float32Array, test: MnistSplit): Promise<Evaluation> {
-  return evaluateInChunks(test, FUSED_CHUNK, async (x, n) => net.forward(weights, x, n));
+function evaluateFused(net: EngineNetwork, weights: Float32Array, test: MnistSplit): Promise<Evaluation> {
+  // The engine's own chunk bounds its buffers (a CPU chunk stays in cache).
+  return evaluateInChunks(test, net.evalChunk, (x, n) => net.forward(weights, x, n));
 }
 
 /** Evaluation on tfjs's active backend, `batchSize` images at a time. */

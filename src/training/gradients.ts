@@ -3,8 +3,7 @@
  * with the same code so that both give the same bits.
  */
 import * as tf from '@tensorflow/tfjs-core';
-import { fusedKernelsEnabled } from '../engine/backend.js';
-import { createFusedNetwork } from '../engine/simd/step.js';
+import { createEngineNetwork } from '../engine/backend.js';
 import { IMAGE_SIZE, NUM_CLASSES, normalisePixels } from '../data/mnist.js';
 import { paramLayout, paramSize } from '../models/index.js';
 import { forwardLayers } from '../models/ops.js';
@@ -52,7 +51,7 @@ export function asParams(model: ModelDef, tensors: readonly tf.Tensor[]): Params
 export interface GradientOptions {
   /** Seeded augmentation of the shard's images (training only). */
   augment?: AugmentOptions;
-  /** Run on engine/simd's fused kernels (default: where the started engine does). */
+  /** false: run the model on tfjs's ops even where the engine has fused kernels of its own (tests, comparisons). */
   fused?: boolean;
 }
 
@@ -68,7 +67,7 @@ export function createGradientComputer(model: ModelDef, opts: GradientOptions = 
     });
     return masks;
   };
-  const fused = (opts.fused ?? fusedKernelsEnabled()) ? createFusedNetwork(model, [IMAGE_SIZE, IMAGE_SIZE, 1]) : undefined;
+  const fused = opts.fused === false ? undefined : createEngineNetwork(model, [IMAGE_SIZE, IMAGE_SIZE, 1]);
 
   return {
     async compute(weights, shard, out = new Float32Array(layout.total), onTailReady) {
@@ -77,7 +76,7 @@ export function createGradientComputer(model: ModelDef, opts: GradientOptions = 
       const scratch = pixelScratch.subarray(0, shard.pixels.length);
       const x = opts.augment ? augmentAndNormalise(shard.pixels, shard.keys, opts.augment, scratch) : normalisePixels(shard.pixels, scratch);
       if (fused) {
-        const lossSum = fused.trainStep(weights, x, shard.labels, masksFor(shard.keys), out, onTailReady);
+        const lossSum = await fused.trainStep(weights, x, shard.labels, masksFor(shard.keys), out, onTailReady);
         return { gradSum: out, lossSum, count: n };
       }
       const oneHot = new Float32Array(n * NUM_CLASSES);

@@ -80,6 +80,8 @@ export function vulkanDriverListed(env: NodeJS.ProcessEnv = process.env, dirs = 
 
 export interface WebGpuStart {
   adapter: GpuAdapterDescription;
+  /** The device tfjs computes on; the fused GPU step shares it. */
+  device: GPUDevice;
 }
 
 /**
@@ -103,10 +105,14 @@ export async function startWebGpu(acceptSoftware: boolean): Promise<WebGpuStart>
   // Importing the backend registers its kernels; it registers no backend while navigator.gpu is
   // absent, so the one registered below computes on the adapter chosen here.
   await import('@tensorflow/tfjs-backend-webgpu');
-  const { create, globals } = (await import('webgpu')) as unknown as {
-    create: (flags: string[]) => GPU;
-    globals: Record<string, unknown>;
-  };
+  let dawn: { create: (flags: string[]) => GPU; globals: Record<string, unknown> };
+  try {
+    dawn = (await import('webgpu')) as unknown as typeof dawn;
+  } catch (e) {
+    // e.g. a C++ runtime older than Dawn's binary needs (GLIBCXX_3.4.30: Ubuntu 20.04's is older).
+    throw new EngineUnavailable(`Dawn's binary cannot be loaded here: ${(e as Error).message.split('\n')[0]}`);
+  }
+  const { create, globals } = dawn;
   Object.assign(globalThis, globals);
   const gpu = create(process.platform === 'linux' ? ['backend=vulkan'] : []);
 
@@ -147,7 +153,7 @@ export async function startWebGpu(acceptSoftware: boolean): Promise<WebGpuStart>
   if (!(await tf.setBackend('webgpu'))) throw new EngineUnavailable('tfjs could not start its webgpu backend on this adapter');
   await tf.ready();
   makeMatMulDeterministic();
-  return { adapter: described };
+  return { adapter: described, device };
 }
 
 /**
