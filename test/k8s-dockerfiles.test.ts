@@ -1,12 +1,15 @@
 /**
- * deploy/Dockerfile (GPU) and deploy/Dockerfile.cpu, read without a Docker engine: every path,
- * script and command they name exists in the project and reaches the build context, the images
- * give the pods what they run, and the coordinator's entrypoint adds --resume when it should.
+ * deploy/Dockerfile (GPU: the webgpu engine), deploy/Dockerfile.tfjs-node-gpu (GPU: CUDA 11.2 and
+ * tfjs-node-gpu) and deploy/Dockerfile.cpu, read without a Docker engine: every path, script and
+ * command they name exists in the project and reaches the build context, the images give the pods
+ * what they run (the engine their workers name among it), and the coordinator's entrypoint adds
+ * --resume when it should.
  */
 import assert from 'node:assert/strict';
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join, posix, relative, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { test } from 'node:test';
 import { tempDir } from './helpers.js';
 import {
@@ -16,6 +19,7 @@ import {
   containersOf,
   copyParts,
   dockerIgnored,
+  findObject,
   parseDockerfile,
   readDockerignore,
   render,
@@ -30,11 +34,25 @@ interface PackageJson {
   allowScripts: Record<string, boolean>;
 }
 const pkg = JSON.parse(readFileSync(repoPath('package.json'), 'utf8')) as PackageJson;
+const lock = JSON.parse(readFileSync(repoPath('package-lock.json'), 'utf8')) as { packages: Record<string, { version: string }> };
 const ENTRYPOINT = repoPath('deploy', 'coordinator-entrypoint.sh');
+/**
+ * Each image, its base, the overlay that runs it, the tag the overlay names, and the engine its
+ * workers pin (`--engine`; none: `auto`).
+ */
 const DOCKERFILES = {
-  gpu: { file: repoPath('deploy', 'Dockerfile'), base: 'nvidia/cuda:11.2.2-cudnn8-runtime-ubuntu20.04', overlay: join(K8S, 'overlays', 'gpu') },
-  cpu: { file: repoPath('deploy', 'Dockerfile.cpu'), base: 'node:20-bookworm-slim', overlay: join(K8S, 'overlays', 'cpu') },
+  webgpu: { file: repoPath('deploy', 'Dockerfile'), base: 'node:20-bookworm-slim', overlay: join(K8S, 'overlays', 'gpu'), tag: 'webgpu', engine: 'webgpu' },
+  'tfjs-node-gpu': {
+    file: repoPath('deploy', 'Dockerfile.tfjs-node-gpu'),
+    base: 'nvidia/cuda:11.2.2-cudnn8-runtime-ubuntu20.04',
+    overlay: join(K8S, 'overlays', 'gpu-tfjs-node-gpu'),
+    tag: 'tfjs-node-gpu',
+    engine: 'tfjs-node-gpu',
+  },
+  cpu: { file: repoPath('deploy', 'Dockerfile.cpu'), base: 'node:20-bookworm-slim', overlay: join(K8S, 'overlays', 'cpu'), tag: 'cpu', engine: undefined },
 } as const;
+/** The engines `--engine` takes (the project's contract). */
+const ENGINES = ['auto', 'webgpu', 'wasm', 'tfjs-node', 'tfjs-node-gpu'];
 
 interface Stage {
   name?: string;
@@ -44,6 +62,31 @@ interface Stage {
   files: Map<string, string>;
   user?: string;
   runs: string[];
+  /** The environment its ENV instructions set. */
+  env: Map<string, string>;
+}
+
+/** An ENV instruction's variables: `ENV A=1 B="x y"`, or the old form `ENV A 1`. */
+function envVariables(args: string): [string, string][] {
+  const words = args.match(/(?:[^\s"']+|"(?:[^"\\]|\\.)*"|'[^']*')+/g) ?? [];
+  const unquote = (v: string): string => v.replace(/"((?:[^"\\]|\\.)*)"|'([^']*)'/g, (_, d: string | undefined, q: string | undefined) => (d !== undefined ? d.replace(/\\(.)/g, '$1') : (q ?? '')));
+  const first = words[0] ?? '';
+  if (first !== '' && !first.includes('=')) return [[first, unquote(args.slice(first.length).trim())]];
+  return words.map((w) => {
+    const i = w.indexOf('=');
+    assert.ok(i > 0, `ENV ${args}: ${w} is not NAME=VALUE`);
+    return [w.slice(0, i), unquote(w.slice(i + 1))];
+  });
+}
+
+/** The packages a stage's `apt-get install` commands name. */
+function aptPackages(stage: Stage): string[] {
+  return stage.runs.flatMap((r) => [...r.matchAll(/apt-get install ([^&;|]*)/g)].flatMap((m) => m[1].split(/\s+/).filter((w) => w !== '' && !w.startsWith('-'))));
+}
+
+/** The RUN command (one of its `&&` parts) that starts with `prefix`, if any. */
+function runPart(stage: Stage, prefix: string): string | undefined {
+  return stage.runs.flatMap((r) => r.split(/\s+&&\s+/)).find((part) => part.trim().startsWith(prefix))?.trim();
 }
 
 function stages(file: string): Stage[] {
@@ -53,7 +96,7 @@ function stages(file: string): Stage[] {
     if (ins.keyword === 'FROM') {
       const m = /^(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?$/i.exec(ins.args);
       assert.ok(m, `${file}:${ins.line}: FROM ${ins.args}`);
-      out.push({ image: m[1], name: m[2], instructions: [], files: new Map(), runs: [] });
+      out.push({ image: m[1], name: m[2], instructions: [], files: new Map(), runs: [], env: new Map() });
       workdir = '/';
       continue;
     }
@@ -63,6 +106,7 @@ function stages(file: string): Stage[] {
     if (ins.keyword === 'WORKDIR') workdir = posix.resolve(workdir, ins.args);
     if (ins.keyword === 'USER') stage.user = ins.args;
     if (ins.keyword === 'RUN') stage.runs.push(ins.args);
+    if (ins.keyword === 'ENV') for (const [k, v] of envVariables(ins.args)) stage.env.set(k, v);
     if (ins.keyword === 'COPY' || ins.keyword === 'ADD') {
       const { flags, sources, dest } = copyParts(ins.args);
       const target = posix.resolve(workdir, dest);
@@ -79,7 +123,7 @@ function filesUnder(dir: string): string[] {
   return readdirSync(dir, { withFileTypes: true }).flatMap((e) => (e.isDirectory() ? filesUnder(join(dir, e.name)) : [join(dir, e.name)]));
 }
 
-for (const [kind, { file, base, overlay }] of Object.entries(DOCKERFILES)) {
+for (const [kind, { file, base, overlay, tag, engine }] of Object.entries(DOCKERFILES)) {
   test(`${kind} image (${relative(repoPath(), file)}): what it copies exists and is in the build context`, () => {
     const ignore = readDockerignore();
     const all = stages(file);
@@ -127,15 +171,15 @@ for (const [kind, { file, base, overlay }] of Object.entries(DOCKERFILES)) {
     }
     assert.ok(pkg.devDependencies.assemblyscript, 'assemblyscript is installed by npm ci (and pruned after the build)');
 
-    // tfjs-node-gpu: in the GPU image only, the version of the tfjs packages the project pins, its install step allowed.
+    // tfjs-node-gpu: in the tfjs-node-gpu image only, the version of the tfjs packages the project pins, its install step allowed.
     const gpuEngine = /@tensorflow\/tfjs-node-gpu@([\d.]+)/.exec(runs);
-    if (kind === 'gpu') {
+    if (kind === 'tfjs-node-gpu') {
       assert.ok(gpuEngine, 'the GPU image installs @tensorflow/tfjs-node-gpu');
       assert.equal(gpuEngine[1], '4.22.0');
       assert.equal(gpuEngine[1], pkg.dependencies['@tensorflow/tfjs-core'], 'one tfjs-core for the engine and the project');
       assert.equal(pkg.allowScripts['@tensorflow/tfjs-node-gpu'], true);
       assert.doesNotMatch(runs.split('\n').find((r) => r.includes('tfjs-node-gpu')) ?? '', /--ignore-scripts/);
-    } else assert.equal(gpuEngine, null, 'the CPU image has no GPU engine');
+    } else assert.equal(gpuEngine, null, `the ${kind} image has no tfjs-node-gpu`);
 
     // `coordinator` and `worker` on the PATH, pointing at package.json's bins as tsc builds them.
     const final = all[all.length - 1];
@@ -160,7 +204,7 @@ for (const [kind, { file, base, overlay }] of Object.entries(DOCKERFILES)) {
     }
   });
 
-  test(`${kind} image: it holds every command the ${kind} overlay's pods run`, () => {
+  test(`${kind} image: it holds every command the ${relative(K8S, overlay)} overlay's pods run`, () => {
     const final = stages(file).at(-1) as Stage;
     for (const o of render(overlay).filter((x) => x.kind === 'Job')) {
       for (const c of containersOf(o)) {
@@ -177,7 +221,106 @@ for (const [kind, { file, base, overlay }] of Object.entries(DOCKERFILES)) {
       }
     }
   });
+
+  test(`${kind} image: the ${relative(K8S, overlay)} overlay runs it (mnist-ddp:${tag}), its workers on the engine it holds`, () => {
+    const objects = render(overlay);
+    const [coordinator, worker] = ['mnist-coordinator', 'mnist-worker'].map((name) => findObject(objects, 'Job', name).spec.template.spec.containers[0] as KObject);
+    for (const c of [coordinator, worker]) assert.equal(c.image, `mnist-ddp:${tag}`, c.name);
+    // The build command in the Dockerfile's header gives the image that tag.
+    const build = new RegExp(`^#\\s+docker build -f ${relative(repoPath(), file).replace(/[./]/g, '\\$&')} -t mnist-ddp:${tag} \\.$`, 'm');
+    assert.match(readFileSync(file, 'utf8'), build);
+    // The workers pin the image's engine (none: auto); the coordinator computes nothing heavy and never takes a GPU.
+    const args = worker.args as string[];
+    assert.ok(args.filter((a) => a === '--engine').length <= 1);
+    const pinned = args.includes('--engine') ? args[args.indexOf('--engine') + 1] : undefined;
+    assert.equal(pinned, engine, 'the workers\' --engine');
+    if (pinned !== undefined) assert.ok(ENGINES.includes(pinned), `--engine ${pinned}`);
+    assert.ok((coordinator.args as string[]).includes('--no-cuda'));
+  });
 }
+
+test('webgpu image: Debian and Node.js 20, no CUDA; the Vulkan loader, and the NVIDIA driver\'s graphics capability', () => {
+  const { file, base, overlay } = DOCKERFILES.webgpu;
+  const all = stages(file);
+  const final = all.at(-1) as Stage;
+  // No CUDA anywhere: every stage is the Node.js image itself, and nothing installs CUDA or tfjs-node.
+  for (const stage of all) {
+    assert.equal(stage.image, base);
+    for (const p of aptPackages(stage)) assert.doesNotMatch(p, /cuda|cudnn|nvidia|tensorrt/i, `apt-get install ${p}`);
+    for (const r of stage.runs) assert.doesNotMatch(r, /cuda|cudnn|tfjs-node/i, `RUN ${r}`);
+  }
+  assert.doesNotMatch(base, /cuda|nvidia/i);
+
+  // The Vulkan loader (Dawn opens libvulkan.so.1) and the libraries that the NVIDIA driver's Vulkan
+  // driver, mounted from the node, loads beside it; no Vulkan driver of its own.
+  const apt = aptPackages(final);
+  for (const p of ['libvulkan1', 'libegl1', 'libxext6', 'fonts-dejavu-core']) assert.ok(apt.includes(p), `apt-get install ${p}: ${apt.join(' ')}`);
+  assert.ok(!apt.some((p) => /mesa-vulkan|swiftshader|lavapipe/.test(p)), 'no software Vulkan driver');
+  assert.ok(all.slice(0, -1).every((s) => aptPackages(s).length === 0), 'the build stage needs no system package');
+
+  // The NVIDIA Container Toolkit mounts the driver's Vulkan ICD and libraries only for `graphics`.
+  const caps = (final.env.get('NVIDIA_DRIVER_CAPABILITIES') ?? '').split(',');
+  for (const c of ['graphics', 'compute', 'utility']) assert.ok(caps.includes(c), `NVIDIA_DRIVER_CAPABILITIES=${caps.join(',')}: ${c}`);
+  assert.equal(final.env.get('NVIDIA_VISIBLE_DEVICES'), 'all');
+  assert.equal(final.env.get('NODE_ENV'), 'production');
+
+  // The Vulkan loader's runtime folder and HOME: a folder that every pod mounts writable (an
+  // emptyDir), their root filesystem being read-only.
+  const jobs = render(overlay).filter((o) => o.kind === 'Job');
+  for (const name of ['XDG_RUNTIME_DIR', 'HOME']) {
+    const dir = final.env.get(name);
+    assert.ok(dir?.startsWith('/'), `${name}=${dir}`);
+    for (const job of jobs) {
+      const pod = job.spec.template.spec;
+      for (const c of containersOf(job)) {
+        const mount = (c.volumeMounts as KObject[]).find((m) => m.mountPath === dir);
+        assert.ok(mount && !mount.readOnly, `${job.metadata.name}: ${name}=${dir} is mounted writable`);
+        assert.ok((pod.volumes as KObject[]).find((v) => v.name === mount.name)?.emptyDir, `${job.metadata.name}: ${dir} is an emptyDir`);
+        assert.ok(!(c.env as KObject[] | undefined)?.some((e) => e.name === name && e.value !== dir), `${job.metadata.name}: ${name} is not set elsewhere`);
+      }
+    }
+  }
+
+  // The engine's two packages come from package-lock.json with `npm ci`, no install script run:
+  // Dawn's binding for Node (its binary prebuilt in the package) and tfjs's WebGPU backend, the
+  // version of tfjs-core. The build stops if either is missing.
+  const lockVersion = (name: string): string | undefined => lock.packages[`node_modules/${name}`]?.version;
+  for (const name of ['webgpu', '@tensorflow/tfjs-backend-webgpu']) {
+    assert.ok(pkg.dependencies[name], `${name} is one of package.json's dependencies`);
+    assert.ok(lockVersion(name), `${name} is in package-lock.json`);
+  }
+  assert.equal(lockVersion('@tensorflow/tfjs-backend-webgpu'), lockVersion('@tensorflow/tfjs-core'));
+  assert.equal(pkg.allowScripts.webgpu, false, 'webgpu\'s install script (macOS only) stays off');
+  const buildStage = all.find((s) => s.runs.some((r) => /\bnpm ci\b/.test(r))) as Stage;
+  assert.match(runPart(buildStage, 'npm ci') ?? '', /--ignore-scripts/);
+  assert.ok(!buildStage.runs.some((r) => /npm (install|i) /.test(r)), 'nothing installed beside package-lock.json');
+  const checks = buildStage.runs.flatMap((r) => r.split(/\s+&&\s+/)).filter((p) => p.startsWith('test -f '));
+  assert.ok(checks.some((c) => c.includes('node_modules/webgpu/dist/') && c.endsWith('/dawn.node"')), checks.join('\n'));
+  assert.ok(checks.includes('test -f node_modules/@tensorflow/tfjs-backend-webgpu/package.json'), checks.join('\n'));
+});
+
+test('images: of the webgpu package\'s prebuilt Dawn, each keeps the binary the package loads on its platform', { skip: process.platform !== 'linux' && 'the images are Linux' }, () => {
+  const installed = repoPath('node_modules', 'webgpu');
+  assert.ok(existsSync(join(installed, 'package.json')), 'npm ci installed webgpu');
+  const platforms = readdirSync(join(installed, 'dist'));
+  assert.ok(platforms.length > 1 && platforms.includes(`linux-${process.arch}`), platforms.join(' '));
+  for (const [kind, { file }] of Object.entries(DOCKERFILES)) {
+    const build = stages(file).find((s) => s.runs.some((r) => r.includes('node_modules/webgpu/dist')));
+    const prune = build && runPart(build, 'find node_modules/webgpu/dist');
+    assert.ok(prune, `${kind}: prunes node_modules/webgpu/dist`);
+    // The build stage's package: its own files, and its dist/ folders as links to the installed ones.
+    const pkgDir = join(tempDir('mnist-dawn-'), 'node_modules', 'webgpu');
+    mkdirSync(join(pkgDir, 'dist'), { recursive: true });
+    for (const f of readdirSync(installed)) if (statSync(join(installed, f)).isFile()) copyFileSync(join(installed, f), join(pkgDir, f));
+    for (const p of platforms) symlinkSync(join(installed, 'dist', p), join(pkgDir, 'dist', p));
+    execFileSync('sh', ['-c', prune], { cwd: dirname(dirname(pkgDir)), env: { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH}` } });
+    assert.deepEqual(readdirSync(join(pkgDir, 'dist')), [`linux-${process.arch}`], kind);
+    assert.ok(platforms.every((p) => existsSync(join(installed, 'dist', p))), 'only the copy was pruned');
+    // What is left is what the package loads.
+    const load = spawnSync(process.execPath, ['--input-type=module', '-e', `const m = await import(${JSON.stringify(pathToFileURL(join(pkgDir, 'index.js')).href)}); process.exit(typeof m.create === 'function' ? 0 : 3);`], { encoding: 'utf8', timeout: 60_000 });
+    assert.equal(load.status, 0, `${kind}: ${load.stderr}`);
+  }
+});
 
 test('.dockerignore keeps keys, builds, runs and the git folder out of the build context', () => {
   const ignore = readDockerignore();

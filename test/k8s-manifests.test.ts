@@ -4,6 +4,7 @@
  * invariants hold.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { cpSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
@@ -22,10 +23,19 @@ import {
   schemaProblems,
   strategicMerge,
 } from './k8s-helpers.js';
-import { tempDir } from './helpers.js';
+import { COORDINATOR, WORKER, tempDir } from './helpers.js';
 
-const OVERLAYS = { gpu: join(K8S, 'overlays', 'gpu'), cpu: join(K8S, 'overlays', 'cpu') } as const;
-const rendered = { gpu: render(OVERLAYS.gpu), cpu: render(OVERLAYS.cpu) };
+const OVERLAYS = {
+  gpu: join(K8S, 'overlays', 'gpu'),
+  'gpu-tfjs-node-gpu': join(K8S, 'overlays', 'gpu-tfjs-node-gpu'),
+  cpu: join(K8S, 'overlays', 'cpu'),
+} as const;
+const rendered = { gpu: render(OVERLAYS.gpu), 'gpu-tfjs-node-gpu': render(OVERLAYS['gpu-tfjs-node-gpu']), cpu: render(OVERLAYS.cpu) };
+/** The GPU overlays: the image each runs and the engine its workers pin. */
+const GPU_OVERLAYS = [
+  { overlay: 'gpu', image: 'mnist-ddp:webgpu', engine: 'webgpu' },
+  { overlay: 'gpu-tfjs-node-gpu', image: 'mnist-ddp:tfjs-node-gpu', engine: 'tfjs-node-gpu' },
+] as const;
 const SECRET_NAME = 'mnist-keys';
 
 function byId(objects: KObject[]): KObject[] {
@@ -63,7 +73,7 @@ function labelsMatch(selector: Record<string, string>, labels: Record<string, st
 }
 
 test('the tests\' renderer gives what kubectl kustomize gives', { skip: !kubectlAvailable() && 'kubectl is not installed here' }, () => {
-  for (const dir of [K8S, OVERLAYS.gpu, OVERLAYS.cpu]) {
+  for (const dir of [K8S, ...Object.values(OVERLAYS)]) {
     assert.deepStrictEqual(byId(renderKustomization(dir)), byId(renderWithKubectl(dir) ?? []), dir);
   }
 });
@@ -73,13 +83,16 @@ test('k8s/ itself deploys the gpu overlay', () => {
 });
 
 test('every rendered object passes Kubernetes\' schemas, without unknown fields', async () => {
-  const objects = [...rendered.gpu, ...rendered.cpu, ...parseYamlFile(join(K8S, 'tools', 'runs-reader.yaml'))];
+  const objects = [...Object.values(rendered).flat(), ...parseYamlFile(join(K8S, 'tools', 'runs-reader.yaml'))];
   const problems = (await Promise.all(objects.map(schemaProblems))).flat();
   assert.deepEqual(problems, []);
-  assert.deepEqual(
-    rendered.gpu.map((o) => `${o.kind}/${o.metadata.name}`).sort(),
-    ['Job/mnist-coordinator', 'Job/mnist-worker', 'PersistentVolumeClaim/mnist-runs', 'Service/mnist-coordinator'],
-  );
+  for (const [overlay, objects] of Object.entries(rendered)) {
+    assert.deepEqual(
+      objects.map((o) => `${o.kind}/${o.metadata.name}`).sort(),
+      ['Job/mnist-coordinator', 'Job/mnist-worker', 'PersistentVolumeClaim/mnist-runs', 'Service/mnist-coordinator'],
+      overlay,
+    );
+  }
 });
 
 test('the schema check catches a wrong type and an unknown field', async () => {
@@ -104,8 +117,7 @@ test('the number of workers is set once, in k8s/base/settings.yaml', () => {
     assert.equal(worker.spec.completions, n);
   };
   const n = settingsWorkers();
-  check(rendered.gpu, n);
-  check(rendered.cpu, n);
+  for (const objects of Object.values(rendered)) check(objects, n);
 
   // Change it there, and only there: both Jobs follow.
   const copy = join(tempDir('mnist-k8s-'), 'k8s');
@@ -113,7 +125,7 @@ test('the number of workers is set once, in k8s/base/settings.yaml', () => {
   const settings = join(copy, 'base', 'settings.yaml');
   writeFileSync(settings, readFileSync(settings, 'utf8').replace(/workers: "\d+"/, 'workers: "5"'));
   assert.equal(settingsWorkers(copy), 5);
-  for (const overlay of ['gpu', 'cpu']) {
+  for (const overlay of Object.keys(OVERLAYS)) {
     const dir = join(copy, 'overlays', overlay);
     check(renderKustomization(dir), 5);
     const viaKubectl = renderWithKubectl(dir);
@@ -179,6 +191,28 @@ test('the command lines: the coordinator listens with keys and writes to the vol
   }
 });
 
+test('every flag the pods pass is one their program knows', () => {
+  // The programs the containers run: the coordinator's entrypoint passes its arguments to `coordinator`.
+  const programs: Record<string, string> = { '/app/deploy/coordinator-entrypoint.sh': COORDINATOR, coordinator: COORDINATOR, worker: WORKER };
+  const help = new Map<string, Set<string>>();
+  const flagsOf = (script: string): Set<string> => {
+    let flags = help.get(script);
+    if (!flags) help.set(script, (flags = new Set(execFileSync(process.execPath, [script, '--help'], { encoding: 'utf8' }).match(/--[a-z][a-z0-9-]*/g))));
+    return flags;
+  };
+  for (const [overlay, objects] of Object.entries(rendered)) {
+    for (const job of objects.filter((o) => o.kind === 'Job')) {
+      for (const c of containersOf(job)) {
+        const script = programs[(c.command as string[])[0]];
+        assert.ok(script, `${overlay}: ${job.metadata.name} runs ${c.command[0]}`);
+        for (const arg of (c.args as string[]).filter((a) => a.startsWith('--'))) {
+          assert.ok(flagsOf(script).has(arg.split('=')[0]), `${overlay}: ${job.metadata.name} passes ${arg}, which \`${c.command[0]} --help\` does not list`);
+        }
+      }
+    }
+  }
+});
+
 test('the Service is headless and selects the coordinator pod only', () => {
   for (const objects of Object.values(rendered)) {
     const { coordinator, worker, service } = jobs(objects);
@@ -190,27 +224,72 @@ test('the Service is headless and selects the coordinator pod only', () => {
   }
 });
 
-test('GPUs: one per worker in the gpu overlay, none elsewhere', () => {
-  const gpu = jobs(rendered.gpu);
-  const limits = gpu.worker.spec.template.spec.containers[0].resources.limits;
-  const requests = gpu.worker.spec.template.spec.containers[0].resources.requests;
-  assert.equal(limits['nvidia.com/gpu'], 1);
-  // Extended resources cannot be overcommitted: requests, where given, equal limits.
-  if (requests['nvidia.com/gpu'] !== undefined) assert.equal(requests['nvidia.com/gpu'], limits['nvidia.com/gpu']);
-  assert.equal(gpu.worker.spec.template.spec.containers[0].image, 'mnist-ddp:gpu');
-  assert.doesNotMatch(JSON.stringify(gpu.coordinator.spec.template.spec.containers[0].resources), /nvidia/);
-  assert.doesNotMatch(JSON.stringify(rendered.cpu), /nvidia\.com\/gpu/);
-  assert.equal(jobs(rendered.cpu).worker.spec.template.spec.containers[0].image, 'mnist-ddp:cpu');
-  // The CPU image has no GPU engine: the cpu overlay's command lines are the gpu overlay's.
-  for (const name of ['mnist-coordinator', 'mnist-worker']) {
-    const [g, c] = [findObject(rendered.gpu, 'Job', name), findObject(rendered.cpu, 'Job', name)].map((j) => j.spec.template.spec.containers[0]);
-    assert.deepEqual([c.command, c.args], [g.command, g.args]);
+/** A container's environment variables: name → value. */
+function envOf(container: KObject): Record<string, string> {
+  return Object.fromEntries(((container.env ?? []) as KObject[]).map((e) => [e.name as string, e.value as string]));
+}
+
+test('GPUs: one per worker pod in the gpu overlays, none for the coordinator, none in the cpu overlay', () => {
+  const cpu = jobs(rendered.cpu);
+  const cpuWorker = cpu.worker.spec.template.spec.containers[0];
+  const cpuCoordinator = cpu.coordinator.spec.template.spec.containers[0];
+  for (const { overlay, image, engine } of GPU_OVERLAYS) {
+    const { coordinator, worker } = jobs(rendered[overlay]);
+    const pod = worker.spec.template.spec;
+    const w = pod.containers[0];
+    const c = coordinator.spec.template.spec.containers[0];
+    // One GPU per pod: the device plugin hands each worker its own, so that N workers take N
+    // GPUs whichever node they land on, and each sees exactly one.
+    assert.equal(w.resources.limits['nvidia.com/gpu'], 1, overlay);
+    // Extended resources cannot be overcommitted: requests, where given, equal limits.
+    if (w.resources.requests['nvidia.com/gpu'] !== undefined) assert.equal(w.resources.requests['nvidia.com/gpu'], w.resources.limits['nvidia.com/gpu'], overlay);
+    assert.ok((pod.tolerations as KObject[]).some((t) => t.key === 'nvidia.com/gpu' && t.operator === 'Exists' && t.effect === 'NoSchedule'), `${overlay}: tolerates the GPU nodes' taint`);
+    assert.equal(w.image, image, overlay);
+    assert.equal(c.image, image, overlay);
+    // The coordinator takes none, and sees none even where the NVIDIA runtime is the default.
+    assert.doesNotMatch(JSON.stringify(c.resources), /nvidia/, overlay);
+    assert.equal(envOf(c).NVIDIA_VISIBLE_DEVICES, 'void', overlay);
+    // The command lines are the cpu overlay's; the workers add only their engine.
+    assert.deepEqual([c.command, c.args], [cpuCoordinator.command, cpuCoordinator.args], overlay);
+    assert.deepEqual(w.command, cpuWorker.command, overlay);
+    assert.deepEqual(w.args, [...cpuWorker.args, '--engine', engine], overlay);
   }
+  // webgpu: the NVIDIA Container Toolkit mounts the driver's Vulkan ICD only for the graphics
+  // capability, and the pod asks for it itself. No CUDA in that image.
+  const webgpu = envOf(jobs(rendered.gpu).worker.spec.template.spec.containers[0]);
+  const caps = (webgpu.NVIDIA_DRIVER_CAPABILITIES ?? '').split(',');
+  for (const cap of ['graphics', 'compute', 'utility']) assert.ok(caps.includes(cap), `NVIDIA_DRIVER_CAPABILITIES=${caps.join(',')}: ${cap}`);
+  assert.equal(webgpu.CUDA_VISIBLE_DEVICES, undefined);
+  // tfjs-node-gpu: the pod's one GPU is CUDA device 0.
+  assert.equal(envOf(jobs(rendered['gpu-tfjs-node-gpu']).worker.spec.template.spec.containers[0]).CUDA_VISIBLE_DEVICES, '0');
+
+  assert.doesNotMatch(JSON.stringify(rendered.cpu), /nvidia/i);
+  assert.equal(cpuWorker.image, 'mnist-ddp:cpu');
+  assert.equal(cpuCoordinator.image, 'mnist-ddp:cpu');
+  assert.ok(!(cpuWorker.args as string[]).includes('--engine'), 'the cpu overlay\'s workers choose (auto: wasm)');
+});
+
+test('the two gpu overlays differ only in the image, the engine and what the engine needs from the NVIDIA runtime', () => {
+  const normalised = (objects: KObject[]): KObject[] =>
+    byId(objects).map((o) => {
+      const copy = structuredClone(o);
+      for (const c of containersOf(copy)) {
+        delete c.image;
+        if (Array.isArray(c.args) && c.args.includes('--engine')) c.args.splice(c.args.indexOf('--engine'), 2);
+        c.env = (c.env as KObject[] | undefined)?.filter((e) => !['NVIDIA_DRIVER_CAPABILITIES', 'CUDA_VISIBLE_DEVICES'].includes(e.name));
+      }
+      return copy;
+    });
+  assert.deepStrictEqual(normalised(rendered['gpu-tfjs-node-gpu']), normalised(rendered.gpu));
+  // And the normalisation does not hide a difference elsewhere.
+  const changed = structuredClone(rendered.gpu);
+  findObject(changed, 'Job', 'mnist-worker').spec.template.spec.containers[0].resources.limits.memory = '16Gi';
+  assert.notDeepStrictEqual(normalised(changed), normalised(rendered.gpu));
 });
 
 test('pods run as a non-root user on a read-only root filesystem, with requests and limits', () => {
   const reader = parseYamlFile(join(K8S, 'tools', 'runs-reader.yaml'));
-  for (const o of [...rendered.gpu, ...rendered.cpu, ...reader].filter((x) => x.kind === 'Job' || x.kind === 'Pod')) {
+  for (const o of [...Object.values(rendered).flat(), ...reader].filter((x) => x.kind === 'Job' || x.kind === 'Pod')) {
     const pod = o.kind === 'Pod' ? o.spec : o.spec.template.spec;
     const name = `${o.kind}/${o.metadata.name}`;
     assert.equal(pod.securityContext.runAsNonRoot, true, name);
@@ -263,7 +342,7 @@ test('the run outlives its pods: a PersistentVolumeClaim for --out', () => {
 });
 
 test('labels: app.kubernetes.io/* on every object and pod template', () => {
-  for (const o of [...rendered.gpu, ...rendered.cpu]) {
+  for (const o of Object.values(rendered).flat()) {
     const sets = [o.metadata.labels, ...(o.spec?.template ? [o.spec.template.metadata.labels] : [])];
     for (const labels of sets) {
       assert.equal(labels['app.kubernetes.io/name'], 'mnist-ddp', objectId(o));

@@ -7,7 +7,9 @@
  *   - the Secret (`kubectl create secret generic mnist-keys --from-file=DIR` of a `coordinator
  *     keygen` DIR), the PersistentVolumeClaim and the emptyDirs: folders, each pod seeing only the
  *     Secret's items its volume names;
- *   - the Service's DNS name and the coordinator's port: 127.0.0.1 and a free port.
+ *   - the Service's DNS name and the coordinator's port: 127.0.0.1 and a free port;
+ *   - the GPU each worker pod is given: this machine may have none, so the workers' engine pin
+ *     (`--engine webgpu`) is left out, and the default, `--engine auto`, picks what it has.
  * Small-data flags are appended to the coordinator's args, as an overlay may append flags.
  */
 import assert from 'node:assert/strict';
@@ -68,6 +70,12 @@ interface Pod {
   exit: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
+/** A container's args without `--engine NAME`: the engine of the GPU a cluster's node provides. */
+function withoutEnginePin(args: string[]): string[] {
+  const i = args.indexOf('--engine');
+  return i < 0 ? args : [...args.slice(0, i), ...args.slice(i + 2)];
+}
+
 /** A stand-in for the cluster: rendered objects, the Secret, the volumes and the Service's name. */
 async function makeCluster(): Promise<Cluster> {
   const objects = render(K8S);
@@ -76,6 +84,10 @@ async function makeCluster(): Promise<Cluster> {
   const service = findObject(objects, 'Service', 'mnist-coordinator');
   const n = workerJob.spec.parallelism as number;
   assert.equal(workerJob.spec.completions, n);
+  // What the rehearsal leaves out: the workers' engine pin, and nothing of the coordinator's.
+  const workerArgs = workerJob.spec.template.spec.containers[0].args as string[];
+  assert.deepEqual(workerArgs.slice(workerArgs.indexOf('--engine')), ['--engine', 'webgpu']);
+  assert.ok(!(coordinatorJob.spec.template.spec.containers[0].args as string[]).includes('--engine'));
 
   const dir = tempDir('mnist-k8s-rehearsal-');
   // The image's programs on the PATH.
@@ -144,7 +156,7 @@ async function makeCluster(): Promise<Cluster> {
       return value;
     };
     const command = (container.command as string[]).map(local);
-    const args = [...((container.args ?? []) as string[]).map(local), ...extraArgs];
+    const args = [...withoutEnginePin((container.args ?? []) as string[]).map(local), ...extraArgs];
     const env: Record<string, string> = { ...(process.env as Record<string, string>), PATH: `${bin}:${process.env.PATH}` };
     for (const e of (container.env ?? []) as KObject[]) env[e.name] = local(String(e.value));
     Object.assign(env, extraEnv);
