@@ -23,7 +23,8 @@ export const LOG_FILE = 'log.jsonl';
 
 /** Recomputes a shard in this process: is its gradient non-finite here too? (see PoolOptions.verifyShard) */
 function shardVerifier(model: ModelDef, opts: GradientOptions): (weights: Float32Array, shard: ShardData) => Promise<boolean> {
-  const computer = createGradientComputer(model, opts);
+  // In one piece: the verdict then comes before the sender's next message is read.
+  const computer = createGradientComputer(model, { ...opts, yielding: false });
   return async (weights, shard) => {
     const r = await computer.compute(weights, shard);
     return !(Number.isFinite(r.lossSum) && r.gradSum.every(Number.isFinite));

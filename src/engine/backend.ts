@@ -21,6 +21,7 @@ import '@tensorflow/tfjs-layers';
 import { readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { UserError } from '../util/errors.js';
+import { runYielding } from '../util/yield.js';
 import { cudaDeviceFor, nvidiaGpuName, pciAddressFor, visibleGpuCount, vulkanPinFor } from './gpus.js';
 import { registerFastWasmKernels } from './kernels/index.js';
 import { type NetworkDescription, createFusedNetwork, fusedEngineAvailable } from './simd/step.js';
@@ -179,11 +180,6 @@ export function currentEngine(): EngineInfo | undefined {
   return started;
 }
 
-/** Whether the engine this process started runs training steps on fused kernels of its own. */
-export function fusedKernelsEnabled(): boolean {
-  return started?.fusedKernels ?? false;
-}
-
 /**
  * A model's whole training step and forward pass on the started engine's own fused kernels: the
  * SIMD CPU kernels (wasm) or the WGSL compute shaders (webgpu). Undefined where the engine has
@@ -211,7 +207,8 @@ export interface EngineNetwork {
   programsPerStep?(n: number): number;
 }
 
-export function createEngineNetwork(net: NetworkDescription, inputShape: readonly [number, number, number]): EngineNetwork | undefined {
+/** `yielding: false`: the CPU engine computes a call in one piece (a short recomputation whose verdict must keep its place in line). */
+export function createEngineNetwork(net: NetworkDescription, inputShape: readonly [number, number, number], { yielding = true } = {}): EngineNetwork | undefined {
   if (!started?.fusedKernels) return undefined;
   if (started.name === 'webgpu' && gpuDevice) {
     const gpu = createGpuNetwork(gpuDevice, net, inputShape);
@@ -225,6 +222,20 @@ export function createEngineNetwork(net: NetworkDescription, inputShape: readonl
     );
   }
   const cpu = createFusedNetwork(net, inputShape);
-  // A chunk of the CPU engine stays in a core's cache.
-  return cpu && { trainStep: async (...args) => cpu.trainStep(...args), forward: async (w, x, n) => cpu.forward(w, x, n), evalChunk: 128 };
+  if (!cpu) return undefined;
+  // The CPU kernels run on this thread: a long step lets the event loop in between its chunks, one
+  // call at a time (the network's buffers are its own).
+  let queue: Promise<unknown> = Promise.resolve();
+  const exclusive = <T>(f: () => Promise<T>): Promise<T> => {
+    const next = queue.then(f, f);
+    queue = next.catch(() => {});
+    return next;
+  };
+  if (!yielding) return { trainStep: async (...args) => cpu.trainStep(...args), forward: async (w, x, n) => cpu.forward(w, x, n), evalChunk: 128 };
+  return {
+    trainStep: (...args) => exclusive(() => runYielding(cpu.trainStepInChunks(...args))),
+    forward: (w, x, n) => exclusive(() => runYielding(cpu.forwardInChunks(w, x, n))),
+    // A chunk of the CPU engine stays in a core's cache.
+    evalChunk: 128,
+  };
 }

@@ -4,6 +4,7 @@ import { IMAGE_PIXELS, IMAGE_SIZE, type MnistSplit, NUM_CLASSES, normalisePixels
 import { forwardLayers } from '../models/ops.js';
 import type { ModelDef } from '../models/types.js';
 import { type EngineNetwork, createEngineNetwork } from '../engine/backend.js';
+import { createYielder } from '../util/yield.js';
 import { asParams, paramTensors } from './gradients.js';
 
 export interface Evaluation {
@@ -57,7 +58,10 @@ async function evaluateInChunks(test: MnistSplit, chunk: number, logProbs: (x: F
   let lossSum = 0;
   let correct = 0;
   const scratch = new Float32Array(Math.min(chunk, test.count) * IMAGE_PIXELS);
+  // Timers and heartbeats run between chunks of a long evaluation.
+  const pause = createYielder();
   for (let start = 0; start < test.count; start += chunk) {
+    await pause();
     const n = Math.min(chunk, test.count - start);
     const x = normalisePixels(test.images.subarray(start * IMAGE_PIXELS, (start + n) * IMAGE_PIXELS), scratch.subarray(0, n * IMAGE_PIXELS));
     const logp = await logProbs(x, n);

@@ -53,6 +53,8 @@ export interface GradientOptions {
   augment?: AugmentOptions;
   /** false: run the model on tfjs's ops even where the engine has fused kernels of its own (tests, comparisons). */
   fused?: boolean;
+  /** false: a computation never pauses for the event loop (see util/yield.ts); for short recomputations. */
+  yielding?: boolean;
 }
 
 export function createGradientComputer(model: ModelDef, opts: GradientOptions = {}): GradientComputer {
@@ -67,7 +69,7 @@ export function createGradientComputer(model: ModelDef, opts: GradientOptions = 
     });
     return masks;
   };
-  const fused = opts.fused === false ? undefined : createEngineNetwork(model, [IMAGE_SIZE, IMAGE_SIZE, 1]);
+  const fused = opts.fused === false ? undefined : createEngineNetwork(model, [IMAGE_SIZE, IMAGE_SIZE, 1], { yielding: opts.yielding });
 
   return {
     async compute(weights, shard, out = new Float32Array(layout.total), onTailReady) {

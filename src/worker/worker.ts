@@ -156,6 +156,8 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
 
+  let work: Promise<void> = Promise.resolve();
+  let workError: unknown;
   try {
     for (;;) {
       let frames: Buffer[];
@@ -196,14 +198,21 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
         }
         case 'reject':
           throw new UserError(`coordinator refused this worker: ${msg.reason}`);
-        case 'assign':
-          try {
-            await handleAssign(msg);
-          } catch (e) {
-            // A result that cannot be sent because the watchdog closed the socket is not an error.
-            if (!socket.closed) throw e;
-          }
+        case 'assign': {
+          // Computed after the shards before it, while this loop goes on receiving: the
+          // coordinator's heartbeats keep arriving during a long computation, so the watchdog
+          // never mistakes this worker's own work for the coordinator's silence.
+          const assignment = msg;
+          work = work
+            .then(() => handleAssign(assignment))
+            .catch((e: unknown) => {
+              // A result that cannot be sent because the socket closed is not an error.
+              if (socket.closed) return;
+              workError ??= e;
+              socket.close();
+            });
           break;
+        }
         case 'heartbeat':
           break;
         case 'shutdown':
@@ -220,7 +229,9 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
     clearInterval(watchdog);
     clearInterval(heartbeat);
     if (!socket.closed) socket.close();
+    await work;
   }
+  if (workError) throw workError;
   if (refusal) throw new UserError(refusal);
   if (stopReason && !welcomed) throw new UserError(stopReason);
   logger.info(stopReason ?? 'stopped');

@@ -36,6 +36,13 @@ export interface FusedNetwork {
   ): number;
   /** Log-probabilities [n × classes] of normalised images x (dropout inactive). */
   forward(weights: Float32Array, x: Float32Array, n: number): Float32Array;
+  /**
+   * trainStep and forward as generators that pause after each chunk of samples (they return what
+   * those return): a caller can let its event loop run between chunks, so that a long step never
+   * holds up heartbeats. The network is not re-entrant: finish one before starting another.
+   */
+  trainStepInChunks(...args: Parameters<FusedNetwork['trainStep']>): Generator<void, number>;
+  forwardInChunks(...args: Parameters<FusedNetwork['forward']>): Generator<void, Float32Array>;
 }
 
 /** Per-sample shape of an activation; `cp` is the channel (or feature) count as stored, padded to 4. */
@@ -385,8 +392,23 @@ export function createFusedNetwork(
     return mem;
   };
 
-  return {
-    trainStep(weights, x, labels, maskValues, gradOut, onTailReady) {
+  const drain = <T>(steps: Generator<void, T>): T => {
+    for (;;) {
+      const r = steps.next();
+      if (r.done) return r.value;
+    }
+  };
+
+  const network: FusedNetwork = {
+    trainStep(...args) {
+      return drain(network.trainStepInChunks(...args));
+    },
+
+    forward(...args) {
+      return drain(network.forwardInChunks(...args));
+    },
+
+    *trainStepInChunks(weights, x, labels, maskValues, gradOut, onTailReady) {
       const n = labels.length;
       if (x.length !== n * inputSize) throw new Error('images do not match the network input');
       for (const m of masks) {
@@ -424,12 +446,13 @@ export function createFusedNetwork(
           while (tail > 0 && finished.has(paramAt(tail - 1))) tail = paramOffsets[paramAt(tail - 1)];
           if (tail > 0) onTailReady?.(tail, lossSum);
         }
+        if (!lastChunk) yield;
       }
       finished.clear();
       return lossSum;
     },
 
-    forward(weights, x, n) {
+    *forwardInChunks(weights, x, n) {
       if (x.length !== n * inputSize) throw new Error('images do not match the network input');
       const mem = loadWeights(weights, Math.min(n, chunk));
       const out = new Float32Array(n * classes);
@@ -440,8 +463,10 @@ export function createFusedNetwork(
         for (const op of ops) op.forward(m, false);
         k().logSoftmax(logits.act, m, classes, logitStride);
         for (let i = 0; i < m; i++) out.set(mem.subarray(base + i * logitStride, base + i * logitStride + classes), (c0 + i) * classes);
+        if (c0 + m < n) yield;
       }
       return out;
     },
   };
+  return network;
 }
