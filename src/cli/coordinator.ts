@@ -19,6 +19,7 @@ interface DistributedFlags {
   listen?: string;
   connectTimeout: number;
   workerTimeout: number;
+  emptyPoolTimeout: number;
   keys?: string;
   insecure: boolean;
 }
@@ -43,6 +44,7 @@ export function buildProgram(): Command {
     .option('--listen <addr>', 'address workers connect to, e.g. tcp://0.0.0.0:5555 (default: a free loopback port)')
     .addOption(new Option('--connect-timeout <s>', 'give up when the workers have not all joined within S seconds').argParser(positiveInt).default(60))
     .addOption(new Option('--worker-timeout <s>', 'declare a silent worker lost after S seconds').argParser(positiveInt).default(5))
+    .addOption(new Option('--empty-pool-timeout <s>', 'with no worker left, wait S seconds for one to join or rejoin before giving up').argParser(positiveInt).default(30))
     .option('--keys <dir>', 'authenticate and encrypt the worker link with the keys in DIR (see keygen)')
     .option('--insecure', 'allow --listen beyond loopback without --keys', false)
     .action(async (flags: TrainFlags & DistributedFlags, cmd: Command) => {
@@ -59,6 +61,7 @@ export function buildProgram(): Command {
           listen: flags.listen,
           connectTimeoutS: flags.connectTimeout,
           workerTimeoutS: flags.workerTimeout,
+          emptyPoolTimeoutS: flags.emptyPoolTimeout,
           keysDir: flags.keys,
           insecure: flags.insecure,
         },

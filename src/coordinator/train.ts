@@ -38,6 +38,8 @@ export interface DistributedOptions {
   listen?: string;
   connectTimeoutS: number;
   workerTimeoutS: number;
+  /** With no worker left, how long to wait for one (join or rejoin) before giving up. */
+  emptyPoolTimeoutS?: number;
   /** --keys DIR: CURVE encryption and an allow-list of worker keys. */
   keysDir?: string;
   /** --insecure: allow listening beyond loopback without keys. */
@@ -129,6 +131,7 @@ export async function train(requested: TrainConfig, opts: TrainOptions): Promise
           logger,
           connectTimeoutMs: opts.distributed.connectTimeoutS * 1000,
           workerTimeoutMs: opts.distributed.workerTimeoutS * 1000,
+          ...(dist.emptyPoolTimeoutS ? { allGoneTimeoutMs: dist.emptyPoolTimeoutS * 1000 } : {}),
           keys,
           keysDir: dist.keysDir ? resolve(dist.keysDir) : undefined,
           verifyShard: shardVerifier(model, gradientOptions),

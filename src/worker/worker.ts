@@ -38,6 +38,9 @@ export interface WorkerOptions {
   keys?: WorkerKeys;
 }
 
+/** How often a worker waiting to rejoin says hello again. */
+const REHELLO_MS = 2000;
+
 /** Runs until the coordinator ends the run; returns the exit status (see WORKER_EXIT). */
 export async function runWorker(opts: WorkerOptions): Promise<number> {
   const { logger } = opts;
@@ -68,13 +71,41 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
   let gradBuffer = new Float32Array(0);
   let keys = new Uint32Array(0);
 
+  // Joined once, this worker rejoins rather than leaves: when its coordinator falls silent (it
+  // vanished, or dropped this worker) or stops a run early, it says hello again, every few seconds,
+  // for up to --connect-timeout; a coordinator resumed on the same address, or the same one, then
+  // admits it afresh. ZeroMQ reconnects the socket by itself.
+  let everWelcomed = false;
+  let lastHello = Date.now();
+  const sayHello = (): void => {
+    lastHello = Date.now();
+    send({ type: 'hello', protocol: PROTOCOL_VERSION, workerId, pid: process.pid, host: hostname(), backend: engine.name, device: engine.device, ...(engine.adapter ? { adapter: engine.adapter } : {}) }).catch(
+      () => {},
+    );
+  };
+  const rejoin = (why: string): void => {
+    logger.warn(`${why}; saying hello again for up to ${Math.round(opts.connectTimeoutMs / 1000)} s`);
+    welcomed = false;
+    clearInterval(heartbeat);
+    // A new coordinator sends the weights again; an old one's version means nothing to it.
+    weightsVersion = -1;
+    timeoutMs = opts.connectTimeoutMs;
+    lastHeard = Date.now();
+    sayHello();
+  };
+
   // The receive loop below blocks in `receive()`; this watchdog ends it when the coordinator is gone.
   const watchdog = setInterval(() => {
-    if (Date.now() - lastHeard > timeoutMs) {
-      stopReason = welcomed
-        ? `coordinator silent for ${Math.round(timeoutMs / 1000)} s, exiting`
+    const now = Date.now();
+    if (welcomed && now - lastHeard > timeoutMs) {
+      rejoin(`coordinator silent for ${Math.round(timeoutMs / 1000)} s`);
+    } else if (!welcomed && now - lastHeard > timeoutMs) {
+      stopReason = everWelcomed
+        ? `no coordinator at ${opts.connect} took this worker back within ${Math.round(timeoutMs / 1000)} s, exiting`
         : `no answer from a coordinator at ${opts.connect} within ${Math.round(timeoutMs / 1000)} s${opts.keys ? '' : ' (if it runs with --keys, this worker needs them too)'}`;
       socket.close();
+    } else if (!welcomed && everWelcomed && now - lastHello > REHELLO_MS) {
+      sayHello();
     }
   }, 250);
 
@@ -103,9 +134,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
   // Connect only now that the watchers run; the hello waits in the send queue until a
   // connection is up (a DEALER's send blocks without one), so it must not be awaited here.
   socket.connect(opts.connect);
-  send({ type: 'hello', protocol: PROTOCOL_VERSION, workerId, pid: process.pid, host: hostname(), backend: engine.name, device: engine.device, ...(engine.adapter ? { adapter: engine.adapter } : {}) }).catch(
-    () => {},
-  );
+  sayHello();
 
   const handleAssign = async (m: ReceivedAssign): Promise<void> => {
     if (!computer) throw new ProtocolError('assignment before welcome');
@@ -187,7 +216,9 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
           weightsVersion = -1;
           timeoutMs = msg.timeoutMs;
           streamGradients = msg.streamGradients === true;
+          if (everWelcomed) logger.info('rejoined the coordinator');
           welcomed = true;
+          everWelcomed = true;
           clearInterval(heartbeat);
           heartbeat = setInterval(
             () => void send({ type: 'heartbeat', t: Date.now(), peakRss: process.resourceUsage().maxRSS * 1024 }).catch(() => {}),
@@ -199,6 +230,8 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
         case 'reject':
           throw new UserError(`coordinator refused this worker: ${msg.reason}`);
         case 'assign': {
+          // Not ours to compute while rejoining: the coordinator reassigns it once it welcomes this worker again.
+          if (!welcomed) break;
           // Computed after the shards before it, while this loop goes on receiving: the
           // coordinator's heartbeats keep arriving during a long computation, so the watchdog
           // never mistakes this worker's own work for the coordinator's silence.
@@ -216,6 +249,12 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
         case 'heartbeat':
           break;
         case 'shutdown':
+          if (!msg.finished && !process.send) {
+            // Stopped early (to be resumed): wait for it, or its successor, on the same address.
+            // A spawned worker leaves: its coordinator starts new ones when it resumes.
+            rejoin(`coordinator stopped the run early (${msg.reason})`);
+            break;
+          }
           stopReason = `coordinator says: ${msg.reason}`;
           exitCode = msg.finished ? WORKER_EXIT.finished : WORKER_EXIT.retry;
           socket.close();
