@@ -13,6 +13,9 @@
 #      none; sets XDG_RUNTIME_DIR to a writable folder;
 #   3. runs the webgpu engine's tests (node --test dist/test/webgpu-*.test.js: what npm run
 #      test:webgpu runs, without its build) and counts pass / fail;
+#   3b. where a step's time goes: one shard of 64 through net's training step on the engine's fused
+#      GPU step and on tfjs's ops (MNIST_KERNELS=tfjs), with bench/webgpu-step.js: ms per step, GPU
+#      programs per step and, for tfjs's ops, the GPU's own kernel time (timestamp queries);
 #   4. one epoch of MNIST at batch 64 with `coordinator --engine webgpu --workers 1`, then --workers 2;
 #      on an NVIDIA machine a row counts only if summary.json says it computed on an NVIDIA adapter
 #      (not a software one);
@@ -42,7 +45,7 @@
 #   GPU_CHECK_ALLOW_SOFTWARE=1 run without an NVIDIA GPU, on whatever Vulkan adapter there is, and do not
 #                              insist that our rows ran on an NVIDIA adapter
 #   GPU_CHECK_TIME_LIMIT=S     the whole check's time guard in seconds (default and maximum 460)
-#   GPU_CHECK_STEPS=LIST       the steps to run, of: tests,webgpu-w1,webgpu-w2,torch-loader,torch-device
+#   GPU_CHECK_STEPS=LIST       the steps to run, of: tests,step-fused,step-tfjs,webgpu-w1,webgpu-w2,torch-loader,torch-device
 #                              (default: all of them)
 #   GPU_CHECK_ENGINE=NAME      the engine of our rows (default webgpu; e.g. wasm to check this script on a
 #                              machine without Vulkan)
@@ -71,7 +74,7 @@ for v in GPU_CHECK_TRAIN_LIMIT GPU_CHECK_TEST_LIMIT; do
   if [[ -n ${!v:-} ]] && ! is_count "${!v}"; then die_usage "$v=${!v}: expected a positive integer"; fi
 done
 if [[ -n ${GPU_CHECK_DATA:-} && ! -d ${GPU_CHECK_DATA:-} ]]; then die_usage "GPU_CHECK_DATA=$GPU_CHECK_DATA: no such directory"; fi
-ALL_STEPS=(tests webgpu-w1 webgpu-w2 torch-loader torch-device)
+ALL_STEPS=(tests step-fused step-tfjs webgpu-w1 webgpu-w2 torch-loader torch-device)
 STEPS=${GPU_CHECK_STEPS:-$(IFS=,; echo "${ALL_STEPS[*]}")}
 for s in ${STEPS//,/ }; do
   [[ " ${ALL_STEPS[*]} " == *" $s "* ]] || die_usage "GPU_CHECK_STEPS: unknown step '$s' (known: $(IFS=,; echo "${ALL_STEPS[*]}"))"
@@ -239,6 +242,34 @@ main() {
     fi
   fi
 
+  # --- 3b. one step, fused and on tfjs's ops ------------------------------------------------------
+  local kind
+  for kind in fused tfjs; do
+    local id=step-$kind
+    wants "$id" || continue
+    budget=$(step_budget 30)
+    # A software adapter takes a third of a second a step: a few steps show that the bench works.
+    local cmd=(node dist/bench/webgpu-step.js --engine "$ENGINE" --model net --batch 64 --steps "$([[ $MODE == nvidia ]] && echo 50 || echo 3)" --json)
+    if [[ ! -f $ROOT/dist/bench/webgpu-step.js ]]; then
+      record "$id" failed 0 "no dist/bench/webgpu-step.js: build the project first (npm ci)" "" ""
+      continue
+    elif ((budget < 10)); then
+      record "$id" failed 0 "not run: out of time (the time guard is ${TIME_LIMIT} s)" "$(quote "${cmd[@]}")" ""
+      continue
+    fi
+    local kernels=()
+    [[ $kind == tfjs ]] && kernels=(MNIST_KERNELS=tfjs)
+    run_timed "$id" "$budget" "$WORK/$id.log" env "${kernels[@]}" "$NODE" "${cmd[@]:1}"
+    grep '^{' "$WORK/$id.log" | tail -n 1 >"$WORK/$id.json"
+    if ((RC == 124)); then
+      record "$id" failed "$SECS" "timed out after ${budget} s" "$(quote "${kernels[@]}" "${cmd[@]}")" ""
+    elif ((RC != 0)) || [[ ! -s $WORK/$id.json ]]; then
+      record "$id" failed "$SECS" "exit status $RC: $(last_line "$WORK/$id.log")" "$(quote "${kernels[@]}" "${cmd[@]}")" ""
+    else
+      record "$id" ok "$SECS" "" "$(quote "${kernels[@]}" "${cmd[@]}")" "$WORK/$id.json"
+    fi
+  done
+
   # --- 4. our rows -------------------------------------------------------------------------------
   local w
   for w in 1 2; do
@@ -351,6 +382,8 @@ for (const s of steps) {
   }
   if (s.id === 'tests') {
     // the counts only
+  } else if (s.id.startsWith('step-')) {
+    s.adapter = s.result.device ?? '?';
   } else if (s.id.startsWith('webgpu-')) {
     const r = s.result;
     const devices = r.devices ?? {};
@@ -396,9 +429,11 @@ const rows = [
 const limits = [env.GC_TRAIN_LIMIT ? `--train-limit ${env.GC_TRAIN_LIMIT}` : 'all 60000 training samples', env.GC_TEST_LIMIT ? `--test-limit ${env.GC_TEST_LIMIT}` : 'all 10000 test samples'];
 const lines = [];
 lines.push(`GPU check: ${env.GC_MODE === 'nvidia' ? env.GC_GPU : 'no NVIDIA GPU (GPU_CHECK_ALLOW_SOFTWARE=1: any Vulkan adapter)'}; 1 epoch, batch 64, ${limits.join(', ')}; ${os.hostname()}, ${new Date().toISOString()}`);
-lines.push('');
-lines.push('| row | samples/s | × PyTorch (CUDA, DataLoader) | test accuracy | adapter |');
-lines.push('|---|---:|---:|---:|---|');
+if (rows.some(([id]) => byId[id])) {
+  lines.push('');
+  lines.push('| row | samples/s | × PyTorch (CUDA, DataLoader) | test accuracy | adapter |');
+  lines.push('|---|---:|---:|---:|---|');
+}
 for (const [id, label] of rows) {
   const s = byId[id];
   if (!s) continue;
@@ -406,10 +441,25 @@ for (const [id, label] of rows) {
   const cell = r ? [fmtRate(r.train_samples_per_s), fmtRatio(r.train_samples_per_s), fmtAcc(r.test_accuracy), s.adapter ?? '?'] : [s.status, 'n/a', 'n/a', s.adapter ?? 'n/a'];
   lines.push(`| ${label} | ${cell.join(' | ').replaceAll('\n', ' ')} |`);
 }
+const stepRows = [
+  ['step-fused', 'fused GPU step'],
+  ['step-tfjs', "tfjs's ops (MNIST_KERNELS=tfjs)"],
+].filter(([id]) => byId[id]);
+if (stepRows.length) {
+  const ms = (v) => (typeof v === 'number' && isFinite(v) ? v.toFixed(2) : 'n/a');
+  lines.push('');
+  lines.push('| one step of net, a shard of 64 | ms per step (median / p90) | samples/s | GPU programs | GPU kernel time, ms | first step, ms |');
+  lines.push('|---|---:|---:|---:|---:|---:|');
+  for (const [id, label] of stepRows) {
+    const s = byId[id];
+    const r = s.status === 'ok' ? s.result : undefined;
+    lines.push(r ? `| ${label} | ${ms(r.step_ms_median)} / ${ms(r.step_ms_p90)} | ${fmtRate(r.samples_per_s)} | ${r.kernels_per_step} | ${ms(r.gpu_kernel_ms_median ?? undefined)} | ${Math.round(r.first_step_ms)} |` : `| ${label} | ${s.status} | n/a | n/a | n/a | n/a |`);
+  }
+}
 lines.push('');
 const tests = byId.tests;
 if (tests) lines.push(`- webgpu tests: ${tests.status}${tests.reason ? `: ${tests.reason}` : ''}`);
-for (const [id, label] of rows) {
+for (const [id, label] of [...rows, ['step-fused', 'fused GPU step'], ['step-tfjs', "tfjs's ops"]]) {
   const s = byId[id];
   if (s && s.status !== 'ok') lines.push(`- ${label}: ${s.status}${s.reason ? `: ${s.reason}` : ''}`);
 }
