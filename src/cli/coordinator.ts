@@ -4,7 +4,10 @@
  * Subcommands: keygen, sweep, visualize (see --help).
  */
 import { Command, CommanderError, Option } from 'commander';
+import { mkdirSync } from 'node:fs';
+import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { makeDirs } from '../util/fs.js';
 import { train } from '../coordinator/train.js';
 import { generateKeys } from '../protocol/keys.js';
 import { UsageError, reportFatal } from '../util/errors.js';
@@ -26,9 +29,27 @@ interface DistributedFlags {
 
 const PROG = 'coordinator';
 
-function defaultOutDir(model: string): string {
+/** Keys live with the user's configuration, outside any working tree: $XDG_CONFIG_HOME/mnist-ddp/keys. */
+function defaultKeysDir(): string {
+  return join(process.env.XDG_CONFIG_HOME || join(homedir(), '.config'), 'mnist-ddp', 'keys');
+}
+
+/**
+ * A new folder under runs/ named for the time and the model, made here and now so that two runs
+ * started in the same second get two folders (runs/20261130-081500-net, …-net-2).
+ */
+function claimRunFolder(model: string): string {
   const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
-  return join('runs', `${stamp}-${model}`);
+  makeDirs('runs');
+  for (let n = 1; ; n++) {
+    const dir = join('runs', `${stamp}-${model}${n > 1 ? `-${n}` : ''}`);
+    try {
+      mkdirSync(dir);
+      return dir;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+  }
 }
 
 export function buildProgram(): Command {
@@ -51,8 +72,8 @@ export function buildProgram(): Command {
       if (flags.resume && !flags.out) throw new UsageError('--resume needs --out DIR (the run to continue)');
       if (!flags.spawn && !flags.listen) throw new UsageError('--no-spawn needs --listen ADDR (where the workers connect)');
       if (flags.listen && !/^(tcp|ipc):\/\/.+/.test(flags.listen)) throw new UsageError(`--listen ${flags.listen}: expected an address like tcp://0.0.0.0:5555`);
-      const config = configFromFlags(flags, { workers: defaultWorkers(!flags.cuda), outDir: defaultOutDir(flags.model) }, givenConfigKeys(cmd));
-      if (!flags.spawn && config.workers === 0) throw new UsageError('--no-spawn needs --workers N with N ≥ 1');
+      if (!flags.spawn && flags.workers === 0) throw new UsageError('--no-spawn needs --workers N with N ≥ 1');
+      const config = configFromFlags(flags, { workers: defaultWorkers(!flags.cuda), outDir: flags.out ?? claimRunFolder(flags.model) }, givenConfigKeys(cmd));
       await train(config, {
         resume: flags.resume,
         given: new Set(givenFlags(cmd)),
@@ -70,7 +91,7 @@ export function buildProgram(): Command {
   program
     .command('keygen')
     .description('make the CURVE keys that --keys DIR reads (coordinator and worker key pairs)')
-    .requiredOption('--out <dir>', 'where to write the keys')
+    .option('--out <dir>', 'where to write the keys (secrets: keep them out of any repository)', defaultKeysDir())
     .option('--force', 'replace keys already in DIR', false)
     .action((flags: { out: string; force: boolean }) => {
       const { files } = generateKeys(flags.out, flags.force);

@@ -1,12 +1,13 @@
 /** `coordinator evaluate` and `coordinator predict`: a finished run's model on the test set and on pictures. */
 import { Command, Option } from 'commander';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
 import pngjs from 'pngjs';
 import { IMAGE_SIZE } from '../data/mnist.js';
 import { EVALUATION_FILE, evaluateRun, formatEvaluation, formatPredictions, predictImages } from '../study/evaluate.js';
 import { UserError } from '../util/errors.js';
 import { positiveInt } from './flags.js';
+import { makeDirs } from '../util/fs.js';
 
 const { PNG } = pngjs;
 
@@ -38,7 +39,7 @@ export function registerPredictCommand(program: Command): Command {
       for (const w of run.warnings) process.stderr.write(`predict: warning: ${w}\n`);
       if (flags.saveInputs) {
         try {
-          mkdirSync(flags.saveInputs, { recursive: true });
+          makeDirs(flags.saveInputs);
         } catch (e) {
           throw new UserError(`--save-inputs ${flags.saveInputs}: cannot write there (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
         }

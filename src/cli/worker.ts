@@ -15,7 +15,7 @@ async function main(): Promise<void> {
     .description('Joins a coordinator and computes gradients for it')
     .addHelpText(
       'after',
-      '\nExit status: 0 the run finished; 75 the coordinator stopped early or went silent (start again to rejoin);\n143 stopped by SIGTERM; 1 an error (refused keys, no coordinator within --connect-timeout); 2 bad usage.',
+      '\nExit status: 0 the run finished; 75 the coordinator stopped early or went silent (start again to rejoin);\n143 stopped by SIGTERM, 130 by SIGINT; 1 an error (refused keys, no coordinator within --connect-timeout); 2 bad usage.',
     )
     .exitOverride()
     .configureOutput({ outputError: () => {} })

@@ -2,7 +2,7 @@
  * One training run, start to finish: output folder, logging, engine, data, model, state (fresh or
  * resumed), the gradient source (this process, or workers over ZeroMQ), signals, the loop.
  */
-import { accessSync, constants, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { AUGMENTATION, type TrainConfig } from '../config.js';
 import { loadMnist } from '../data/mnist.js';
@@ -10,14 +10,16 @@ import { initEngine, visibleGpuCount } from '../engine/backend.js';
 import { type ModelDef, createModel, describeModel, initialWeights, paramLayout } from '../models/index.js';
 import { type GradientOptions, type ShardData, createGradientComputer } from '../training/gradients.js';
 import { CHECKPOINT_FILE, loadLatestCheckpoint } from '../training/checkpoint.js';
-import { type RunSummary, freshState, runTraining, truncateMetrics } from '../training/loop.js';
+import { type RunSummary, SUMMARY_FILE, freshState, runTraining, truncateMetrics } from '../training/loop.js';
 import { type GradientSource, createLocalSource } from '../training/source.js';
 import { UsageError, UserError } from '../util/errors.js';
-import { loadCoordinatorKeys } from '../protocol/keys.js';
+import { type CoordinatorKeys, loadCoordinatorKeys } from '../protocol/keys.js';
 import { type Logger, closeLogger, createLogger } from '../util/logger.js';
 import { Terminal } from '../util/terminal.js';
 import { writeRunArtifacts } from './artifacts.js';
+import { lockRunFolder } from './run-lock.js';
 import { WorkerPool } from './pool.js';
+import { makeDirs } from '../util/fs.js';
 
 export const LOG_FILE = 'log.jsonl';
 
@@ -64,7 +66,7 @@ export interface TrainOptions {
 /** Creates --out (or checks it) and proves it can be written, before any work starts. */
 export function prepareOutDir(outDir: string, resume: boolean): void {
   try {
-    mkdirSync(outDir, { recursive: true });
+    makeDirs(outDir);
     accessSync(outDir, constants.W_OK);
     const probe = join(outDir, `.write-test-${process.pid}`);
     writeFileSync(probe, '');
@@ -90,6 +92,16 @@ export async function train(requested: TrainConfig, opts: TrainOptions): Promise
   const keys = dist.keysDir ? loadCoordinatorKeys(dist.keysDir) : undefined;
 
   prepareOutDir(requested.outDir, opts.resume);
+  const lock = lockRunFolder(requested.outDir);
+  try {
+    return await trainLocked(requested, opts, keys, listen);
+  } finally {
+    lock.release();
+  }
+}
+
+async function trainLocked(requested: TrainConfig, opts: TrainOptions, keys: CoordinatorKeys | undefined, listen: string): Promise<RunSummary> {
+  const dist = opts.distributed;
   const terminal = opts.terminal ?? new Terminal();
   const logger = createLogger({ name: 'coordinator', file: join(requested.outDir, LOG_FILE), terminal });
 
@@ -97,6 +109,16 @@ export async function train(requested: TrainConfig, opts: TrainOptions): Promise
   for (const problem of loaded?.skipped ?? []) logger.warn(`skipped a checkpoint: ${problem}`);
   // A resumed run keeps its own configuration; only how it is executed may change.
   const config: TrainConfig = loaded ? resumedConfig(loaded.state.config, requested, opts.given ?? new Set(), logger) : requested;
+  const summaryPath = join(config.outDir, SUMMARY_FILE);
+  if (loaded && loaded.state.epoch > config.epochs && existsSync(summaryPath)) {
+    // Nothing left to train: say so, and leave the run's files as they are.
+    const done = JSON.parse(readFileSync(summaryPath, 'utf8')) as RunSummary;
+    logger.info(
+      `the run in ${config.outDir} is already finished: ${config.epochs} epochs, test accuracy ${(100 * done.test_accuracy).toFixed(2)}%; nothing to do (--epochs N trains it further)`,
+    );
+    closeLogger(logger);
+    return done;
+  }
 
   const engine = await initEngine({ noCuda: config.noCuda, engine: config.engine });
   const data = loadMnist({ dir: config.dataDir, trainLimit: config.trainLimit, testLimit: config.testLimit });
@@ -191,7 +213,7 @@ function resumedConfig(stored: TrainConfig, requested: TrainConfig, given: Reado
   if (ignored.length > 0) logger.warn(`--resume keeps the run's configuration; ignoring ${ignored.map((n) => `--${n.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')}`);
   return {
     ...stored,
-    workers: requested.workers,
+    workers: given.has('workers') ? requested.workers : stored.workers,
     outDir: requested.outDir,
     noCuda: requested.noCuda,
     engine: requested.engine,

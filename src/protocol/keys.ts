@@ -8,10 +8,11 @@
  * `*.public` file under DIR/allowed/. A worker made by another keygen holds another
  * coordinator.public and another worker pair, so its handshake fails both ways.
  */
-import { chmodSync, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { curveKeyPair } from 'zeromq';
 import { UserError } from '../util/errors.js';
+import { makeDirs } from '../util/fs.js';
 
 export interface KeyPair {
   publicKey: string;
@@ -51,7 +52,7 @@ export function generateKeys(dir: string, force = false): { files: string[] } {
     if (existing.length > 0) throw new UserError(`${dir} already holds keys (${existing.join(', ')}); use --force to replace them`);
   }
   try {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    makeDirs(dir, 0o700);
     const coordinator = curveKeyPair();
     const worker = curveKeyPair();
     const write = (file: string, key: string, mode: number): void => {

@@ -123,6 +123,8 @@ export const WORKER_EXIT = {
   retry: 75,
   /** Stopped by SIGTERM: 128 + 15. */
   terminated: 143,
+  /** Stopped by SIGINT (Ctrl-C): 128 + 2. */
+  interrupted: 130,
 } as const;
 
 export interface Bye {

@@ -4,7 +4,7 @@
  * DIR/sweep.json, DIR/sweep.md and plots that compare the runs. A sweep started again skips the
  * runs that finished (summary.json present) and resumes those that have a checkpoint.
  */
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { DEFAULTS, type TrainConfig } from '../config.js';
 import { train as trainRun, type TrainOptions } from '../coordinator/train.js';
@@ -15,6 +15,7 @@ import {
 import { CHECKPOINT_FILE, PREVIOUS_CHECKPOINT_FILE } from '../training/checkpoint.js';
 import { METRICS_FILE, type RunSummary, SUMMARY_FILE } from '../training/loop.js';
 import { UsageError, UserError } from '../util/errors.js';
+import { makeDirs } from '../util/fs.js';
 
 export const SWEEP_JSON = 'sweep.json';
 export const SWEEP_MD = 'sweep.md';
@@ -147,7 +148,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepResult> {
     names.add(r.name);
   }
   try {
-    mkdirSync(join(outDir, RUNS_DIR), { recursive: true });
+    makeDirs(join(outDir, RUNS_DIR));
   } catch (e) {
     throw new UserError(`--out ${opts.outDir}: cannot write there (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }

@@ -2,7 +2,7 @@
  * `coordinator visualize`: what each convolution layer of a finished run's model outputs (after
  * pool and relu) for the first N test images, one picture per image and an overview.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { IMAGE_PIXELS, IMAGE_SIZE, NUM_CLASSES, loadMnist } from '../data/mnist.js';
 import {
@@ -10,6 +10,7 @@ import {
 } from '../report/index.js';
 import { UserError } from '../util/errors.js';
 import { forwardImages, loadRun } from './run-model.js';
+import { makeDirs } from '../util/fs.js';
 
 export const OVERVIEW_FILE = 'feature-maps.png';
 export const sampleFile = (i: number): string => `sample-${i}.png`;
@@ -60,7 +61,7 @@ export async function visualizeRun(opts: VisualizeOptions): Promise<VisualizeRes
 
   const outDir = resolve(opts.out);
   try {
-    mkdirSync(outDir, { recursive: true });
+    makeDirs(outDir);
   } catch (e) {
     throw new UserError(`--out ${opts.out}: cannot write there (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }

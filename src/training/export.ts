@@ -5,10 +5,11 @@
  */
 import * as tf from '@tensorflow/tfjs-core';
 import * as tfl from '@tensorflow/tfjs-layers';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { paramLayout, paramSize } from '../models/index.js';
 import type { ModelDef } from '../models/types.js';
+import { makeDirs } from '../util/fs.js';
 
 export const MODEL_DIR = 'model';
 const WEIGHTS_FILE = 'weights.bin';
@@ -27,7 +28,7 @@ export function toLayersModel(model: ModelDef, weights: Float32Array): tfl.Seque
 
 export async function exportLayersModel(model: ModelDef, weights: Float32Array, outDir: string): Promise<string> {
   const dir = join(outDir, MODEL_DIR);
-  mkdirSync(dir, { recursive: true });
+  makeDirs(dir);
   const layersModel = toLayersModel(model, weights);
   await layersModel.save(
     tf.io.withSaveHandler(async (artifacts) => {

@@ -2,10 +2,10 @@
  * Logging through pino: every record as a JSON line in the run's log file, and its message alone
  * on the terminal (so the example's `Train Epoch` / `Test set` lines keep their exact shape).
  */
-import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import pino, { type Logger } from 'pino';
 import { Terminal } from './terminal.js';
+import { makeDirs } from './fs.js';
 
 export type { Logger } from 'pino';
 
@@ -34,7 +34,7 @@ export function createLogger(opts: LoggerOptions): Logger {
   const streams: pino.StreamEntry[] = [{ level: 'debug', stream: terminalStream }];
   let file: ReturnType<typeof pino.destination> | undefined;
   if (opts.file) {
-    mkdirSync(dirname(opts.file), { recursive: true });
+    makeDirs(dirname(opts.file));
     file = pino.destination({ dest: opts.file, sync: true, mkdir: true });
     streams.push({ level: 'debug', stream: file });
   }

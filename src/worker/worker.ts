@@ -175,7 +175,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
   // Stopped from outside (Kubernetes, a terminal): say goodbye so the coordinator reassigns at once.
   const onSignal = (signal: NodeJS.Signals): void => {
     stopReason = `${signal} received`;
-    exitCode = WORKER_EXIT.terminated;
+    exitCode = signal === 'SIGINT' ? WORKER_EXIT.interrupted : WORKER_EXIT.terminated;
     const close = (): void => {
       if (!socket.closed) socket.close();
     };
@@ -272,7 +272,8 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
   }
   if (workError) throw workError;
   if (refusal) throw new UserError(refusal);
-  if (stopReason && !welcomed) throw new UserError(stopReason);
+  const signalled = exitCode === WORKER_EXIT.terminated || exitCode === WORKER_EXIT.interrupted;
+  if (stopReason && !welcomed && !everWelcomed && !signalled) throw new UserError(stopReason);
   logger.info(stopReason ?? 'stopped');
   return exitCode;
 }
