@@ -24,7 +24,7 @@
 #                  libglvnd0 libopengl0 libgl1 libglx0 libgles2, as the device notes say), which
 #                  bench/gpu-check.sh unpacks into / when the machine has no libvulkan.so.1
 #   unpack.sh      bench/gpu-unpack.sh
-#   tree.sha256    the checksums of src/, test/, bench/, package.json, package-lock.json and tsconfig.json
+#   tree.sha256    the checksums of src/, test/, bench/ (less *.md), package.json, package-lock.json, tsconfig.json
 #                  as built: unpack.sh refuses a checkout that differs (GPU_BUNDLE_ALLOW_STALE=1 overrides)
 #   BUNDLE.txt     what was packed: commit, Node.js version, sizes
 #
@@ -89,7 +89,7 @@ tree_files() {
     git -C "$ROOT" ls-files -co --exclude-standard -- "${paths[@]}"
   else
     find "${paths[@]}" -type f
-  fi | grep -v -e '/__pycache__/' -e '\.pyc$' | LC_ALL=C sort
+  fi | grep -v -e '/__pycache__/' -e '\.pyc$' -e '\.md$' | LC_ALL=C sort
 }
 
 if [[ ${1:-} == --check-size ]]; then

@@ -16,7 +16,7 @@
 # variable passes through (bench/README.md).
 #
 # Before unpacking it compares the checkout beside the bundle with the one the bundle was made from
-# (tree.sha256: src/, test/, bench/, package.json, package-lock.json, tsconfig.json) and stops with
+# (tree.sha256: src/, test/, bench/ less *.md, package.json, package-lock.json, tsconfig.json) and stops with
 # exit status 4 when they differ, since dist/ in the bundle would not be the code of this checkout:
 # make the bundle again (bench/gpu-bundle.sh), or set GPU_BUNDLE_ALLOW_STALE=1 to run it anyway.
 #
@@ -57,20 +57,23 @@ check_tree() {
   local now want
   want=$(cut -d' ' -f3- "$BUNDLE/tree.sha256")
   now=$(cd "$REPO" && find src test bench package.json package-lock.json tsconfig.json -type f 2>/dev/null |
-    grep -v -e '/__pycache__/' -e '\.pyc$' | LC_ALL=C sort)
+    grep -v -e '/__pycache__/' -e '\.pyc$' -e '\.md$' | LC_ALL=C sort)
   local changed added removed
   changed=$(cd "$REPO" && sha256sum --quiet -c "$BUNDLE/tree.sha256" 2>/dev/null | sed -n 's/: FAILED$//p' | head -n 5 | paste -sd ' ' -)
   added=$(LC_ALL=C comm -13 <(printf '%s\n' "$want") <(printf '%s\n' "$now") | head -n 5 | paste -sd ' ' -)
   removed=$(LC_ALL=C comm -23 <(printf '%s\n' "$want") <(printf '%s\n' "$now") | head -n 5 | paste -sd ' ' -)
   if [[ -n $changed$added$removed ]]; then
-    local what=""
-    [[ -n $changed ]] && what+=" changed: $changed;"
-    [[ -n $added ]] && what+=" new: $added;"
-    [[ -n $removed ]] && what+=" gone: $removed;"
+    local parts=()
+    [[ -n $changed ]] && parts+=("changed: $changed")
+    [[ -n $added ]] && parts+=("new: $added")
+    [[ -n $removed ]] && parts+=("gone: $removed")
+    local what
+    what=$(printf '%s; ' "${parts[@]}")
+    what=${what%; }
     if [[ ${GPU_BUNDLE_ALLOW_STALE:-} == 1 ]]; then
-      say "warning: this checkout differs from the bundle's (${what% ;}); running the bundle's build anyway (GPU_BUNDLE_ALLOW_STALE=1)"
+      say "warning: this checkout differs from the bundle's ($what); running the bundle's build anyway (GPU_BUNDLE_ALLOW_STALE=1)"
     else
-      fail "this checkout differs from the one the bundle was made from (${what%;}): make it again with bench/gpu-bundle.sh, or set GPU_BUNDLE_ALLOW_STALE=1" 4
+      fail "this checkout differs from the one the bundle was made from ($what): make it again with bench/gpu-bundle.sh, or set GPU_BUNDLE_ALLOW_STALE=1" 4
     fi
   fi
 }
