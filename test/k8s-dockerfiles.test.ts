@@ -27,6 +27,7 @@ import {
 } from './k8s-helpers.js';
 
 interface PackageJson {
+  version: string;
   bin: Record<string, string>;
   scripts: Record<string, string>;
   dependencies: Record<string, string>;
@@ -222,11 +223,13 @@ for (const [kind, { file, base, overlay, tag, engine }] of Object.entries(DOCKER
     }
   });
 
-  test(`${kind} image: the ${relative(K8S, overlay)} overlay runs it (mnist-ddp:${tag}), its workers on the engine it holds`, () => {
+  test(`${kind} image: the ${relative(K8S, overlay)} overlay runs it (mnist-ddp:${pkg.version}-${tag}), its workers on the engine it holds`, () => {
     const objects = render(overlay);
     const [coordinator, worker] = ['mnist-coordinator', 'mnist-worker'].map((name) => findObject(objects, 'Job', name).spec.template.spec.containers[0] as KObject);
-    for (const c of [coordinator, worker]) assert.equal(c.image, `mnist-ddp:${tag}`, c.name);
-    // The build command in the Dockerfile's header gives the image that tag.
+    // The overlay pins the release: package.json's version, then the image's variant.
+    for (const c of [coordinator, worker]) assert.equal(c.image, `mnist-ddp:${pkg.version}-${tag}`, c.name);
+    // The build command in the Dockerfile's header builds that variant (docs/kubernetes.md, step 1,
+    // tags it with the release for the registry).
     const build = new RegExp(`^#\\s+docker build -f ${relative(repoPath(), file).replace(/[./]/g, '\\$&')} -t mnist-ddp:${tag} \\.$`, 'm');
     assert.match(readFileSync(file, 'utf8'), build);
     // The workers pin the image's engine (none: auto); the coordinator computes nothing heavy and never takes a GPU.

@@ -11,6 +11,7 @@ import { test } from 'node:test';
 import {
   K8S,
   type KObject,
+  REPO,
   containersOf,
   findObject,
   getField,
@@ -31,10 +32,12 @@ const OVERLAYS = {
   cpu: join(K8S, 'overlays', 'cpu'),
 } as const;
 const rendered = { gpu: render(OVERLAYS.gpu), 'gpu-tfjs-node-gpu': render(OVERLAYS['gpu-tfjs-node-gpu']), cpu: render(OVERLAYS.cpu) };
+/** The release the images are tagged with: package.json's version. */
+const VERSION = (JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { version: string }).version;
 /** The GPU overlays: the image each runs and the engine its workers pin. */
 const GPU_OVERLAYS = [
-  { overlay: 'gpu', image: 'mnist-ddp:webgpu', engine: 'webgpu' },
-  { overlay: 'gpu-tfjs-node-gpu', image: 'mnist-ddp:tfjs-node-gpu', engine: 'tfjs-node-gpu' },
+  { overlay: 'gpu', image: `mnist-ddp:${VERSION}-webgpu`, engine: 'webgpu' },
+  { overlay: 'gpu-tfjs-node-gpu', image: `mnist-ddp:${VERSION}-tfjs-node-gpu`, engine: 'tfjs-node-gpu' },
 ] as const;
 const SECRET_NAME = 'mnist-keys';
 
@@ -42,9 +45,28 @@ function byId(objects: KObject[]): KObject[] {
   return [...objects].sort((a, b) => objectId(a).localeCompare(objectId(b)));
 }
 
+function settings(dir = K8S): Record<string, string> {
+  const [configMap] = parseYamlFile(join(dir, 'base', 'settings.yaml'));
+  return configMap.data as Record<string, string>;
+}
+
 function settingsWorkers(dir = K8S): number {
-  const [settings] = parseYamlFile(join(dir, 'base', 'settings.yaml'));
-  return Number(settings.data.workers);
+  return Number(settings(dir).workers);
+}
+
+/** A copy of k8s/ whose settings.yaml has `values` instead. */
+function k8sCopyWith(values: Record<string, string>): string {
+  const copy = join(tempDir('mnist-k8s-'), 'k8s');
+  cpSync(K8S, copy, { recursive: true });
+  const file = join(copy, 'base', 'settings.yaml');
+  let text = readFileSync(file, 'utf8');
+  for (const [key, value] of Object.entries(values)) {
+    const line = new RegExp(`^(  ${key}: )"[^"]*"$`, 'm');
+    assert.match(text, line, `settings.yaml sets ${key}`);
+    text = text.replace(line, `$1"${value}"`);
+  }
+  writeFileSync(file, text);
+  return copy;
 }
 
 function jobs(objects: KObject[]): { coordinator: KObject; worker: KObject; service: KObject } {
@@ -107,29 +129,45 @@ test('the schema check catches a wrong type and an unknown field', async () => {
   assert.match(problems.join('\n'), /unknown field \/spec\/template\/spec\/containers\/0\/imagePolicy/);
 });
 
-test('the number of workers is set once, in k8s/base/settings.yaml', () => {
-  const check = (objects: KObject[], n: number): void => {
+test('the number of workers, and how many of them may fail for good, are set once, in k8s/base/settings.yaml', () => {
+  const check = (objects: KObject[], n: number, maxFailed: number): void => {
     const { coordinator, worker } = jobs(objects);
     const args = coordinator.spec.template.spec.containers[0].args as string[];
     assert.equal(args[0], '--workers');
     assert.equal(args[1], String(n));
     assert.equal(worker.spec.parallelism, n);
     assert.equal(worker.spec.completions, n);
+    assert.equal(worker.spec.maxFailedIndexes, maxFailed);
+    // The API server refuses more than completions; as many as completions would never fail the
+    // Job for failed indexes before every index has finished.
+    assert.ok(Number.isInteger(maxFailed) && maxFailed >= 0 && maxFailed < n, `maxFailedIndexes ${maxFailed} for ${n} workers`);
   };
-  const n = settingsWorkers();
-  for (const objects of Object.values(rendered)) check(objects, n);
+  const values = settings();
+  for (const objects of Object.values(rendered)) check(objects, Number(values.workers), Number(values.maxFailedWorkers));
 
-  // Change it there, and only there: both Jobs follow.
-  const copy = join(tempDir('mnist-k8s-'), 'k8s');
-  cpSync(K8S, copy, { recursive: true });
-  const settings = join(copy, 'base', 'settings.yaml');
-  writeFileSync(settings, readFileSync(settings, 'utf8').replace(/workers: "\d+"/, 'workers: "5"'));
-  assert.equal(settingsWorkers(copy), 5);
-  for (const overlay of Object.keys(OVERLAYS)) {
-    const dir = join(copy, 'overlays', overlay);
-    check(renderKustomization(dir), 5);
-    const viaKubectl = renderWithKubectl(dir);
-    if (viaKubectl) check(viaKubectl, 5);
+  // Change them there, and only there: both Jobs follow, up to the 256 workers the Jobs are built for.
+  for (const [n, maxFailed] of [[5, 0], [256, 16]]) {
+    const copy = k8sCopyWith({ workers: String(n), maxFailedWorkers: String(maxFailed) });
+    assert.equal(settingsWorkers(copy), n);
+    for (const overlay of Object.keys(OVERLAYS)) {
+      const dir = join(copy, 'overlays', overlay);
+      check(renderKustomization(dir), n, maxFailed);
+      const viaKubectl = renderWithKubectl(dir);
+      if (viaKubectl) check(viaKubectl, n, maxFailed);
+    }
+  }
+});
+
+test('--min-workers is prepared in settings.yaml but not passed: this build\'s coordinator has no such flag', () => {
+  // Once it has (issue 13), settings.yaml's minWorkers and kustomization.yaml's replacement are
+  // uncommented and "--min-workers", M follow "--workers", N (docs/kubernetes.md).
+  const help = execFileSync(process.execPath, [COORDINATOR, '--help'], { encoding: 'utf8' });
+  if (/--min-workers\b/.test(help)) return;
+  assert.match(readFileSync(join(K8S, 'base', 'settings.yaml'), 'utf8'), /^  # minWorkers: "\d+"$/m, 'settings.yaml holds the setting, commented');
+  assert.match(readFileSync(join(K8S, 'base', 'kustomization.yaml'), 'utf8'), /^  #\s+fieldPath: data\.minWorkers$/m, 'and kustomization.yaml its replacement');
+  for (const objects of Object.values(rendered)) {
+    const args = jobs(objects).coordinator.spec.template.spec.containers[0].args as string[];
+    assert.ok(!args.includes('--min-workers'), 'the coordinator would refuse it');
   }
 });
 
@@ -142,18 +180,37 @@ test('the Jobs: one coordinator pod, N indexed workers, failed pods replaced', (
     assert.equal(worker.spec.completionMode, 'Indexed');
     assert.equal(worker.spec.parallelism, n);
     assert.equal(worker.spec.completions, n);
+    // The coordinator: a few failures of its one pod; the workers: failures count per index
+    // (Kubernetes 1.29+), and no Job-wide backoffLimit, which would count the failures of all N
+    // indexes together (its default with backoffLimitPerIndex: 2147483647).
+    assert.ok(coordinator.spec.backoffLimit >= 1, 'a failed coordinator pod is replaced');
+    assert.ok(worker.spec.backoffLimitPerIndex >= 1, 'a failed worker pod is replaced');
+    assert.equal(worker.spec.backoffLimit, undefined, 'no Job-wide backoffLimit for the workers');
+    assert.ok(Number.isInteger(worker.spec.maxFailedIndexes));
+    // The Job succeeds once one index has: a worker exits 0 only when the run is finished.
+    assert.deepEqual(worker.spec.successPolicy, { rules: [{ succeededCount: 1 }] });
     for (const job of [coordinator, worker]) {
       const pod = job.spec.template.spec;
-      assert.ok(job.spec.backoffLimit >= 1, 'a failed pod is replaced');
       // A pod failure policy needs restartPolicy Never (the API server refuses it otherwise).
       assert.equal(pod.restartPolicy, 'Never');
       const rules = job.spec.podFailurePolicy.rules as KObject[];
       assert.ok(rules.some((r) => r.action === 'FailJob' && r.onExitCodes?.operator === 'In' && r.onExitCodes.values.includes(2)), 'usage errors end the Job');
       assert.ok(rules.some((r) => r.action === 'Ignore' && r.onPodConditions?.some((c: KObject) => c.type === 'DisruptionTarget')));
-      for (const r of rules) if (r.onExitCodes) assert.equal(r.onExitCodes.containerName, pod.containers[0].name);
+      for (const r of rules) {
+        if (!r.onExitCodes) continue;
+        assert.equal(r.onExitCodes.containerName, pod.containers[0].name);
+        // What the API server requires: values in ascending order, no duplicates, never 0 with In.
+        const values = r.onExitCodes.values as number[];
+        assert.ok(values.every((v, i) => i === 0 || values[i - 1] < v), `exit codes ${values.join(', ')} in ascending order`);
+        if (r.onExitCodes.operator === 'In') assert.ok(!values.includes(0));
+      }
     }
-    // A success policy, if any, cannot ask for more than the completions.
+    // A success policy cannot ask for more than the completions.
     for (const rule of (worker.spec.successPolicy?.rules ?? []) as KObject[]) assert.ok(rule.succeededCount <= worker.spec.completions);
+    // What the API server requires of these fields (Kubernetes 1.31 validation): an Indexed Job,
+    // a pod failure policy only with restartPolicy Never (checked above), and for a per-index
+    // backoff at most 100000 completions and maxFailedIndexes no more than completions.
+    assert.ok(worker.spec.completions <= 100_000 && worker.spec.maxFailedIndexes <= worker.spec.completions);
   }
 });
 
@@ -264,9 +321,84 @@ test('GPUs: one per worker pod in the gpu overlays, none for the coordinator, no
   assert.equal(envOf(jobs(rendered['gpu-tfjs-node-gpu']).worker.spec.template.spec.containers[0]).CUDA_VISIBLE_DEVICES, '0');
 
   assert.doesNotMatch(JSON.stringify(rendered.cpu), /nvidia/i);
-  assert.equal(cpuWorker.image, 'mnist-ddp:cpu');
-  assert.equal(cpuCoordinator.image, 'mnist-ddp:cpu');
+  assert.equal(cpuWorker.image, `mnist-ddp:${VERSION}-cpu`);
+  assert.equal(cpuCoordinator.image, `mnist-ddp:${VERSION}-cpu`);
   assert.ok(!(cpuWorker.args as string[]).includes('--engine'), 'the cpu overlay\'s workers choose (auto: wasm)');
+});
+
+/**
+ * Why an image reference does not name one build for good, or undefined where it does: a digest
+ * (`@sha256:` and 64 hex digits) always does; a tag does when one of its `-`/`_`-separated parts
+ * is a full release (`1.2.3`, `v1.2.3`) or a commit (7 to 40 hex digits), a convention that holds
+ * where each such tag is pushed once. No tag (`:latest`), `latest` and words such as `gpu` move.
+ */
+function unpinned(image: string): string | undefined {
+  const m = /^((?:[^/@\s]+\/)*[^/:@\s]+)(?::([\w][\w.-]{0,127}))?(?:@(sha256:[0-9a-f]{64}))?$/.exec(image);
+  if (!m) return `${image}: not an image reference`;
+  const [, , tag, digest] = m;
+  if (digest) return undefined;
+  if (!tag) return `${image}: no tag, which means :latest`;
+  if (tag === 'latest') return `${image}: :latest`;
+  if (tag.split(/[-_]/).some((part) => /^v?\d+\.\d+\.\d+$/.test(part) || /^[0-9a-f]{7,40}$/.test(part))) return undefined;
+  return `${image}: the tag ${tag} names no release, commit or digest: it can move`;
+}
+
+/** Every container image of some objects: `Kind/name container: image`. */
+function images(objects: KObject[]): { where: string; image: string }[] {
+  return objects.flatMap((o) => containersOf(o).map((c) => ({ where: `${o.kind}/${o.metadata.name} ${c.name}`, image: c.image as string })));
+}
+
+test('images: every container runs a pinned image (a release tag or a digest), the one its overlay names', () => {
+  const reader = parseYamlFile(join(K8S, 'tools', 'runs-reader.yaml'));
+  const problems = [...Object.values(rendered).flat(), ...reader].flatMap((o) => images([o]).map(({ where, image }) => (unpinned(image) ? `${where}: ${unpinned(image)}` : undefined))).filter(Boolean);
+  assert.deepEqual(problems, []);
+  // The check itself: what moves, and what does not.
+  for (const image of ['mnist-ddp', 'mnist-ddp:latest', 'mnist-ddp:gpu', 'mnist-ddp:webgpu', 'mnist-ddp:tfjs-node-gpu', 'registry.example.com:5000/you/mnist-ddp', 'busybox:1.36', 'mnist-ddp:v1', 'mnist-ddp:0.1-webgpu']) {
+    assert.ok(unpinned(image), `${image} counts as pinned`);
+  }
+  for (const image of ['mnist-ddp:0.1.0-webgpu', 'mnist-ddp:v0.1.0', 'busybox:1.36.1', 'mnist-ddp:0.1.0-3f2c1ab9e0d4-cpu', `registry.example.com:5000/you/mnist-ddp@sha256:${'ab'.repeat(32)}`, `mnist-ddp:0.1.0-cpu@sha256:${'0'.repeat(64)}`]) {
+    assert.equal(unpinned(image), undefined, image);
+  }
+
+  // The tag is set in one place, the overlay's `images:` entry: the base names the image without
+  // one, and both Jobs of an overlay run what that entry gives (the release and the variant).
+  for (const o of renderKustomization(join(K8S, 'base')).filter((x) => x.kind === 'Job')) {
+    for (const { where, image } of images([o])) assert.equal(image, 'mnist-ddp', `${where}: the base leaves the tag to the overlays`);
+  }
+  const variants = { gpu: 'webgpu', 'gpu-tfjs-node-gpu': 'tfjs-node-gpu', cpu: 'cpu' } as const;
+  for (const [overlay, dir] of Object.entries(OVERLAYS)) {
+    const [k] = parseYamlFile(join(dir, 'kustomization.yaml'));
+    const entries = (k.images as KObject[]).filter((e) => e.name === 'mnist-ddp');
+    assert.equal(entries.length, 1, `${overlay}: one images entry for mnist-ddp`);
+    assert.equal(entries[0].newTag, `${VERSION}-${variants[overlay as keyof typeof variants]}`, `${overlay}: the release (package.json's version) and the variant`);
+    for (const { where, image } of images(rendered[overlay as keyof typeof rendered])) assert.equal(image, `mnist-ddp:${entries[0].newTag}`, `${overlay} ${where}`);
+  }
+});
+
+test('images: pinned by digest, as docs/kubernetes.md says, every container runs that digest; a mutable tag there is caught', () => {
+  const digest = `sha256:${'0123456789abcdef'.repeat(4)}`;
+  for (const [overlay, edit, expected] of [
+    ['gpu', (k: string) => k.replace(/^    newTag: .*$/m, `    newName: registry.example.com/you/mnist-ddp\n    digest: ${digest}`), `registry.example.com/you/mnist-ddp@${digest}`],
+    ['cpu', (k: string) => k.replace(/^    newTag: .*$/m, '    newTag: cpu'), 'mnist-ddp:cpu'],
+    ['gpu-tfjs-node-gpu', (k: string) => k.replace(/^    newTag: .*$/m, '    newTag: latest'), 'mnist-ddp:latest'],
+  ] as const) {
+    const copy = join(tempDir('mnist-k8s-'), 'k8s');
+    cpSync(K8S, copy, { recursive: true });
+    const file = join(copy, 'overlays', overlay, 'kustomization.yaml');
+    const before = readFileSync(file, 'utf8');
+    writeFileSync(file, edit(before));
+    assert.notEqual(readFileSync(file, 'utf8'), before, overlay);
+    const dir = join(copy, 'overlays', overlay);
+    for (const objects of [renderKustomization(dir), renderWithKubectl(dir)]) {
+      if (!objects) continue;
+      const found = images(objects);
+      assert.equal(found.length, 2, overlay);
+      for (const { where, image } of found) {
+        assert.equal(image, expected, `${overlay} ${where}`);
+        assert.equal(unpinned(image) === undefined, expected.includes('@sha256:'), `${overlay} ${where}: ${image}`);
+      }
+    }
+  }
 });
 
 test('the two gpu overlays differ only in the image, the engine and what the engine needs from the NVIDIA runtime', () => {

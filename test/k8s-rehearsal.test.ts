@@ -64,6 +64,8 @@ interface Cluster {
 
 interface Pod {
   name: string;
+  /** A worker pod's completion index (JOB_COMPLETION_INDEX). */
+  index?: number;
   child: ChildProcess;
   stdout: () => string;
   stderr: () => string;
@@ -167,7 +169,8 @@ async function makeCluster(): Promise<Cluster> {
     child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
     const exit = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.on('exit', (code, signal) => resolve({ code, signal })));
-    return { name, child, stdout: () => stdout, stderr: () => stderr, exit };
+    const index = extraEnv.JOB_COMPLETION_INDEX === undefined ? undefined : Number(extraEnv.JOB_COMPLETION_INDEX);
+    return { name, index, child, stdout: () => stdout, stderr: () => stderr, exit };
   };
 
   // Where the coordinator's --out lands: its PersistentVolumeClaim's folder.
@@ -185,7 +188,30 @@ async function makeCluster(): Promise<Cluster> {
 
 /** The worker Job's N pods, each with its completion index. */
 function startWorkers(cluster: Cluster): Pod[] {
-  return Array.from({ length: cluster.n }, (_, i) => cluster.startPod(cluster.workerJob, `worker-${i}`, [], { JOB_COMPLETION_INDEX: String(i) }));
+  return Array.from({ length: cluster.n }, (_, i) => startWorker(cluster, i, `worker-${i}`));
+}
+
+/** One pod of the worker Job, for completion index `index`. */
+function startWorker(cluster: Cluster, index: number, name: string): Pod {
+  return cluster.startPod(cluster.workerJob, name, [], { JOB_COMPLETION_INDEX: String(index) });
+}
+
+/**
+ * Whether the worker Job's success criteria are met, as the Job controller judges them from the
+ * indexes that succeeded: its successPolicy's rules (succeededCount, within succeededIndexes
+ * where given), or without one, every index.
+ */
+function successCriteriaMet(job: KObject, succeeded: Set<number>): boolean {
+  const rules = (job.spec.successPolicy?.rules ?? []) as KObject[];
+  if (rules.length === 0) return succeeded.size >= (job.spec.completions as number);
+  return rules.some((rule) => {
+    const within = rule.succeededIndexes === undefined ? undefined : new Set(String(rule.succeededIndexes).split(',').flatMap((r) => {
+      const [a, b] = r.split('-').map(Number);
+      return Array.from({ length: (b ?? a) - a + 1 }, (_, k) => a + k);
+    }));
+    const count = [...succeeded].filter((i) => within === undefined || within.has(i)).length;
+    return rule.succeededCount !== undefined ? count >= rule.succeededCount : within !== undefined && count >= within.size;
+  });
 }
 
 /** Waits for a pod to exit, failing (and killing it) after `ms`. */
@@ -205,24 +231,27 @@ async function exited(pod: Pod, ms: number): Promise<{ code: number | null; sign
 }
 
 /**
- * The worker Job finishing as the Job controller finishes it: once its success policy's count of
- * pods (all of them, without one) has exited 0, the pods still running are terminated (SIGTERM).
- * Returns the names of those it terminated; fails if any pod failed.
+ * The worker Job finishing as the Job controller finishes it: once the indexes whose pod exited 0
+ * meet its success criteria, the pods still running are stopped (SIGTERM, then SIGKILL after the
+ * pod's terminationGracePeriodSeconds, which the test does not wait for: each must be gone by
+ * then). With `expectCode` other than 0 (the coordinator stopped early), every pod must end by
+ * itself with that code. Returns the names of the pods it stopped; fails if any pod failed.
  */
 async function workerJobFinished(cluster: Cluster, workers: Pod[], ms: number, expectCode = 0): Promise<string[]> {
-  const rules = (cluster.workerJob.spec.successPolicy?.rules ?? []) as KObject[];
-  const needed = (rules[0]?.succeededCount as number | undefined) ?? workers.length;
-  const done = (): boolean => workers.filter((w) => w.child.exitCode === expectCode).length >= needed || workers.every((w) => w.child.exitCode !== null || w.child.signalCode !== null);
+  const running = (w: Pod): boolean => w.child.exitCode === null && w.child.signalCode === null;
+  const succeeded = (): Set<number> => new Set(workers.filter((w) => w.child.exitCode === 0).map((w) => w.index as number));
+  const done = (): boolean => (expectCode === 0 && successCriteriaMet(cluster.workerJob, succeeded())) || !workers.some(running);
   assert.ok(await waitFor(done, ms), `the worker Job did not finish\n${describe(workers)}`);
   const terminated: string[] = [];
   for (const w of workers) {
-    if (w.child.exitCode === null && w.child.signalCode === null) {
+    if (running(w)) {
       w.child.kill('SIGTERM');
       terminated.push(w.name);
     }
   }
+  const grace = (cluster.workerJob.spec.template.spec.terminationGracePeriodSeconds as number) * 1000;
   for (const w of workers) {
-    const { code } = await exited(w, 15_000);
+    const { code } = await exited(w, terminated.includes(w.name) ? grace : 15_000);
     assert.ok(code === expectCode || terminated.includes(w.name), `${w.name}: exit ${code}, expected ${expectCode}\n${describe(workers)}`);
   }
   return terminated;
@@ -284,5 +313,33 @@ test('rehearsal: an evicted coordinator (SIGTERM) checkpoints, and its next pod 
   const summary = readJson(join(cluster.out, 'summary.json'));
   assert.equal(summary.workers, cluster.n);
   assert.equal(summary.steps, 1280 / 64);
+  assert.ok(await waitFor(() => pidsMentioning(cluster.dir).length === 0, 5000), `left behind: ${pidsMentioning(cluster.dir).join(', ')}`);
+});
+
+test('rehearsal: a worker pod crashes; the run goes on without it, and its replacement, started after the run ended, is stopped as the worker Job completes', async () => {
+  const cluster = await makeCluster();
+  const flags = ['--epochs', '1', '--train-limit', '1280', '--test-limit', '200', '--log-interval', '1', ...SPEED];
+  const coordinator = cluster.startPod(cluster.coordinatorJob, 'coordinator', flags);
+  const workers = startWorkers(cluster);
+  const ready = await waitFor(() => /Train Epoch: 1 \[320\//.test(coordinator.stdout()) || coordinator.child.exitCode !== null, 120_000);
+  assert.ok(ready && coordinator.child.exitCode === null, `training did not start\n${describe([coordinator, ...workers])}`);
+  // Index 0's pod crashes (out of memory, a lost node: SIGKILL). The Job would start a replacement
+  // at once; this one is late (scheduling, the image pull, the Job's backoff) and starts only
+  // after the run ended.
+  workers[0].child.kill('SIGKILL');
+  const result = await exited(coordinator, 180_000).catch((e: Error) => assert.fail(`${e.message}\n${describe([coordinator, ...workers])}`));
+  assert.equal(result.code, 0, describe([coordinator, ...workers]));
+  const summary = readJson(join(cluster.out, 'summary.json'));
+  assert.equal(summary.worker_failures, 1);
+  assert.equal(summary.steps, 1280 / 64);
+
+  const replacement = startWorker(cluster, 0, 'worker-0-replacement');
+  const alive = await waitFor(() => /connecting to/.test(replacement.stdout()) || replacement.child.exitCode !== null, 30_000);
+  assert.ok(alive && replacement.child.exitCode === null, `the replacement waits for a coordinator (--connect-timeout)\n${describe([replacement])}`);
+  // The other indexes were told that the run is finished (exit 0): the success policy is met
+  // without index 0, and the replacement is stopped within its grace period instead of failing
+  // index 0 (no coordinator within --connect-timeout: exit 1) after the run succeeded.
+  const stopped = await workerJobFinished(cluster, [...workers.slice(1), replacement], 30_000);
+  assert.deepEqual(stopped, ['worker-0-replacement']);
   assert.ok(await waitFor(() => pidsMentioning(cluster.dir).length === 0, 5000), `left behind: ${pidsMentioning(cluster.dir).join(', ')}`);
 });
