@@ -86,3 +86,31 @@ test('a worker dropped for silence comes back on its own and is admitted; --empt
   assert.ok(await waitFor(() => worker.exitCode !== null, 15_000));
   assert.equal(worker.exitCode, 0, workerLog);
 });
+
+test('SIGTERM with no worker left checkpoints and exits 143 at once; --resume ends with the undisturbed weights', async () => {
+  const dir = tempDir();
+  const reference = await runCli(COORDINATOR, [...RUN, '--workers', '0', '--out', join(dir, 'reference')]);
+  assert.equal(reference.code, 0, reference.stderr);
+
+  const listen = `tcp://127.0.0.1:${await freePort()}`;
+  const out = join(dir, 'run');
+  const coordinator = spawn(process.execPath, [COORDINATOR, ...RUN, '--workers', '1', '--no-spawn', '--listen', listen, '--out', out], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  coordinator.stdout.on('data', (d: Buffer) => (stdout += d));
+  coordinator.stderr.on('data', (d: Buffer) => (stderr += d));
+  const exited = new Promise<number | null>((r) => coordinator.on('exit', (code) => r(code)));
+  const worker = spawn(process.execPath, [WORKER, '--connect', listen], { stdio: 'ignore' });
+  assert.ok(await waitFor(() => /Train Epoch: 1 \[64\//.test(stdout), 30_000), stdout);
+  worker.kill('SIGKILL');
+  assert.ok(await waitFor(() => /no worker left/.test(stderr), 15_000), stderr);
+  const signalled = Date.now();
+  coordinator.kill('SIGTERM');
+  assert.equal(await exited, 143, stderr);
+  assert.ok(Date.now() - signalled < 5000, `took ${Date.now() - signalled} ms to stop`);
+  assert.match(stderr, /interrupted at step \d+; checkpoint written/);
+
+  const resumed = await runCli(COORDINATOR, ['--resume', '--workers', '1', '--out', out], { timeoutMs: 120_000 });
+  assert.equal(resumed.code, 0, resumed.stderr);
+  assert.equal(readJson(join(out, 'summary.json')).weights_sha256, readJson(join(dir, 'reference', 'summary.json')).weights_sha256);
+});

@@ -1,8 +1,9 @@
 /**
  * One live run per folder. A run holds `run.lock` in its --out folder and touches it every few
- * seconds; a second run started there while the lock is fresh is refused. A lock left by a run that
- * died (SIGKILL, a lost node) goes stale within seconds and is taken over: liveness is judged by the
- * lock's age, not by a pid, because a restarted pod runs on another host with the same pid.
+ * seconds; a second run started there while its holder lives is refused. On the holder's own host
+ * the holder lives while its process does (a run killed with SIGKILL is resumed at once); from
+ * another host (a pod restarted elsewhere on a shared volume) while the lock was touched in the last
+ * 10 s.
  */
 import { closeSync, openSync, readFileSync, rmSync, statSync, utimesSync, writeSync } from 'node:fs';
 import { hostname } from 'node:os';
@@ -18,6 +19,16 @@ export interface RunLock {
   release(): void;
 }
 
+function processExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: it exists, under another user.
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 export function lockRunFolder(outDir: string, now = Date.now): RunLock {
   const path = join(outDir, LOCK_FILE);
   const owner = `${JSON.stringify({ pid: process.pid, host: hostname(), since: new Date().toISOString() })}\n`;
@@ -31,14 +42,16 @@ export function lockRunFolder(outDir: string, now = Date.now): RunLock {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || attempt > 0) throw e;
       let age = Infinity;
       let holder = 'another run';
+      let alive: boolean | undefined;
       try {
         age = now() - statSync(path).mtimeMs;
         const h = JSON.parse(readFileSync(path, 'utf8')) as { pid?: number; host?: string };
         holder = `pid ${h.pid} on ${h.host}`;
+        if (h.host === hostname() && typeof h.pid === 'number') alive = h.pid !== process.pid && processExists(h.pid);
       } catch {
         // unreadable or half-written: judged by its age alone
       }
-      if (age < STALE_MS) throw new UserError(`--out ${outDir} is in use by a live run (${holder}); choose another --out, or wait for it to end`);
+      if (alive ?? age < STALE_MS) throw new UserError(`--out ${outDir} is in use by a live run (${holder}); choose another --out, or wait for it to end`);
       rmSync(path, { force: true });
     }
   }

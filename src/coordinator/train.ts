@@ -165,7 +165,7 @@ async function trainLocked(requested: TrainConfig, opts: TrainOptions, keys: Coo
   const onSignal = (signal: NodeJS.Signals): void => {
     if (abort.signal.aborted) return;
     caught = signal;
-    logger.warn(`${signal} received: finishing the current step, then checkpointing`);
+    logger.warn(`${signal} received: checkpointing before the current step`);
     abort.abort();
   };
   process.on('SIGINT', onSignal);

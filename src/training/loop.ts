@@ -21,6 +21,34 @@ import { batchesPerEpoch, epochOrder, evenShards, fixedSizeShards, sampleKey } f
 import type { DeviceDescription, GradientSource } from './source.js';
 
 export const METRICS_FILE = 'metrics.jsonl';
+
+const ABANDONED = Symbol('abandoned');
+
+/** `work`'s result, or ABANDONED as soon as `signal` aborts (work's own outcome is then ignored). */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T | typeof ABANDONED> {
+  if (!signal) return work;
+  if (signal.aborted) {
+    work.catch(() => {});
+    return Promise.resolve(ABANDONED);
+  }
+  return new Promise((resolve, reject) => {
+    const onAbort = (): void => {
+      work.catch(() => {});
+      resolve(ABANDONED);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}
 export const SUMMARY_FILE = 'summary.json';
 
 export interface RunContext {
@@ -177,7 +205,15 @@ export async function runTraining(ctx: RunContext): Promise<RunSummary> {
       const started = performance.now();
       let batch: Awaited<ReturnType<GradientSource['computeBatch']>>;
       try {
-        batch = await source.computeBatch(state.step, state.weights, shards, gradSum);
+        // SIGTERM does not wait for the step: its workers may be gone (a pod's grace period is short).
+        // The step is abandoned unapplied, so the checkpoint below holds the state before it, and
+        // --resume computes it again: deterministic bits are unchanged.
+        const outcome = await untilAborted(source.computeBatch(state.step, state.weights, shards, gradSum), ctx.signal);
+        if (outcome === ABANDONED) {
+          interrupted = true;
+          break outer;
+        }
+        batch = outcome;
       } catch (e) {
         // The step was not applied: the state is consistent, so keep it for --resume.
         checkpoint();
@@ -233,7 +269,8 @@ export async function runTraining(ctx: RunContext): Promise<RunSummary> {
     checkpoint();
     logger.warn({ step: state.step }, `interrupted at step ${state.step}; checkpoint written, continue with --resume --out ${config.outDir}`);
   }
-  evaluation ??= await evaluator(state.weights, data.test, config.testBatchSize);
+  // An interrupted run writes no summary: it stops without evaluating.
+  evaluation ??= interrupted ? { loss: NaN, correct: 0, count: 0, accuracy: NaN, predictions: new Uint8Array(0) } : await evaluator(state.weights, data.test, config.testBatchSize);
 
   const summary: RunSummary = {
     test_accuracy: evaluation.accuracy,
