@@ -11,4 +11,9 @@ export {
   type ConfusionStats, type ConfusionRenderOptions,
 } from './confusion.js';
 export { writeRunPlots, runPlotSpecs, parseMetricsJsonl, ema, LOSS_PLOT, ACCURACY_PLOT } from './plots.js';
-export { writeRunReport, runReportHtml, objectTableHtml, escapeHtml, REPORT_FILE } from './html.js';
+export { writeRunReport, runReportHtml, objectTableHtml, fieldsHtml, escapeHtml, REPORT_FILE } from './html.js';
+export {
+  runHeadline, engineLine, groupFields, SUMMARY_CATALOG, CONFIG_CATALOG,
+  type HeadlineFigure, type FieldCatalog, type FieldGroup, type FieldRow,
+} from './fields.js';
+export * from './format.js';
