@@ -1,6 +1,6 @@
 /**
  * Results in, driven as a plain object: checks, parts put together tail first, the shard-ordered
- * sum, and the non-finite verdict.
+ * sum, the first valid result winning over any later copy, and the non-finite verdict.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -61,12 +61,43 @@ test('malformed results for their shard: weights version, length, count', () => 
   assert.equal(r.outstanding, 3, 'none counted');
 });
 
+test('the first valid result wins: a later copy of a shard that is in is a duplicate, whatever it holds', () => {
+  const g = rand(P, 6);
+  const r = new Reducer(P);
+  r.begin(1, SHARDS.slice(0, 2));
+  assert.deepEqual(r.accept(result(1, 0, g)), { kind: 'complete' });
+  // The same again, then garbage of the right shape, then a malformed one: all ignored, none held against the sender.
+  assert.deepEqual(r.accept(result(1, 0, g)), { kind: 'duplicate' });
+  assert.deepEqual(r.accept(result(1, 0, new Float32Array(P).fill(50), { lossSum: 50 })), { kind: 'duplicate' });
+  assert.deepEqual(r.accept(result(1, 0, new Float32Array(3), { count: 99 })), { kind: 'duplicate' });
+  assert.equal(r.outstanding, 1, 'counted once');
+  assert.deepEqual(r.accept(result(1, 1, g)), { kind: 'complete' });
+  const out = new Float32Array(P);
+  assert.deepEqual(r.reduce(out), { lossSum: 0.5 + 1.5, count: 8 });
+  assert.deepEqual(out, shardOrderSum([g, g]), 'the copies changed nothing');
+});
+
+test('a copy of a part already in is a duplicate; a part overlapping it is invalid', () => {
+  const g = rand(P, 7);
+  const r = new Reducer(P);
+  r.begin(0, SHARDS.slice(0, 1));
+  assert.equal(r.accept(result(0, 0, g.subarray(500), { from: 500 })).kind, 'part');
+  assert.equal(r.accept(result(0, 0, new Float32Array(500).fill(50), { from: 500 })).kind, 'duplicate');
+  assert.equal(r.accept(result(0, 0, g.subarray(700, 800), { from: 700 })).kind, 'duplicate');
+  assert.deepEqual(r.accept(result(0, 0, g.subarray(400, 900), { from: 400 })), { kind: 'invalid', problem: 'gradient part [400, 900), expected one ending at 500' });
+  assert.equal(r.accept(result(0, 0, g.subarray(0, 500), { from: 0 })).kind, 'complete');
+  const out = new Float32Array(P);
+  r.reduce(out);
+  assert.deepEqual(out, g, 'the tail is the first part received, not its copy');
+});
+
 test('a non-finite result waits for the recomputation; its verdict names a diverged model or a faulty sender', () => {
   const r = new Reducer(P);
   r.begin(4, SHARDS);
   const bad = rand(P, 8);
   bad[321] = Number.POSITIVE_INFINITY;
   assert.deepEqual(r.accept(result(4, 1, bad)), { kind: 'verify' });
+  assert.deepEqual(r.accept(result(4, 1, bad)), { kind: 'duplicate' }, 'one recomputation per shard, not one per copy');
   assert.deepEqual(r.accept(result(4, 2, rand(P, 9), { lossSum: Number.NaN })), { kind: 'verify' }, 'a non-finite loss too');
   assert.equal(r.outstanding, 3);
   assert.deepEqual(r.judge(4, 1, true), {
@@ -85,14 +116,16 @@ test('a non-finite result waits for the recomputation; its verdict names a diver
   assert.deepEqual(r.accept(result(4, 1, good)), { kind: 'complete' });
 });
 
-test('reopening drops the parts of an earlier assignee', () => {
+test('reopening drops the parts of an earlier assignee; a shard that is in stays in', () => {
   const g = rand(P, 11);
   const r = new Reducer(P);
   r.begin(0, SHARDS.slice(0, 2));
   assert.equal(r.accept(result(0, 0, new Float32Array(100).fill(50), { from: 900 })).kind, 'part');
   r.reopen(0);
   assert.equal(r.accept(result(0, 0, g)).kind, 'complete', 'a whole gradient from the new assignee');
+  r.reopen(0);
   assert.equal(r.outstanding, 1);
+  assert.equal(r.accept(result(0, 0, g)).kind, 'duplicate');
 });
 
 test('slots are reused from step to step, emptied by each new step', () => {

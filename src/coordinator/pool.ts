@@ -16,7 +16,7 @@
  * for `workerTimeoutMs`. Its unfinished shards go to the others at once; a spawned worker is
  * started again; any worker that says hello later is put to work. A result counts only if it is
  * for the current step, from the worker that shard was assigned to, and well-formed; the first
- * valid result of a shard wins, so no shard is counted twice.
+ * valid result of a shard wins, so no shard is counted twice, and a later copy is ignored.
  */
 import { Router } from 'zeromq';
 import type { EngineChoice } from '../engine/backend.js';
@@ -89,6 +89,7 @@ export interface PoolStats {
   /** Coordinator's own time per step: last gradient in → reduction, update → next weights out. */
   coordinator_ms_per_step: number;
   rejected_messages: number;
+  /** Results for a step no longer in flight, and copies of a shard's result already in. */
   stale_results: number;
   reassigned_shards: number;
   /** Mean time a worker spent on one shard, from the assignment's arrival to its result. */
@@ -392,6 +393,8 @@ export class WorkerPool implements GradientSource {
     const verdict = this.reducer.accept(r);
     switch (verdict.kind) {
       case 'duplicate':
+        // The first valid result won; a copy (a retry, a replay) says nothing against its sender.
+        this.stats.stale++;
         return;
       case 'invalid':
         // A worker that returns a broken result for its own shard cannot be trusted with more:

@@ -3,7 +3,7 @@
  * received frame into the shard's slot (kept from step to step; a gradient sent in parts is put
  * together there, tail first), and adds the slots in shard order once every shard is in. A
  * non-finite gradient is held for a recomputation, whose verdict tells a faulty sender from a
- * diverged model. The first valid result of a shard wins.
+ * diverged model. The first valid result of a shard wins: a later copy is a duplicate, ignored.
  *
  * It judges results, not senders: whether a result comes from the member its shard is assigned
  * to is the hub's question (the scheduler's plan), asked before the reducer sees it.
@@ -19,6 +19,8 @@ interface ShardSlot {
   from: number;
   /** The whole gradient is in. */
   done: boolean;
+  /** A non-finite result for it awaits its recomputation's verdict. */
+  verifying: boolean;
   lossSum: number;
   count: number;
 }
@@ -29,7 +31,7 @@ export type Verdict =
   | { kind: 'complete' }
   /** A part is in; the rest of the shard is still to come. */
   | { kind: 'part' }
-  /** The shard is in already: this result is ignored. */
+  /** The shard is in (or on its way) already: this copy is ignored. */
   | { kind: 'duplicate' }
   /** Malformed for its shard: its sender cannot be trusted with more. */
   | { kind: 'invalid'; problem: string }
@@ -56,13 +58,14 @@ export class Reducer {
     this.remaining = shards.length;
     while (this.slots.length < shards.length) {
       const buffer = new Float32Array(this.params);
-      this.slots.push({ buffer, from: this.params, done: false, lossSum: 0, count: 0 });
+      this.slots.push({ buffer, from: this.params, done: false, verifying: false, lossSum: 0, count: 0 });
       this.buffers.push(buffer);
     }
     for (let i = 0; i < shards.length; i++) {
       const slot = this.slots[i];
       slot.from = this.params;
       slot.done = false;
+      slot.verifying = false;
     }
   }
 
@@ -76,6 +79,7 @@ export class Reducer {
     const slot = this.slots[shard];
     if (slot.done) return;
     slot.from = this.params;
+    slot.verifying = false;
   }
 
   /** Takes a result for `r.shard` of this step (the hub has checked the step and the sender). */
@@ -83,14 +87,17 @@ export class Reducer {
     const slot = this.slots[r.shard];
     const from = r.from ?? 0;
     const length = r.gradSum.byteLength / 4;
+    // The first valid result wins: a copy of what is in already changes nothing and says nothing
+    // against its sender (a retry, a replay, a backup that came second).
+    if (slot.done || slot.verifying || (from >= slot.from && from + length <= this.params && length > 0)) return { kind: 'duplicate' };
     const problem = this.check(r, from, length);
     if (problem) return { kind: 'invalid', problem };
-    if (slot.done) return { kind: 'duplicate' };
     // Straight from the received frame into the shard's buffer, kept from step to step.
     copyTensor(r.gradSum, slot.buffer, from);
     if (!Number.isFinite(r.lossSum) || !allFinite(slot.buffer, from, slot.from)) {
       // Either the sender is faulty or the model has diverged: recomputing the shard tells which.
       // It may run on a GPU, so the verdict comes later; the shard stays open until then.
+      slot.verifying = true;
       return { kind: 'verify' };
     }
     slot.from = from;
