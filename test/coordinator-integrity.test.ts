@@ -1,9 +1,12 @@
 /**
- * Integrity, with a real coordinator and raw ZeroMQ sockets speaking the protocol: a duplicate
- * result never evicts the honest worker that sent it (the first valid result wins).
+ * Integrity and identity, with a real coordinator and raw ZeroMQ sockets speaking the protocol:
+ * a duplicate result never evicts the honest worker that sent it (the first valid result wins),
+ * and a hello that claims a spawned child's pid is not taken as that child.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { Dealer } from 'zeromq';
@@ -89,4 +92,55 @@ test('a worker that sends every result twice, the second one garbage, stays in t
   const stats = summary.distributed as Record<string, number>;
   assert.ok(stats.stale_results >= 12, `stale/duplicate results counted: ${stats.stale_results}`);
   assert.equal(stats.rejected_messages, 0, 'a duplicate is not a rejected message');
+});
+
+/** The `--connect` address on a process's command line. */
+function connectAddress(pid: number): string {
+  const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+  return argv[argv.indexOf('--connect') + 1];
+}
+
+test("a hello with a spawned child's pid is not taken as the child: evicting it leaves the child alone", async (t) => {
+  const dir = tempDir();
+  const args = [...RUN, '--train-limit', '1024', '--worker-timeout', '5'];
+  const reference = await runCli(COORDINATOR, [...args, '--workers', '0', '--out', join(dir, 'reference')]);
+  assert.equal(reference.code, 0, reference.stderr);
+
+  const run = startCoordinator([...args, '--workers', '1', '--out', join(dir, 'impostor')]);
+  const impostor = new Dealer({ routingId: 'impostor', linger: 0 });
+  t.after(() => {
+    if (!impostor.closed) impostor.close();
+    run.child.kill('SIGKILL');
+  });
+  assert.ok(await waitFor(() => workerPids().length === 1, 30_000), run.err());
+  const [childPid] = workerPids();
+  const addr = connectAddress(childPid);
+
+  // Same host, the child's pid, no secret; it then returns a broken result and is evicted.
+  impostor.connect(addr);
+  await impostor.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'impostor', pid: childPid, host: hostname(), backend: 'wasm', device: 'test' }));
+  let streamGradients: boolean | undefined;
+  const loop = (async () => {
+    for await (const [frame] of impostor) {
+      const m = decodeCoordinatorMessage(frame);
+      if (m.type === 'welcome') streamGradients = m.streamGradients;
+      if (m.type !== 'assign') continue;
+      const bad = { type: 'result', step: m.step, shard: m.shard, weightsVersion: m.weightsVersion, gradSum: new Float32Array(7), lossSum: 1, count: m.labels.length, computeMs: 1 } as const;
+      await impostor.send(encode(bad));
+    }
+  })().catch(() => {});
+
+  assert.ok(await waitFor(() => /lost worker impostor: sent an invalid result/.test(run.err()), 60_000), `the impostor was not evicted:\n${run.err()}`);
+  assert.equal(streamGradients, true, 'welcomed as a worker from elsewhere, not as the spawned child');
+  await new Promise((r) => setTimeout(r, 300));
+  assert.doesNotThrow(() => process.kill(childPid, 0), 'the spawned child is still alive');
+
+  const code = await run.exit;
+  impostor.close();
+  await loop;
+  assert.equal(code, 0, run.err());
+  assert.doesNotMatch(run.err(), /starting a replacement worker|killed by SIGKILL/);
+  const summary = readJson(join(dir, 'impostor', 'summary.json'));
+  assert.equal(summary.worker_failures, 1, 'the impostor, and only it, was lost');
+  assert.equal(summary.weights_sha256, readJson(join(dir, 'reference', 'summary.json')).weights_sha256);
 });

@@ -1,6 +1,7 @@
 /**
- * The local worker processes, driven with fake processes: arguments and GPU pinning, replacements
- * and their budget, which exits are reported, and stopping.
+ * The local worker processes, driven with fake processes: arguments and GPU pinning, the secret
+ * each child gets (in its environment, not on its command line) and how it is recognised,
+ * replacements and their budget, which exits are reported, and stopping.
  */
 import assert from 'node:assert/strict';
 import type { SpawnOptions } from 'node:child_process';
@@ -8,6 +9,7 @@ import { EventEmitter } from 'node:events';
 import { PassThrough } from 'node:stream';
 import { after, test } from 'node:test';
 import { Launcher, type LauncherOptions, type WorkerProcess } from '../src/coordinator/launcher.js';
+import { WORKER_SECRET_ENV } from '../src/protocol/messages.js';
 
 class FakeProcess extends EventEmitter {
   exitCode: number | null = null;
@@ -34,6 +36,9 @@ class FakeProcess extends EventEmitter {
     this.exitCode = code;
     this.signalCode = signal;
     this.emit('exit', code, signal);
+  }
+  get secret(): string | undefined {
+    return (this.options.env as NodeJS.ProcessEnv | undefined)?.[WORKER_SECRET_ENV];
   }
 }
 
@@ -79,7 +84,33 @@ test('arguments: the loopback address, GPU pinning round-robin, an engine, keys,
   assert.deepEqual(harness({ engine: 'auto' }).launcher.argsFor(0), ['--connect', 'tcp://127.0.0.1:5555']);
 });
 
-test('an unexpected exit is reported with how it ended', async () => {
+test('each child gets its own secret in its environment, never on its command line; the secret identifies it', () => {
+  const { launcher, procs } = harness();
+  const a = launcher.start(0);
+  const b = launcher.start(1);
+  const [pa, pb] = procs;
+  assert.match(pa.secret ?? '', /^[0-9a-f]{48}$/);
+  assert.notEqual(pa.secret, pb.secret);
+  for (const p of procs) assert.ok(!p.args.some((arg) => arg.includes(p.secret!)), 'the secret is not an argument');
+  assert.equal((pa.options.env as NodeJS.ProcessEnv).PATH, process.env.PATH, 'the rest of the environment is inherited');
+  assert.equal(pa.options.detached, true, 'its own process group');
+  assert.equal(launcher.identify(pa.secret), a);
+  assert.equal(launcher.identify(pb.secret), b);
+  assert.equal(launcher.pid(a), pa.pid);
+});
+
+test("a hello with a child's pid but no secret, or a wrong one, is not taken as the child", () => {
+  const { launcher, procs } = harness();
+  launcher.start(0);
+  const secret = procs[0].secret!;
+  assert.equal(launcher.identify(undefined), undefined);
+  assert.equal(launcher.identify(String(procs[0].pid)), undefined);
+  assert.equal(launcher.identify(''), undefined);
+  assert.equal(launcher.identify(secret.slice(0, 40)), undefined, 'a prefix is not the secret');
+  assert.equal(launcher.identify(`${secret.slice(0, 47)}${secret[47] === '0' ? '1' : '0'}`), undefined, 'one digit off');
+});
+
+test('an unexpected exit is reported with how it ended; a dead child\'s secret no longer identifies it', async () => {
   const { launcher, procs, exits } = harness();
   const a = launcher.start(0);
   const b = launcher.start(1);
@@ -89,6 +120,7 @@ test('an unexpected exit is reported with how it ended', async () => {
     [a, 4000, 'exited with status 3'],
     [b, 4001, 'killed by SIGKILL'],
   ]);
+  assert.equal(launcher.identify(procs[0].secret), undefined);
   assert.equal(launcher.running, 0);
   await tick();
 });

@@ -2,11 +2,16 @@
  * The local worker processes: spawns them (pinned to a GPU where there are GPUs), starts a
  * replacement for one that was lost, stops them all at the end, and reports each exit it was not
  * told about. It knows nothing of the pool: the hub decides whom to replace.
+ *
+ * Each child gets a random secret in its environment (never on its command line, which every
+ * user of the machine can read); its hello carries it back. `identify` is how the hub tells its
+ * own children from any other hello: a pid proves nothing, anyone can claim one.
  */
 import { type ChildProcess, type SpawnOptions, spawn } from 'node:child_process';
-import { hostname } from 'node:os';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import type { EngineChoice } from '../engine/backend.js';
+import { WORKER_SECRET_ENV } from '../protocol/messages.js';
 
 const WORKER_SCRIPT = fileURLToPath(new URL('../cli/worker.js', import.meta.url));
 
@@ -42,6 +47,7 @@ interface Child {
   process: WorkerProcess;
   /** Which worker of the run it is: its GPU follows from this. */
   index: number;
+  secret: Buffer;
   /** Declared lost and replaced: its exit must not be reported (it would count twice). */
   retired: boolean;
   exited: boolean;
@@ -58,7 +64,7 @@ export class Launcher {
     this.spawnFn = opts.spawn ?? spawn;
   }
 
-  /** The worker's command-line arguments after the script. */
+  /** The worker's command-line arguments after the script (no secret among them). */
   argsFor(index: number): string[] {
     const args = ['--connect', this.opts.endpoint.replace('0.0.0.0', '127.0.0.1')];
     if (this.opts.noCuda) args.push('--no-cuda');
@@ -71,13 +77,15 @@ export class Launcher {
 
   /** Starts worker `index` of the run; returns its local id. */
   start(index: number): number {
+    const secret = randomBytes(24);
     // Its own process group: a Ctrl-C at the terminal reaches the coordinator alone, which then
     // finishes the step, checkpoints and stops the workers itself.
     const proc = this.spawnFn(process.execPath, [WORKER_SCRIPT, ...this.argsFor(index)], {
       stdio: ['ignore', 'pipe', 'inherit', 'ipc'],
       detached: true,
+      env: { ...process.env, [WORKER_SECRET_ENV]: secret.toString('hex') },
     });
-    const child: Child = { local: this.nextLocal++, process: proc, index, retired: false, exited: false };
+    const child: Child = { local: this.nextLocal++, process: proc, index, secret, retired: false, exited: false };
     this.children.set(child.local, child);
     proc.stdout?.setEncoding('utf8').on('data', (text: string) => {
       for (const line of text.split('\n')) if (line.trim()) this.opts.onOutput?.(proc.pid, line);
@@ -92,10 +100,11 @@ export class Launcher {
     return child.local;
   }
 
-  /** The running child that a hello from this host with this pid comes from, if any. */
-  identify(hello: { pid: number; host: string }): number | undefined {
-    if (hello.host !== hostname()) return undefined;
-    for (const c of this.children.values()) if (!c.exited && c.process.pid === hello.pid) return c.local;
+  /** The running child whose secret this is (hex, as its hello carries it), if any. */
+  identify(secret: string | undefined): number | undefined {
+    if (typeof secret !== 'string' || !/^[0-9a-f]{48}$/.test(secret)) return undefined;
+    const given = Buffer.from(secret, 'hex');
+    for (const c of this.children.values()) if (!c.exited && timingSafeEqual(c.secret, given)) return c.local;
     return undefined;
   }
 

@@ -348,7 +348,8 @@ export class WorkerPool implements GradientSource {
   }
 
   private onHello(id: string, hello: Hello): void {
-    const local = this.launcher?.identify(hello);
+    // A spawned child is known by the secret it was given, not by the pid it claims.
+    const local = this.launcher?.identify(hello.secret);
     const admission = this.membership.admit(id, hello, Date.now(), local);
     if (admission.kind === 'refused') {
       this.sendTo(id, { type: 'reject', reason: admission.reason });
