@@ -29,6 +29,7 @@ import { ZAP_DOMAIN, type ZapHandler, startZapHandler } from './zap.js';
 import type { Logger } from '../util/logger.js';
 import { type CoordinatorMessage, type Hello, MAX_MESSAGE_BYTES, type ReceivedResult, SendQueue, decodeWorkerMessage, encode } from '../protocol/messages.js';
 import { Launcher, type Replacement, type SpawnFn } from './launcher.js';
+import { messageLimitProblem } from './limits.js';
 import { type Member, Membership } from './membership.js';
 import { Reducer } from './reducer.js';
 import { Scheduler } from './scheduler.js';
@@ -47,6 +48,11 @@ export interface PoolOptions {
   engine?: EngineChoice;
   model: string;
   params: number;
+  /**
+   * The most samples a shard of this run holds: with the weights, it sizes the largest message,
+   * which must fit in the message limit (checked at start).
+   */
+  maxShardSamples?: number;
   /** Augmentation the workers apply (config.augment). */
   augment?: AugmentOptions;
   logger: Logger;
@@ -131,6 +137,7 @@ export class WorkerPool implements GradientSource {
       workerTimeoutMs: 5000,
       connectTimeoutMs: 60000,
       allGoneTimeoutMs: 30000,
+      maxShardSamples: 0,
       ...opts,
     };
     this.workers = opts.workers;
@@ -152,6 +159,9 @@ export class WorkerPool implements GradientSource {
 
   /** Binds, starts (or waits for) the workers, and returns once all of them have joined. */
   static async start(opts: PoolOptions): Promise<WorkerPool> {
+    // A message past the limit would make ZeroMQ drop the connection for good: say so now.
+    const tooBig = messageLimitProblem(opts.model, opts.params, opts.maxShardSamples ?? 0);
+    if (tooBig) throw new UserError(tooBig);
     const pool = new WorkerPool(opts);
     if (opts.keys) {
       pool.zap = await startZapHandler(opts.keys.allowed, opts.logger);
