@@ -5,6 +5,7 @@ import { createLogger } from '../util/logger.js';
 import { UsageError, reportFatal } from '../util/errors.js';
 import { runWorker } from '../worker/worker.js';
 import { loadWorkerKeys } from '../protocol/keys.js';
+import { WORKER_SECRET_ENV } from '../protocol/messages.js';
 import type { EngineChoice } from '../engine/backend.js';
 import { engineOption, nonNegativeInt, positiveInt } from './flags.js';
 
@@ -31,7 +32,10 @@ async function main(): Promise<void> {
       if (process.send) process.on('disconnect', () => process.exit(0));
       const logger = createLogger({ name: PROG });
       const keys = flags.keys ? loadWorkerKeys(flags.keys) : undefined;
-      process.exitCode = await runWorker({ connect: flags.connect, gpu: flags.gpu, noCuda: !flags.cuda, engine: flags.engine, logger, connectTimeoutMs: flags.connectTimeout * 1000, keys });
+      // A spawning coordinator's secret for this worker: kept from anything this process starts.
+      const secret = process.env[WORKER_SECRET_ENV];
+      delete process.env[WORKER_SECRET_ENV];
+      process.exitCode = await runWorker({ connect: flags.connect, gpu: flags.gpu, noCuda: !flags.cuda, engine: flags.engine, logger, connectTimeoutMs: flags.connectTimeout * 1000, keys, secret });
       // The IPC channel to a spawning coordinator would keep the process alive.
       process.disconnect?.();
     });

@@ -11,6 +11,7 @@ import { type ModelDef, createModel, describeModel, initialWeights, paramLayout 
 import { type GradientOptions, type ShardData, createGradientComputer } from '../training/gradients.js';
 import { CHECKPOINT_FILE, loadLatestCheckpoint } from '../training/checkpoint.js';
 import { type RunSummary, SUMMARY_FILE, freshState, runTraining, truncateMetrics } from '../training/loop.js';
+import { evenShards, fixedSizeShards } from '../training/schedule.js';
 import { type GradientSource, createLocalSource } from '../training/source.js';
 import { UsageError, UserError } from '../util/errors.js';
 import { type CoordinatorKeys, loadCoordinatorKeys } from '../protocol/keys.js';
@@ -31,6 +32,13 @@ function shardVerifier(model: ModelDef, opts: GradientOptions): (weights: Float3
     const r = await computer.compute(weights, shard);
     return !(Number.isFinite(r.lossSum) && r.gradSum.every(Number.isFinite));
   };
+}
+
+/** The most samples one shard of this run holds (the batch cut as the training loop cuts it). */
+export function largestShard(config: Pick<TrainConfig, 'batchSize' | 'deterministic' | 'shardSize' | 'workers'>, trainCount: number): number {
+  const batch = Math.min(config.batchSize, trainCount);
+  const ranges = config.deterministic ? fixedSizeShards(batch, config.shardSize) : evenShards(batch, Math.max(1, config.workers));
+  return Math.max(0, ...ranges.map(([start, end]) => end - start));
 }
 
 export interface DistributedOptions {
@@ -150,6 +158,7 @@ async function trainLocked(requested: TrainConfig, opts: TrainOptions, keys: Coo
           engine: config.engine,
           model: model.name,
           params: size,
+          maxShardSamples: largestShard(config, data.train.count),
           logger,
           connectTimeoutMs: opts.distributed.connectTimeoutS * 1000,
           workerTimeoutMs: opts.distributed.workerTimeoutS * 1000,

@@ -33,7 +33,15 @@ export interface Hello {
   device: string;
   /** The GPU adapter, for a GPU engine (webgpu). */
   adapter?: { vendor: string; architecture: string; device: string; description: string; software: boolean };
+  /**
+   * A worker the coordinator spawned: the secret it was given (WORKER_SECRET_ENV). It proves the
+   * worker is that child; a pid proves nothing.
+   */
+  secret?: string;
 }
+
+/** Where a spawned worker finds its secret: an environment variable, never the command line. */
+export const WORKER_SECRET_ENV = 'MNIST_DDP_WORKER_SECRET';
 
 export interface Welcome {
   type: 'welcome';
@@ -219,6 +227,7 @@ export function decodeWorkerMessage(frame: Uint8Array): ReceivedWorkerMessage {
       need(typeof msg.workerId === 'string' && msg.workerId.length > 0 && msg.workerId.length <= 200, 'hello with a bad workerId');
       need(typeof msg.backend === 'string' && typeof msg.device === 'string', 'hello without backend/device');
       need(msg.adapter === undefined || isAdapter(msg.adapter), 'hello with a malformed adapter');
+      need(msg.secret === undefined || isShortString(msg.secret), 'hello with a malformed secret');
       return msg as unknown as Hello;
     case 'result':
       need(isCount(msg.step) && isCount(msg.shard) && isCount(msg.weightsVersion), 'result with bad step/shard/version');

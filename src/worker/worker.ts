@@ -36,6 +36,8 @@ export interface WorkerOptions {
   connectTimeoutMs: number;
   /** CURVE keys (--keys DIR): encrypt the link and prove this worker to the coordinator. */
   keys?: WorkerKeys;
+  /** Spawned by a local coordinator: the secret it gave this worker, said back in the hello. */
+  secret?: string;
 }
 
 /** How often a worker waiting to rejoin says hello again. */
@@ -79,9 +81,17 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
   let lastHello = Date.now();
   const sayHello = (): void => {
     lastHello = Date.now();
-    send({ type: 'hello', protocol: PROTOCOL_VERSION, workerId, pid: process.pid, host: hostname(), backend: engine.name, device: engine.device, ...(engine.adapter ? { adapter: engine.adapter } : {}) }).catch(
-      () => {},
-    );
+    send({
+      type: 'hello',
+      protocol: PROTOCOL_VERSION,
+      workerId,
+      pid: process.pid,
+      host: hostname(),
+      backend: engine.name,
+      device: engine.device,
+      ...(engine.adapter ? { adapter: engine.adapter } : {}),
+      ...(opts.secret ? { secret: opts.secret } : {}),
+    }).catch(() => {});
   };
   const rejoin = (why: string): void => {
     logger.warn(`${why}; saying hello again for up to ${Math.round(opts.connectTimeoutMs / 1000)} s`);

@@ -1,0 +1,157 @@
+/**
+ * Results in: checks each result against its step and shard, copies its gradient straight from the
+ * received frame into the shard's slot (kept from step to step; a gradient sent in parts is put
+ * together there, tail first), and adds the slots in shard order once every shard is in. A
+ * non-finite gradient is held for a recomputation, whose verdict tells a faulty sender from a
+ * diverged model. The first valid result of a shard wins: a later copy is a duplicate, ignored.
+ *
+ * It judges results, not senders: whether a result comes from the member its shard is assigned
+ * to is the hub's question (the scheduler's plan), asked before the reducer sees it.
+ */
+import { type ReceivedResult, copyTensor } from '../protocol/messages.js';
+import { reduceInShardOrder } from '../training/source.js';
+
+/** One shard's place in a step; one per shard index, reused every step. */
+interface ShardSlot {
+  /** Where the shard's gradient is copied from the received frames (parts tail first). */
+  buffer: Float32Array;
+  /** Where the parts received so far begin (the parameter count: none yet). */
+  from: number;
+  /** The whole gradient is in. */
+  done: boolean;
+  /** A non-finite result for it awaits its recomputation's verdict. */
+  verifying: boolean;
+  lossSum: number;
+  count: number;
+}
+
+/** What became of a result. */
+export type Verdict =
+  /** The whole shard is in. */
+  | { kind: 'complete' }
+  /** A part is in; the rest of the shard is still to come. */
+  | { kind: 'part' }
+  /** The shard is in (or on its way) already: this copy is ignored. */
+  | { kind: 'duplicate' }
+  /** Malformed for its shard: its sender cannot be trusted with more. */
+  | { kind: 'invalid'; problem: string }
+  /** Non-finite: recompute the shard, then call `judge` with the outcome. */
+  | { kind: 'verify' };
+
+/** The recomputation's verdict on a non-finite result. */
+export type Judgement = { kind: 'diverged'; message: string; error: string } | { kind: 'faulty'; reason: string; error: string };
+
+export class Reducer {
+  private readonly slots: ShardSlot[] = [];
+  /** The slots' buffers, for the reduction. */
+  private readonly buffers: Float32Array[] = [];
+  private step = -1;
+  private expected: readonly { labels: { length: number } }[] = [];
+  private remaining = 0;
+
+  constructor(private readonly params: number) {}
+
+  /** A new step: the first `shards.length` slots are emptied (created the first time a step has this many). */
+  begin(step: number, shards: readonly { labels: { length: number } }[]): void {
+    this.step = step;
+    this.expected = shards;
+    this.remaining = shards.length;
+    while (this.slots.length < shards.length) {
+      const buffer = new Float32Array(this.params);
+      this.slots.push({ buffer, from: this.params, done: false, verifying: false, lossSum: 0, count: 0 });
+      this.buffers.push(buffer);
+    }
+    for (let i = 0; i < shards.length; i++) {
+      const slot = this.slots[i];
+      slot.from = this.params;
+      slot.done = false;
+      slot.verifying = false;
+    }
+  }
+
+  /** Shards still to come. */
+  get outstanding(): number {
+    return this.remaining;
+  }
+
+  /** `shard` goes to another member: parts from an earlier one do not count. A shard that is in stays in. */
+  reopen(shard: number): void {
+    const slot = this.slots[shard];
+    if (slot.done) return;
+    slot.from = this.params;
+    slot.verifying = false;
+  }
+
+  /** Takes a result for `r.shard` of this step (the hub has checked the step and the sender). */
+  accept(r: ReceivedResult): Verdict {
+    const slot = this.slots[r.shard];
+    const from = r.from ?? 0;
+    const length = r.gradSum.byteLength / 4;
+    // The first valid result wins: a copy of what is in already changes nothing and says nothing
+    // against its sender (a retry, a replay, a backup that came second).
+    if (slot.done || slot.verifying || (from >= slot.from && from + length <= this.params && length > 0)) return { kind: 'duplicate' };
+    const problem = this.check(r, from, length);
+    if (problem) return { kind: 'invalid', problem };
+    // Straight from the received frame into the shard's buffer, kept from step to step.
+    copyTensor(r.gradSum, slot.buffer, from);
+    if (!Number.isFinite(r.lossSum) || !allFinite(slot.buffer, from, slot.from)) {
+      // Either the sender is faulty or the model has diverged: recomputing the shard tells which.
+      // It may run on a GPU, so the verdict comes later; the shard stays open until then.
+      slot.verifying = true;
+      return { kind: 'verify' };
+    }
+    slot.from = from;
+    if (from > 0) return { kind: 'part' };
+    slot.done = true;
+    slot.lossSum = r.lossSum;
+    slot.count = r.count;
+    this.remaining--;
+    return { kind: 'complete' };
+  }
+
+  /**
+   * The verdict on a non-finite result for `shard`: reproduced by the recomputation, the model has
+   * diverged and the run stops; not reproduced, its sender is faulty (the shard goes to another).
+   */
+  judge(step: number, shard: number, reproduced: boolean): Judgement {
+    if (reproduced) {
+      return {
+        kind: 'diverged',
+        message: `training diverged at step ${step}: non-finite gradients for shard ${shard} (try a lower --lr)`,
+        error: `non-finite gradient for shard ${shard} of step ${step}: the model diverged`,
+      };
+    }
+    return { kind: 'faulty', reason: 'sent a non-finite gradient that recomputation does not reproduce', error: `non-finite gradient for shard ${shard} of step ${step}` };
+  }
+
+  /**
+   * Writes into `out` the shards' gradients added in shard order, ((0 + g₀) + g₁) + … in float32
+   * (what deterministic mode rests on), and returns the summed loss and sample count.
+   */
+  reduce(out: Float32Array): { lossSum: number; count: number } {
+    const n = this.expected.length;
+    reduceInShardOrder(this.buffers, n, out);
+    let lossSum = 0;
+    let count = 0;
+    for (let i = 0; i < n; i++) {
+      lossSum += this.slots[i].lossSum;
+      count += this.slots[i].count;
+    }
+    return { lossSum, count };
+  }
+
+  /** What is wrong with a result for its shard, or undefined when it is sound. */
+  private check(r: ReceivedResult, from: number, length: number): string | undefined {
+    if (r.weightsVersion !== this.step) return `computed on weights v${r.weightsVersion}, expected v${this.step}`;
+    const end = this.slots[r.shard].from;
+    if (from + length !== end || from >= end) return `gradient part [${from}, ${from + length}), expected one ending at ${end}`;
+    const expected = this.expected[r.shard].labels.length;
+    if (r.count !== expected) return `counts ${r.count} samples, the shard has ${expected}`;
+    return undefined;
+  }
+}
+
+function allFinite(a: Float32Array, from: number, end: number): boolean {
+  for (let i = from; i < end; i++) if (!Number.isFinite(a[i])) return false;
+  return true;
+}
