@@ -114,3 +114,54 @@ test('SIGTERM with no worker left checkpoints and exits 143 at once; --resume en
   assert.equal(resumed.code, 0, resumed.stderr);
   assert.equal(readJson(join(out, 'summary.json')).weights_sha256, readJson(join(dir, 'reference', 'summary.json')).weights_sha256);
 });
+
+test('a member that says hello again is taken in afresh: a new welcome, and its shard again with the weights', async () => {
+  const listen = `tcp://127.0.0.1:${await freePort()}`;
+  const out = join(tempDir(), 'run');
+  const coordinator = runCli(COORDINATOR, [...RUN, '--workers', '1', '--no-spawn', '--listen', listen, '--out', out], { timeoutMs: 120_000 });
+  // A worker that joins, takes its first assignment, then (as if it had heard nothing from the
+  // coordinator for its timeout) drops it and says hello again; from then on, an honest worker.
+  const { Dealer } = await import('zeromq');
+  const { PROTOCOL_VERSION, decodeCoordinatorMessage, encode } = await import('../src/protocol/messages.js');
+  const dealer = new Dealer({ routingId: 'forgetful', linger: 0 });
+  dealer.connect(listen);
+  const hello = encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'forgetful', pid: 1, host: 'elsewhere', backend: 'wasm', device: 'x' });
+  await dealer.send(hello);
+  const beat = setInterval(() => void dealer.send(encode({ type: 'heartbeat', t: Date.now() })).catch(() => {}), 300);
+  const seen: string[] = [];
+  // 0: joining; 1: said hello again, waiting for the new welcome (what was queued before it is old); 2: welcomed again.
+  let phase = 0;
+  try {
+    for await (const [frame] of dealer) {
+      const m = decodeCoordinatorMessage(frame);
+      const what = m.type === 'assign' ? `assign${m.weights ? '+weights' : ''}` : m.type;
+      if (what === 'heartbeat') continue;
+      if (phase === 0) {
+        seen.push(what);
+        if (m.type === 'assign') {
+          await new Promise((r) => setTimeout(r, 5500));
+          await dealer.send(hello);
+          phase = 1;
+        }
+      } else if (phase === 1) {
+        if (m.type === 'welcome') {
+          seen.push(what);
+          phase = 2;
+        }
+      } else if (m.type === 'assign') {
+        seen.push(what);
+        break;
+      }
+    }
+  } finally {
+    clearInterval(beat);
+    dealer.close();
+  }
+  assert.deepEqual(seen, ['welcome', 'assign+weights', 'welcome', 'assign+weights']);
+  // The real run goes on with an honest worker.
+  const honest = await runCli(WORKER, ['--connect', listen]);
+  const r = await coordinator;
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr, /worker forgetful said hello again \(it lost track of this coordinator\): taking it in afresh/);
+  assert.equal(honest.code, 0, honest.stderr);
+});

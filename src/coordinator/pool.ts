@@ -109,12 +109,17 @@ export interface PoolStats {
 type Options = Required<Omit<PoolOptions, 'keys' | 'keysDir' | 'workerArgs' | 'verifyShard' | 'augment' | 'engine' | 'spawnProcess'>> &
   Pick<PoolOptions, 'keys' | 'keysDir' | 'workerArgs' | 'verifyShard' | 'augment' | 'engine' | 'spawnProcess'>;
 
+/** A hello this soon after a welcome to the same worker crossed the welcome on the way. */
+const REPEATED_HELLO_GRACE_MS = 5000;
+
 export class WorkerPool implements GradientSource {
   readonly workers: number;
   private readonly router: Router;
   private readonly sendQueue: SendQueue;
   private readonly opts: Options;
   private readonly membership: Membership;
+  /** When each worker was last welcomed (a hello soon after is an echo, not a new start). */
+  private readonly welcomedAt = new Map<string, number>();
   private readonly scheduler = new Scheduler();
   private readonly reducer: Reducer;
   private launcher: Launcher | undefined;
@@ -360,13 +365,25 @@ export class WorkerPool implements GradientSource {
   private onHello(id: string, hello: Hello): void {
     // A spawned child is known by the secret it was given, not by the pid it claims.
     const local = this.launcher?.identify(hello.secret);
-    const admission = this.membership.admit(id, hello, Date.now(), local);
+    let admission = this.membership.admit(id, hello, Date.now(), local);
     if (admission.kind === 'refused') {
       this.sendTo(id, { type: 'reject', reason: admission.reason });
       throw new Error(admission.error);
     }
-    if (admission.kind === 'repeated') return; // a repeated hello changes nothing
+    if (admission.kind === 'repeated') {
+      // A hello soon after the welcome crossed it on the way: nothing changes.
+      if (Date.now() - (this.welcomedAt.get(id) ?? 0) < REPEATED_HELLO_GRACE_MS) return;
+      // Later, the worker heard nothing from this coordinator for its timeout and starts over: it
+      // holds no weights and has dropped its assignments. It is taken in afresh, its open shards
+      // go back to the pool (it may get them again), and it keeps its place as the same process.
+      this.opts.logger.warn({ worker: id }, `worker ${id} said hello again (it lost track of this coordinator): taking it in afresh`);
+      this.membership.remove(admission.member);
+      this.scheduler.release(id);
+      admission = this.membership.admit(id, hello, Date.now(), admission.member.local ?? local);
+      if (admission.kind !== 'admitted') return;
+    }
     const { member } = admission;
+    this.welcomedAt.set(id, Date.now());
     this.sendTo(id, {
       type: 'welcome',
       model: this.opts.model,
