@@ -155,6 +155,7 @@ interface Summary {
   distributed?: {
     worker_peak_rss_mb?: number;
     coordinator_ms_per_step?: number;
+    step_overhead_ms?: { median: number; p90: number };
     bytes_sent_per_step?: number;
     bytes_received_per_step?: number;
   };
@@ -362,11 +363,11 @@ function findRun(records: RunRecord[], pred: (r: RunRecord) => boolean): RunReco
 function buildTable(records: RunRecord[], withReference: boolean): string {
   const header = ['run', 'samples/s'];
   if (withReference) header.push('× reference (2 threads)', '× reference (1 thread)');
-  header.push('× workers=1', 'test accuracy', 'peak RSS coordinator MB', 'peak RSS worker MB', 'coordinator ms/step', 'KB sent/step', 'KB received/step', 'train s');
+  header.push('× workers=1', 'test accuracy', 'peak RSS coordinator MB', 'peak RSS worker MB', 'coordinator ms/step', 'step overhead ms (median / p90)', 'KB sent/step', 'KB received/step', 'train s');
   const rows = records.map((r) => {
     const ref = (threads: number) => samplesPerS(findRun(records, (x) => x.kind === 'reference' && x.threads === threads && x.batch_size === r.batch_size));
     if (!r.ok || !r.result) {
-      return [r.label, 'FAILED', ...(withReference ? ['', ''] : []), '', '', '', '', '', '', '', ''];
+      return [r.label, 'FAILED', ...(withReference ? ['', ''] : []), '', '', '', '', '', '', '', '', ''];
     }
     const sps = r.result.train_samples_per_s;
     const d = r.kind === 'ours' ? (r.result as Summary).distributed : undefined;
@@ -384,6 +385,7 @@ function buildTable(records: RunRecord[], withReference: boolean): string {
       fmt(r.result.peak_rss_mb, 0),
       fmt(d?.worker_peak_rss_mb, 0),
       fmt(d?.coordinator_ms_per_step, 2),
+      d?.step_overhead_ms ? `${fmt(d.step_overhead_ms.median, 2)} / ${fmt(d.step_overhead_ms.p90, 2)}` : '',
       fmt(d?.bytes_sent_per_step !== undefined ? d.bytes_sent_per_step / 1024 : undefined, 1),
       fmt(d?.bytes_received_per_step !== undefined ? d.bytes_received_per_step / 1024 : undefined, 1),
       fmt(r.result.train_seconds, 1),

@@ -104,6 +104,19 @@ export interface PoolStats {
   worker_peak_rss_mb: number;
   /** Connections refused by CURVE/ZAP (wrong or missing keys). */
   refused_connections: number;
+  /**
+   * The step's fixed cost: a step's wall time (from its start to the next step's, the update
+   * included) minus the compute time of its slowest worker (the sum of that worker's shards), in ms;
+   * every step but the first and the last. What no amount of faster compute would remove.
+   */
+  step_overhead_ms: { median: number; p90: number; steps: number };
+}
+
+/** The q-quantile (0..1) of `xs` (nearest rank); NaN when empty. */
+function quantile(xs: readonly number[], q: number): number {
+  if (xs.length === 0) return Number.NaN;
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
 }
 
 type Options = Required<Omit<PoolOptions, 'keys' | 'keysDir' | 'workerArgs' | 'verifyShard' | 'augment' | 'engine' | 'spawnProcess'>> &
@@ -134,6 +147,10 @@ export class WorkerPool implements GradientSource {
   private handshakeFailures = 0;
   private stats = { bytesSent: 0, bytesReceived: 0, steps: 0, coordinatorMs: 0, rejected: 0, stale: 0, reassigned: 0, workerPeakRss: 0, shardsComputed: 0, workerComputeMs: 0 };
   private lastStepDoneAt: number | undefined;
+  /** When the current step began, and each worker's compute time on it so far (step_overhead_ms). */
+  private stepStartedAt: number | undefined;
+  private readonly stepCompute = new Map<string, number>();
+  private readonly stepOverheads: number[] = [];
   endpoint = '';
 
   private constructor(opts: PoolOptions) {
@@ -257,6 +274,7 @@ export class WorkerPool implements GradientSource {
       worker_compute_ms_per_shard: this.stats.shardsComputed ? this.stats.workerComputeMs / this.stats.shardsComputed : 0,
       worker_peak_rss_mb: this.stats.workerPeakRss / 2 ** 20,
       refused_connections: this.refusedConnections(),
+      step_overhead_ms: { median: quantile(this.stepOverheads, 0.5), p90: quantile(this.stepOverheads, 0.9), steps: this.stepOverheads.length },
     };
   }
 
@@ -277,6 +295,13 @@ export class WorkerPool implements GradientSource {
           reject(e);
         },
       };
+      const now = performance.now();
+      // The step before this one ends here; the first is left out (it also carries start-up).
+      if (this.stepStartedAt !== undefined && this.stats.steps > 1) {
+        this.stepOverheads.push(now - this.stepStartedAt - Math.max(0, ...this.stepCompute.values()));
+      }
+      this.stepStartedAt = now;
+      this.stepCompute.clear();
       this.reducer.begin(step, shards);
       this.scheduler.begin(step, shards.length);
       this.current = flight;
@@ -438,6 +463,7 @@ export class WorkerPool implements GradientSource {
         this.scheduler.complete(r.shard);
         this.stats.shardsComputed++;
         this.stats.workerComputeMs += r.computeMs;
+        this.stepCompute.set(member.id, (this.stepCompute.get(member.id) ?? 0) + r.computeMs);
         this.finishIfComplete();
         return;
     }
