@@ -76,3 +76,61 @@ test('a new step forgets the last one\'s plan', () => {
   assert.equal(s.assignee(5), undefined, 'no shard 5 in this step');
   assert.equal(s.isDone(5), false);
 });
+
+const POLICY = { floorMs: 1000, factor: 4, hardFactor: 10, hardFloorMs: 60_000 };
+
+test('a late shard gets a backup on another member; the first result wins and the beaten member is named', () => {
+  const s = new Scheduler();
+  const pool = members('a', 'b');
+  s.begin(0, 2);
+  s.assign(0, pool, undefined, 0);
+  s.assign(1, pool, undefined, 0);
+  // Before the floor nothing is late; after it, shard 0 (a) and shard 1 (b) both are.
+  assert.deepEqual(s.late(999, POLICY), []);
+  assert.deepEqual(s.late(1001, POLICY), [
+    { kind: 'backup', shard: 0, primary: 'a' },
+    { kind: 'backup', shard: 1, primary: 'b' },
+  ]);
+  const backup = s.assignBackup(0, pool);
+  assert.deepEqual(backup, { shard: 0, member: 'b', withWeights: false });
+  assert.ok(s.holds(0, 'a') && s.holds(0, 'b') && !s.holds(1, 'a'));
+  // Only one backup per shard.
+  assert.deepEqual(s.late(1002, POLICY).map((l) => l.shard), [1]);
+  // The backup returns first: a was beaten. a's own copy later is a duplicate for the reducer.
+  assert.equal(s.complete(0, 'b', 1500), 'a');
+  assert.equal(s.pendingOf('a'), 0);
+  // A shard returned by its own member beats nobody.
+  assert.equal(s.complete(1, 'b', 1500), undefined);
+});
+
+test('the deadline is learnt from round trips; a shard far past it has its member given up on', () => {
+  const s = new Scheduler();
+  const pool = members('a', 'b');
+  for (let step = 0; step < 8; step++) {
+    s.begin(step, 1);
+    s.assign(0, pool, undefined, step * 10_000);
+    s.complete(0, s.assignee(0), step * 10_000 + 2000);
+  }
+  // Median round trip 2 s: deadline 8 s (above the 1 s floor), hard limit max(80 s, 60 s).
+  assert.equal(s.deadlineMs(POLICY), 8000);
+  s.begin(8, 1);
+  s.assign(0, pool, undefined, 0);
+  assert.deepEqual(s.late(7999, POLICY), []);
+  assert.equal(s.late(8001, POLICY)[0].kind, 'backup');
+  assert.deepEqual(s.late(80_001, POLICY), [{ kind: 'give-up', shard: 0, member: s.assignee(0), lateMs: 80_001 }]);
+});
+
+test("a lost backup leaves the shard with its assignee; a lost assignee leaves it with its backup", () => {
+  const s = new Scheduler();
+  const pool = members('a', 'b', 'c');
+  s.begin(0, 2);
+  s.assign(0, pool, undefined, 0); // a
+  s.assign(1, pool, undefined, 0); // b
+  s.assignBackup(0, pool); // c
+  assert.deepEqual(s.release('c'), []);
+  assert.equal(s.assignee(0), 'a');
+  assert.ok(!s.holds(0, 'c'));
+  s.assignBackup(1, pool); // c again (least loaded)
+  assert.deepEqual(s.release('b'), []);
+  assert.equal(s.assignee(1), 'c');
+});

@@ -32,7 +32,7 @@ import { Launcher, type Replacement, type SpawnFn } from './launcher.js';
 import { messageLimitProblem } from './limits.js';
 import { type Member, Membership } from './membership.js';
 import { Reducer } from './reducer.js';
-import { Scheduler } from './scheduler.js';
+import { type Assignment, type DeadlinePolicy, Scheduler } from './scheduler.js';
 
 export interface PoolOptions {
   /** Address to bind; `tcp://127.0.0.1:*` picks a free loopback port. */
@@ -98,6 +98,8 @@ export interface PoolStats {
   /** Results for a step no longer in flight, and copies of a shard's result already in. */
   stale_results: number;
   reassigned_shards: number;
+  /** Late shards given to a second worker as well (the first valid result wins). */
+  backup_shards: number;
   /** Mean time a worker spent on one shard, from the assignment's arrival to its result. */
   worker_compute_ms_per_shard: number;
   /** The largest peak resident memory any worker reported, MB. */
@@ -122,6 +124,11 @@ function quantile(xs: readonly number[], q: number): number {
 type Options = Required<Omit<PoolOptions, 'keys' | 'keysDir' | 'workerArgs' | 'verifyShard' | 'augment' | 'engine' | 'spawnProcess'>> &
   Pick<PoolOptions, 'keys' | 'keysDir' | 'workerArgs' | 'verifyShard' | 'augment' | 'engine' | 'spawnProcess'>;
 
+/** Shards in a row that backups return first before their member leaves the pool. */
+const STRIKES_TO_LEAVE = 3;
+/** However slow the shards so far, a shard this late (ms) has its member given up on. */
+const HARD_SHARD_TIMEOUT_FLOOR_MS = 120_000;
+
 /** A hello this soon after a welcome to the same worker crossed the welcome on the way. */
 const REPEATED_HELLO_GRACE_MS = 5000;
 
@@ -145,7 +152,10 @@ export class WorkerPool implements GradientSource {
   private joinWaiters: Array<() => void> = [];
   private zap: ZapHandler | undefined;
   private handshakeFailures = 0;
-  private stats = { bytesSent: 0, bytesReceived: 0, steps: 0, coordinatorMs: 0, rejected: 0, stale: 0, reassigned: 0, workerPeakRss: 0, shardsComputed: 0, workerComputeMs: 0 };
+  private stats = { bytesSent: 0, bytesReceived: 0, steps: 0, coordinatorMs: 0, rejected: 0, stale: 0, reassigned: 0, backups: 0, workerPeakRss: 0, shardsComputed: 0, workerComputeMs: 0 };
+  /** Per member, shards in a row that a backup returned first. */
+  private readonly strikes = new Map<string, number>();
+  private readonly deadlines: DeadlinePolicy;
   private lastStepDoneAt: number | undefined;
   /** When the current step began, and each worker's compute time on it so far (step_overhead_ms). */
   private stepStartedAt: number | undefined;
@@ -163,6 +173,9 @@ export class WorkerPool implements GradientSource {
       ...opts,
     };
     this.workers = opts.workers;
+    // Late: past 4 × the median round trip of recent shards, and never before --worker-timeout (a
+    // first step, or a GPU's first shaders, has no history). Given up on: 10 × that, at least 2 min.
+    this.deadlines = { floorMs: this.opts.workerTimeoutMs, factor: 4, hardFactor: 10, hardFloorMs: HARD_SHARD_TIMEOUT_FLOOR_MS };
     this.membership = new Membership(this.opts.workerTimeoutMs);
     this.reducer = new Reducer(opts.params);
     const curve: Partial<Router> = opts.keys
@@ -269,6 +282,7 @@ export class WorkerPool implements GradientSource {
       rejected_messages: this.stats.rejected,
       stale_results: this.stats.stale,
       reassigned_shards: this.stats.reassigned,
+      backup_shards: this.stats.backups,
       // What a shard's gradient took on its worker (from its arrival to its result), against the
       // step's wall time: the rest is communication and the coordinator's share.
       worker_compute_ms_per_shard: this.stats.shardsComputed ? this.stats.workerComputeMs / this.stats.shardsComputed : 0,
@@ -319,11 +333,17 @@ export class WorkerPool implements GradientSource {
     this.reducer.reopen(shard); // parts from an earlier assignee do not count
     const a = this.scheduler.assign(shard, this.membership.all());
     if (!a) return; // no worker now: a joiner takes it (see onHello), or the all-gone timer fires
-    const data = flight.shards[shard];
+    this.sendAssignment(a);
+  }
+
+  private sendAssignment(a: Assignment): void {
+    const flight = this.current;
+    if (!flight) return;
+    const data = flight.shards[a.shard];
     this.sendTo(a.member, {
       type: 'assign',
       step: flight.step,
-      shard,
+      shard: a.shard,
       weightsVersion: flight.step,
       ...(a.withWeights ? { weights: flight.weights } : {}),
       pixels: data.pixels,
@@ -440,7 +460,7 @@ export class WorkerPool implements GradientSource {
       this.stats.stale++;
       return;
     }
-    if (r.shard >= flight.shards.length || this.scheduler.assignee(r.shard) !== member.id) {
+    if (r.shard >= flight.shards.length || !this.scheduler.holds(r.shard, member.id)) {
       throw new Error(`result for shard ${r.shard} of step ${r.step}, which is not assigned to this worker`);
     }
     const verdict = this.reducer.accept(r);
@@ -460,7 +480,8 @@ export class WorkerPool implements GradientSource {
       case 'part':
         return;
       case 'complete':
-        this.scheduler.complete(r.shard);
+        this.strikes.delete(member.id);
+        this.strike(this.scheduler.complete(r.shard, member.id));
         this.stats.shardsComputed++;
         this.stats.workerComputeMs += r.computeMs;
         this.stepCompute.set(member.id, (this.stepCompute.get(member.id) ?? 0) + r.computeMs);
@@ -504,9 +525,39 @@ export class WorkerPool implements GradientSource {
     flight.resolve(this.reducer.reduce(flight.gradSum));
   }
 
-  /** Heartbeats out, silence detection in. */
+  /**
+   * A member whose shard a backup returned first: after STRIKES_TO_LEAVE in a row (no shard of its
+   * own returned first in between) it leaves the pool, a healthy but slow one included.
+   */
+  private strike(beaten: string | undefined): void {
+    if (beaten === undefined) return;
+    const strikes = (this.strikes.get(beaten) ?? 0) + 1;
+    this.strikes.set(beaten, strikes);
+    const member = this.membership.get(beaten);
+    if (member && strikes >= STRIKES_TO_LEAVE) this.lose(member, `${strikes} of its shards in a row came back first from backups`, true);
+  }
+
+  /** Late shards: a backup for each past its deadline; members past the hard limit given up on. */
+  private checkDeadlines(now: number): void {
+    if (!this.current) return;
+    for (const late of this.scheduler.late(now, this.deadlines)) {
+      if (late.kind === 'give-up') {
+        const member = this.membership.get(late.member);
+        if (member) this.lose(member, `shard ${late.shard} not back after ${(late.lateMs / 1000).toFixed(1)} s`, true);
+        continue;
+      }
+      const a = this.scheduler.assignBackup(late.shard, this.membership.all());
+      if (!a) continue; // no other member: the hard limit decides
+      this.stats.backups++;
+      this.opts.logger.debug({ shard: late.shard, primary: late.primary, backup: a.member }, `shard ${late.shard} is late on ${late.primary}: ${a.member} computes it too`);
+      this.sendAssignment(a);
+    }
+  }
+
+  /** Heartbeats out, silence detection in, late shards. */
   private tick(): void {
     const now = Date.now();
+    this.checkDeadlines(now);
     const silent = new Map(this.membership.silent(now).map((s) => [s.member, s.reason]));
     for (const m of [...this.membership.all()]) {
       const reason = silent.get(m);

@@ -143,7 +143,8 @@ export class Reducer {
   /** What is wrong with a result for its shard, or undefined when it is sound. */
   private check(r: ReceivedResult, from: number, length: number): string | undefined {
     if (r.weightsVersion !== this.step) return `computed on weights v${r.weightsVersion}, expected v${this.step}`;
-    const end = this.slots[r.shard].from;
+    // A whole gradient is welcome whatever parts came before it (a backup's, after its assignee's tail).
+    const end = from === 0 && length === this.params ? this.params : this.slots[r.shard].from;
     if (from + length !== end || from >= end) return `gradient part [${from}, ${from + length}), expected one ending at ${end}`;
     const expected = this.expected[r.shard].labels.length;
     if (r.count !== expected) return `counts ${r.count} samples, the shard has ${expected}`;
