@@ -374,7 +374,10 @@ export class WorkerPool implements GradientSource {
       if (!body) continue;
       this.stats.bytesReceived += body.length;
       try {
-        this.dispatch(id, body);
+        // A non-finite result's recomputation: its verdict comes before the next message is read,
+        // so that a sender's later messages are judged knowing it (it never rejects).
+        const verdict = this.dispatch(id, body);
+        if (verdict) await verdict;
       } catch (e) {
         this.countRejected(id, e as Error);
       }
@@ -387,7 +390,8 @@ export class WorkerPool implements GradientSource {
     this.opts.logger.warn({ worker: id }, `rejected a message from ${id.slice(0, 60)}: ${e.message}`);
   }
 
-  private dispatch(id: string, body: Buffer): void {
+  /** Acts on one message; returns the verdict still to come on a non-finite result. */
+  private dispatch(id: string, body: Buffer): Promise<void> | undefined {
     const msg = decodeWorkerMessage(body);
     const member = this.membership.heard(id, Date.now());
     switch (msg.type) {
@@ -396,8 +400,7 @@ export class WorkerPool implements GradientSource {
         return;
       case 'result':
         if (!member) throw new Error('result from a worker that has not joined');
-        this.onResult(member, msg);
-        return;
+        return this.onResult(member, msg);
       case 'heartbeat':
         if (typeof msg.peakRss === 'number' && msg.peakRss > this.stats.workerPeakRss) this.stats.workerPeakRss = msg.peakRss;
         return;
@@ -454,7 +457,7 @@ export class WorkerPool implements GradientSource {
     this.joinWaiters.splice(0).forEach((w) => w());
   }
 
-  private onResult(member: Member, r: ReceivedResult): void {
+  private onResult(member: Member, r: ReceivedResult): Promise<void> | undefined {
     const flight = this.current;
     if (!flight || r.step !== flight.step) {
       this.stats.stale++;
@@ -475,8 +478,7 @@ export class WorkerPool implements GradientSource {
         this.lose(member, `sent an invalid result (${verdict.problem})`, true);
         throw new Error(`invalid result for shard ${r.shard} of step ${r.step}: ${verdict.problem}`);
       case 'verify':
-        this.verify(member, r, flight);
-        return;
+        return this.verify(member, r, flight);
       case 'part':
         return;
       case 'complete':
@@ -493,10 +495,12 @@ export class WorkerPool implements GradientSource {
   /**
    * A non-finite gradient: the shard is recomputed here (perhaps on a GPU, so the verdict comes
    * later; the shard stays with its member until then). Reproduced, the model has diverged and the
-   * run stops; not reproduced, the sender is faulty and leaves the pool.
+   * run stops; not reproduced, the sender is faulty and leaves the pool. Returns the verdict to
+   * come, which never rejects.
    */
-  private verify(member: Member, r: ReceivedResult, flight: StepInFlight): void {
-    const act = (reproduced: boolean): void => {
+  private verify(member: Member, r: ReceivedResult, flight: StepInFlight): Promise<void> | undefined {
+    /** Throws what the message loop counts as a rejected message. */
+    const act = (reproduced: boolean): never => {
       const judgement = this.reducer.judge(r.step, r.shard, reproduced);
       if (judgement.kind === 'diverged') {
         flight.reject(new UserError(judgement.message));
@@ -506,7 +510,7 @@ export class WorkerPool implements GradientSource {
       throw new Error(judgement.error);
     };
     if (!this.opts.verifyShard) return act(false);
-    this.opts.verifyShard(flight.weights, flight.shards[r.shard]).then(
+    return this.opts.verifyShard(flight.weights, flight.shards[r.shard]).then(
       (reproduced) => {
         try {
           if (this.current === flight && this.membership.has(member)) act(reproduced);

@@ -1,0 +1,81 @@
+/**
+ * The hub in this process, on a real loopback socket, with a raw DEALER as its worker: the order in
+ * which it judges a sender's messages.
+ */
+import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
+import { test } from 'node:test';
+import { Dealer } from 'zeromq';
+import { WorkerPool } from '../src/coordinator/pool.js';
+import { PROTOCOL_VERSION, decodeCoordinatorMessage, encode } from '../src/protocol/messages.js';
+import { createLogger } from '../src/util/logger.js';
+import { Terminal } from '../src/util/terminal.js';
+
+const P = 10;
+
+/** A loopback port nothing listens on now. */
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+test("a non-finite result's verdict comes before the sender's next message is read", async () => {
+  const lines: string[] = [];
+  const sink = { write: (s: string) => void lines.push(s), isTTY: false } as unknown as NodeJS.WriteStream;
+  const logger = createLogger({ name: 'coordinator', terminal: new Terminal(sink, sink), terminalLevel: 'info' });
+  const addr = `tcp://127.0.0.1:${await freePort()}`;
+  let verifications = 0;
+  const starting = WorkerPool.start({
+    listen: addr,
+    workers: 1,
+    spawn: false,
+    gpus: 0,
+    noCuda: true,
+    model: 'net',
+    params: P,
+    logger,
+    connectTimeoutMs: 10_000,
+    // A recomputation that takes a while (a GPU's, or a big shard's): the sender does not wait for it.
+    verifyShard: async () => {
+      verifications++;
+      await new Promise((r) => setTimeout(r, 300));
+      return false;
+    },
+  });
+  const liar = new Dealer({ routingId: 'liar', linger: 0 });
+  liar.connect(addr);
+  await liar.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'liar', pid: 1, host: 'elsewhere', backend: 'wasm', device: 'test' }));
+  const pool = await starting;
+  try {
+    const shard = { pixels: new Uint8Array(784), labels: new Uint8Array(1), keys: new Uint32Array(1) };
+    void pool.computeBatch(0, new Float32Array(P), [shard, shard], new Float32Array(P)).catch(() => {});
+    // Both shards come to the one member; it answers the first with an infinite gradient and, at
+    // once, the second with a miscount.
+    const assigned: number[] = [];
+    for await (const [frame] of liar) {
+      const m = decodeCoordinatorMessage(frame);
+      if (m.type === 'assign') assigned.push(m.shard);
+      if (assigned.length === 2) break;
+    }
+    const result = { type: 'result', step: 0, weightsVersion: 0, lossSum: 1, count: 1, computeMs: 1 } as const;
+    await liar.send(encode({ ...result, shard: assigned[0], gradSum: new Float32Array(P).fill(Number.POSITIVE_INFINITY) }));
+    await liar.send(encode({ ...result, shard: assigned[1], gradSum: new Float32Array(P), count: 2 }));
+    const said = (): string => lines.join('');
+    const deadline = Date.now() + 5000;
+    while (!/lost worker liar/.test(said()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(verifications, 1);
+    assert.match(said(), /lost worker liar: sent a non-finite gradient that recomputation does not reproduce/);
+    assert.doesNotMatch(said(), /lost worker liar: sent an invalid result/, 'judged on its first lie, not on the one after it');
+    // The message after the verdict is from a worker no longer in the pool.
+    assert.match(said(), /rejected a message from liar: result from a worker that has not joined/);
+    assert.equal(pool.workerFailures(), 1);
+  } finally {
+    liar.close();
+    await pool.close(false);
+  }
+});
