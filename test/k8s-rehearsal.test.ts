@@ -289,7 +289,7 @@ test('rehearsal: an evicted coordinator (SIGTERM) checkpoints, and its next pod 
   const cluster = await makeCluster();
   const flags = ['--epochs', '1', '--train-limit', '1280', '--test-limit', '200', '--log-interval', '1', ...SPEED];
   const first = cluster.startPod(cluster.coordinatorJob, 'coordinator', flags);
-  let workers = startWorkers(cluster);
+  const workers = startWorkers(cluster);
   const ready = await waitFor(() => /Train Epoch: 1 \[320\//.test(first.stdout()) || first.child.exitCode !== null, 120_000);
   assert.ok(ready && first.child.exitCode === null, `training did not start\n${describe([first, ...workers])}`);
   // What the kubelet does to an evicted pod: SIGTERM to the container's process.
@@ -297,17 +297,18 @@ test('rehearsal: an evicted coordinator (SIGTERM) checkpoints, and its next pod 
   const evicted = await exited(first, 60_000);
   assert.equal(evicted.code, 143, describe([first, ...workers]));
   assert.ok(existsSync(join(cluster.out, 'checkpoint.bin')), 'checkpointed before it exited');
-  // Told that the run stopped early, the workers exit 75: their Job starts new pods, which rejoin.
-  await workerJobFinished(cluster, workers, 30_000, 75);
+  // Told that the run stopped early, the workers stay: they say hello again until a coordinator
+  // takes them back on the same Service.
+  const waiting = await waitFor(() => workers.every((w) => /saying hello again/.test(w.stdout() + w.stderr()) && w.child.exitCode === null), 30_000);
+  assert.ok(waiting, `the workers wait to rejoin\n${describe([first, ...workers])}`);
 
-  // The Job's next pod: the same command line on the same volume. The workers are a new set, as
-  // after `kubectl delete job mnist-worker && kubectl apply -k k8s/` (docs/kubernetes.md).
+  // The Job's next pod: the same command line on the same volume; the same worker pods rejoin it.
   const second = cluster.startPod(cluster.coordinatorJob, 'coordinator-2', flags);
-  workers = startWorkers(cluster);
   const result = await exited(second, 180_000).catch((e: Error) => assert.fail(`${e.message}\n${describe([second, ...workers])}`));
   assert.equal(result.code, 0, describe([second, ...workers]));
   assert.match(second.stderr(), /holds a checkpoint: continuing that run \(--resume\)/);
   assert.match(second.stdout(), /resuming from .*checkpoint\.bin at epoch 1, step [1-9]/);
+  for (const w of workers) assert.match(w.stdout() + w.stderr(), /rejoined the coordinator/);
   await workerJobFinished(cluster, workers, 30_000);
 
   const summary = readJson(join(cluster.out, 'summary.json'));
