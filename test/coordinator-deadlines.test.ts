@@ -4,24 +4,13 @@
  * three shards in a row lost to backups it leaves the pool; the run ends with the undisturbed weights.
  */
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { Dealer } from 'zeromq';
 import { PROTOCOL_VERSION, encode } from '../src/protocol/messages.js';
-import { COORDINATOR, WORKER, readJson, runCli, tempDir } from './helpers.js';
+import { COORDINATOR, WORKER, readJson, runCli, tempDir, freePort } from './helpers.js';
 
 const RUN = ['--epochs', '1', '--train-limit', '640', '--test-limit', '100', '--deterministic', '--worker-timeout', '2'];
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 test('a worker that heartbeats but never answers: backups take its shards, it leaves after three, the run ends undisturbed', async () => {
   const dir = tempDir();

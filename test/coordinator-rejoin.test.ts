@@ -4,22 +4,11 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { COORDINATOR, WORKER, readJson, runCli, tempDir, waitFor } from './helpers.js';
+import { COORDINATOR, WORKER, readJson, runCli, tempDir, waitFor, freePort } from './helpers.js';
 
 const RUN = ['--epochs', '1', '--train-limit', '1280', '--test-limit', '200', '--deterministic', '--checkpoint-every', '2', '--log-interval', '1', '--worker-timeout', '2'];
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 test('a coordinator killed and resumed on the same address gathers its live worker again: the undisturbed weights', async () => {
   const dir = tempDir();

@@ -1,6 +1,7 @@
 /** Shared by the tests: run the real CLIs as processes, temporary folders, process checks. */
 import { type SpawnOptions, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -110,4 +111,26 @@ export async function startWebGpuOrSkip(t: { skip(message?: string): void }): Pr
     t.skip(`${why}; install a Vulkan driver (Debian: mesa-vulkan-drivers from bookworm-backports) to run this test`);
     return false;
   }
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago (for --listen in tests). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as { port: number }).port;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** max |a − b| over the largest |b|: the error relative to the reference's own scale. */
+export function relativeError(a: Float32Array, b: Float32Array): number {
+  let diff = 0;
+  let scale = 0;
+  for (let i = 0; i < a.length; i++) {
+    diff = Math.max(diff, Math.abs(a[i] - b[i]));
+    scale = Math.max(scale, Math.abs(b[i]));
+  }
+  return diff / scale;
 }

@@ -17,7 +17,7 @@ import { createGradientComputer, type ShardData } from '../src/training/gradient
 import { dropoutMasks } from '../src/training/dropout.js';
 import { evaluate } from '../src/training/evaluate.js';
 import { sampleKey } from '../src/training/schedule.js';
-import { startWebGpuOrSkip } from './helpers.js';
+import { relativeError, startWebGpuOrSkip } from './helpers.js';
 
 const data = loadMnist({ trainLimit: GPU_CHUNK + 8, testLimit: 300 });
 
@@ -29,15 +29,6 @@ function shard(n: number): ShardData {
   };
 }
 
-function relativeError(a: Float32Array, b: Float32Array): number {
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return diff / scale;
-}
 
 /**
  * The gradient on the started engine's fused GPU step, twice, and on the fused CPU engine

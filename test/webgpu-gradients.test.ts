@@ -12,7 +12,7 @@ import { loadMnist, IMAGE_PIXELS } from '../src/data/mnist.js';
 import { MODEL_NAMES, createModel, initialWeights, paramLayout } from '../src/models/index.js';
 import { createGradientComputer, type ShardData } from '../src/training/gradients.js';
 import { sampleKey } from '../src/training/schedule.js';
-import { startWebGpuOrSkip } from './helpers.js';
+import { relativeError, startWebGpuOrSkip } from './helpers.js';
 
 const data = loadMnist({ trainLimit: 64, testLimit: 1 });
 
@@ -24,16 +24,6 @@ function shard(n: number): ShardData {
   };
 }
 
-/** max |a − b| over the largest |b|: the error relative to the gradient's own scale. */
-function relativeError(a: Float32Array, b: Float32Array): number {
-  let diff = 0;
-  let scale = 0;
-  for (let i = 0; i < a.length; i++) {
-    diff = Math.max(diff, Math.abs(a[i] - b[i]));
-    scale = Math.max(scale, Math.abs(b[i]));
-  }
-  return diff / scale;
-}
 
 for (const name of MODEL_NAMES) {
   // 16: deterministic mode's shard; 32: one of two workers at batch 64.
