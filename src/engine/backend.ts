@@ -24,7 +24,7 @@ import { UserError } from '../util/errors.js';
 import { runYielding } from '../util/yield.js';
 import { cudaDeviceFor, nvidiaGpuName, pciAddressFor, visibleGpuCount, vulkanPinFor } from './gpus.js';
 import { registerFastWasmKernels } from './kernels/index.js';
-import { type NetworkDescription, createFusedNetwork, fusedEngineAvailable } from './simd/step.js';
+import { type FusedNetwork, type NetworkDescription, createFusedNetwork, fusedEngineAvailable } from './simd/step.js';
 import { GPU_CHUNK, createGpuNetwork } from './webgpu/fused.js';
 import { EngineUnavailable, type GpuAdapterDescription, adapterLabel, startWebGpu } from './webgpu/start.js';
 
@@ -188,17 +188,10 @@ export function currentEngine(): EngineInfo | undefined {
  */
 export interface EngineNetwork {
   /**
-   * Σ over the shard of ∂NLL/∂w into `gradOut` (canonical order); resolves to Σ NLL. The CPU
-   * engine calls `onTailReady(from, lossSum)` as each tail gradOut[from…] becomes final.
+   * The fused CPU engine's trainStep (simd/step.ts), resolving to Σ NLL: Σ over the shard of ∂NLL/∂w
+   * into `gradOut`. Only the CPU engine calls `onTailReady` as each tail of gradOut becomes final.
    */
-  trainStep(
-    weights: Float32Array,
-    x: Float32Array,
-    labels: Uint8Array,
-    masks: readonly Float32Array[],
-    gradOut: Float32Array,
-    onTailReady?: (from: number, lossSum: number) => void,
-  ): Promise<number>;
+  trainStep(...args: Parameters<FusedNetwork['trainStep']>): Promise<number>;
   /** Log-probabilities [n × classes] of normalised images x (dropout inactive). */
   forward(weights: Float32Array, x: Float32Array, n: number): Promise<Float32Array>;
   /** Images an evaluation passes through forward() at a time. */
