@@ -2,10 +2,9 @@
  * Distributed training with real worker processes and real ZeroMQ sockets on loopback.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { COORDINATOR, WORKER, readJson, runCli, tempDir, waitFor, workerPids } from './helpers.js';
+import { COORDINATOR, WORKER, readJson, runCli, startCoordinator, tempDir, waitFor, workerPids } from './helpers.js';
 
 const SUBSET = ['--epochs', '1', '--train-limit', '768', '--test-limit', '200', '--deterministic'];
 
@@ -18,17 +17,6 @@ async function train(out: string, workers: number, extra: string[] = []): Promis
   assert.equal(r.code, 0, `--workers ${workers}: ${r.stderr}`);
   assert.ok(await waitFor(() => workerPids().length === 0, 5000), 'no worker outlives its coordinator');
   return readJson(join(out, 'summary.json'));
-}
-
-/** Starts a coordinator in the background, collecting its output. */
-function startCoordinator(args: string[]): { child: ChildProcess; out: () => string; err: () => string; exit: Promise<number | null> } {
-  const child = spawn(process.execPath, [COORDINATOR, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.on('data', (d: Buffer) => (stdout += d));
-  child.stderr?.on('data', (d: Buffer) => (stderr += d));
-  const exit = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
-  return { child, out: () => stdout, err: () => stderr, exit };
 }
 
 test('deterministic mode: the same weights with 0, 1 and 3 workers', async () => {

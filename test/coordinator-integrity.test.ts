@@ -4,7 +4,6 @@
  * and a hello that claims a spawned child's pid is not taken as that child.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
@@ -14,7 +13,7 @@ import { initEngine } from '../src/engine/backend.js';
 import { createModel, isModelName, paramLayout } from '../src/models/index.js';
 import { PROTOCOL_VERSION, copyTensor, decodeCoordinatorMessage, encode } from '../src/protocol/messages.js';
 import { createGradientComputer } from '../src/training/gradients.js';
-import { COORDINATOR, readJson, runCli, tempDir, waitFor, workerPids } from './helpers.js';
+import { COORDINATOR, readJson, runCli, startCoordinator, tempDir, waitFor, workerPids } from './helpers.js';
 
 // One engine for the reference, the coordinator and the gradients this test computes itself.
 const RUN = ['--epochs', '1', '--train-limit', '256', '--test-limit', '100', '--deterministic', '--engine', 'wasm', '--log-interval', '1'];
@@ -22,17 +21,6 @@ const RUN = ['--epochs', '1', '--train-limit', '256', '--test-limit', '100', '--
 after(async () => {
   assert.ok(await waitFor(() => workerPids().length === 0, 5000), `workers left behind: ${workerPids().join(', ')}`);
 });
-
-/** Starts a coordinator in the background, collecting its output. */
-function startCoordinator(args: string[]): { child: ChildProcess; out: () => string; err: () => string; exit: Promise<number | null> } {
-  const child = spawn(process.execPath, [COORDINATOR, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  child.stdout?.on('data', (d: Buffer) => (stdout += d));
-  child.stderr?.on('data', (d: Buffer) => (stderr += d));
-  const exit = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
-  return { child, out: () => stdout, err: () => stderr, exit };
-}
 
 test('a worker that sends every result twice, the second one garbage, stays in the pool; the first result wins', async (t) => {
   const dir = tempDir();

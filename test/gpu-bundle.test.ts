@@ -7,12 +7,12 @@
  * says how it was checked end to end.
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { cpSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { type RunResult, tempDir } from './helpers.js';
+import { type RunResult, runCommand, tempDir } from './helpers.js';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const BUNDLE_SCRIPT = join(ROOT, 'bench', 'gpu-bundle.sh');
@@ -27,21 +27,7 @@ function run(command: string, args: string[], opts: { cwd?: string; env?: Record
   const env: NodeJS.ProcessEnv = { ...process.env, ...opts.env };
   for (const key of Object.keys(env)) if (/^(GPU_BUNDLE_|GPU_CHECK_)/.test(key) && !(opts.env && key in opts.env)) delete env[key];
   if (!(opts.env && 'OUT' in opts.env)) delete env.OUT;
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd: opts.cwd ?? ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${command} ${args.join(' ')} timed out\n${stdout}\n${stderr}`));
-    }, timeoutMs);
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      resolve({ code, signal, stdout, stderr });
-    });
-  });
+  return runCommand(command, args, { cwd: opts.cwd ?? ROOT, env, timeoutMs });
 }
 
 function sh(script: string, cwd: string): void {

@@ -1,5 +1,5 @@
 /** Shared by the tests: run the real CLIs as processes, temporary folders, process checks. */
-import { type SpawnOptions, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, type SpawnOptions, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -20,23 +20,39 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Runs a CLI to completion (with a hard timeout) and captures its output. */
-export function runCli(script: string, args: string[], opts: SpawnOptions & { timeoutMs?: number } = {}): Promise<RunResult> {
+/** Runs a command to completion (with a hard timeout) and captures its output. */
+export function runCommand(command: string, args: string[], opts: SpawnOptions & { timeoutMs?: number } = {}): Promise<RunResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
+    const child = spawn(command, args, { stdio: ['ignore', 'pipe', 'pipe'], ...opts });
     let stdout = '';
     let stderr = '';
     child.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`${script} ${args.join(' ')} timed out\n${stdout}\n${stderr}`));
+      reject(new Error(`${command} ${args.join(' ')} timed out\n${stdout}\n${stderr}`));
     }, opts.timeoutMs ?? 240_000);
     child.on('exit', (code, signal) => {
       clearTimeout(timer);
       resolve({ code, signal, stdout, stderr });
     });
   });
+}
+
+/** Runs a CLI (a script of this project, on this Node) to completion; see runCommand. */
+export function runCli(script: string, args: string[], opts: SpawnOptions & { timeoutMs?: number } = {}): Promise<RunResult> {
+  return runCommand(process.execPath, [script, ...args], opts);
+}
+
+/** Starts a coordinator in the background, collecting its output. */
+export function startCoordinator(args: string[]): { child: ChildProcess; out: () => string; err: () => string; exit: Promise<number | null> } {
+  const child = spawn(process.execPath, [COORDINATOR, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout?.on('data', (d: Buffer) => (stdout += d));
+  child.stderr?.on('data', (d: Buffer) => (stderr += d));
+  const exit = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+  return { child, out: () => stdout, err: () => stderr, exit };
 }
 
 export function readJson<T = Record<string, unknown>>(path: string): T {
