@@ -25,6 +25,7 @@ interface DistributedFlags {
   emptyPoolTimeout: number;
   keys?: string;
   insecure: boolean;
+  metrics?: string;
 }
 
 const PROG = 'coordinator';
@@ -67,7 +68,8 @@ export function buildProgram(): Command {
     .addOption(new Option('--worker-timeout <s>', 'declare a silent worker lost after S seconds').argParser(positiveInt).default(5))
     .addOption(new Option('--empty-pool-timeout <s>', 'with no worker left, wait S seconds for one to join or rejoin before giving up').argParser(positiveInt).default(30))
     .option('--keys <dir>', 'authenticate and encrypt the worker link with the keys in DIR (see keygen)')
-    .option('--insecure', 'allow --listen beyond loopback without --keys', false)
+    .option('--insecure', 'allow --listen and --metrics beyond loopback without --keys', false)
+    .option('--metrics <addr>', 'serve Prometheus metrics at http://ADDR/metrics while training, e.g. 127.0.0.1:9400 (beyond loopback: with --keys or --insecure)')
     .action(async (flags: TrainFlags & DistributedFlags, cmd: Command) => {
       if (flags.resume && !flags.out) throw new UsageError('--resume needs --out DIR (the run to continue)');
       if (!flags.spawn && !flags.listen) throw new UsageError('--no-spawn needs --listen ADDR (where the workers connect)');
@@ -76,6 +78,7 @@ export function buildProgram(): Command {
       const config = configFromFlags(flags, { workers: defaultWorkers(!flags.cuda), outDir: flags.out ?? claimRunFolder(flags.model) }, givenConfigKeys(cmd));
       await train(config, {
         resume: flags.resume,
+        metrics: flags.metrics,
         given: new Set(givenFlags(cmd)),
         distributed: {
           spawn: flags.spawn,

@@ -76,6 +76,23 @@ export interface PoolOptions {
   verifyShard?: (weights: Float32Array, shard: ShardData) => Promise<boolean>;
   /** Starts the worker processes (child_process.spawn; tests give another). */
   spawnProcess?: SpawnFn;
+  /**
+   * Called once the socket is bound, before the workers join: from then on the pool's running
+   * totals (`liveFigures`) can be read, e.g. by the Prometheus metrics while the pool fills.
+   */
+  onBound?: (pool: WorkerPool) => void;
+}
+
+/** The pool's running totals since it started, readable at any time. */
+export interface PoolLiveFigures {
+  workersExpected: number;
+  workersConnected: number;
+  workerFailures: number;
+  rejectedMessages: number;
+  bytesSent: number;
+  bytesReceived: number;
+  /** Every measured step's fixed cost so far, in step order, ms (see PoolStats.step_overhead_ms). */
+  stepOverheadsMs: readonly number[];
 }
 
 interface StepInFlight {
@@ -121,8 +138,8 @@ function quantile(xs: readonly number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
 }
 
-type Options = Required<Omit<PoolOptions, 'keys' | 'keysDir' | 'workerArgs' | 'verifyShard' | 'augment' | 'engine' | 'spawnProcess'>> &
-  Pick<PoolOptions, 'keys' | 'keysDir' | 'workerArgs' | 'verifyShard' | 'augment' | 'engine' | 'spawnProcess'>;
+type Optional = 'keys' | 'keysDir' | 'workerArgs' | 'verifyShard' | 'augment' | 'engine' | 'spawnProcess' | 'onBound';
+type Options = Required<Omit<PoolOptions, Optional>> & Pick<PoolOptions, Optional>;
 
 /** Shards in a row that backups return first before their member leaves the pool. */
 const STRIKES_TO_LEAVE = 3;
@@ -210,6 +227,7 @@ export class WorkerPool implements GradientSource {
       throw new UserError(`cannot listen on ${opts.listen}: ${(e as Error).message}`);
     }
     pool.endpoint = pool.router.lastEndpoint ?? opts.listen;
+    opts.onBound?.(pool);
     pool.receiveLoop = pool.receive();
     pool.heartbeatTimer = setInterval(() => pool.tick(), pool.opts.heartbeatMs);
     if (opts.spawn) {
@@ -289,6 +307,18 @@ export class WorkerPool implements GradientSource {
       worker_peak_rss_mb: this.stats.workerPeakRss / 2 ** 20,
       refused_connections: this.refusedConnections(),
       step_overhead_ms: { median: quantile(this.stepOverheads, 0.5), p90: quantile(this.stepOverheads, 0.9), steps: this.stepOverheads.length },
+    };
+  }
+
+  liveFigures(): PoolLiveFigures {
+    return {
+      workersExpected: this.workers,
+      workersConnected: this.membership.size,
+      workerFailures: this.failures,
+      rejectedMessages: this.stats.rejected,
+      bytesSent: this.stats.bytesSent,
+      bytesReceived: this.stats.bytesReceived,
+      stepOverheadsMs: this.stepOverheads,
     };
   }
 

@@ -21,6 +21,7 @@ import { writeRunArtifacts } from './artifacts.js';
 import { lockRunFolder } from './run-lock.js';
 import { WorkerPool } from './pool.js';
 import { makeDirs } from '../util/fs.js';
+import { type MetricsServer, RunMetrics, parseMetricsAddress, serveMetrics } from './metrics.js';
 
 export const LOG_FILE = 'log.jsonl';
 
@@ -59,7 +60,11 @@ export interface DistributedOptions {
 /** True for addresses only this machine can reach. */
 export function isLoopbackAddress(addr: string): boolean {
   if (addr.startsWith('ipc://') || addr.startsWith('inproc://')) return true;
-  const host = /^tcp:\/\/(\[[^\]]+\]|[^:]+)/.exec(addr)?.[1] ?? '';
+  return isLoopbackHost(/^tcp:\/\/(\[[^\]]+\]|[^:]+)/.exec(addr)?.[1] ?? '');
+}
+
+/** True for a host name or address (IPv6 in brackets) only this machine can reach. */
+export function isLoopbackHost(host: string): boolean {
   return /^127\./.test(host) || host === 'localhost' || host === '[::1]';
 }
 
@@ -69,6 +74,8 @@ export interface TrainOptions {
   given?: ReadonlySet<string>;
   distributed: DistributedOptions;
   terminal?: Terminal;
+  /** --metrics HOST:PORT: serve Prometheus metrics at http://HOST:PORT/metrics while the run lasts. */
+  metrics?: string;
 }
 
 /** Creates --out (or checks it) and proves it can be written, before any work starts. */
@@ -97,18 +104,33 @@ export async function train(requested: TrainConfig, opts: TrainOptions): Promise
   if (requested.workers > 0 && !dist.keysDir && !dist.insecure && !isLoopbackAddress(listen)) {
     throw new UsageError(`--listen ${listen} reaches beyond this machine: give --keys DIR (see coordinator keygen), or --insecure to train unauthenticated`);
   }
+  const metricsAddress = opts.metrics === undefined ? undefined : parseMetricsAddress(opts.metrics);
+  // The same rule as --listen: whoever deploys beyond this machine says so with --keys or --insecure.
+  if (metricsAddress && !dist.keysDir && !dist.insecure && !isLoopbackHost(metricsAddress.host)) {
+    throw new UsageError(`--metrics ${opts.metrics} reaches beyond this machine: give --keys DIR (a deployment across machines), or --insecure`);
+  }
   const keys = dist.keysDir ? loadCoordinatorKeys(dist.keysDir) : undefined;
 
   prepareOutDir(requested.outDir, opts.resume);
   const lock = lockRunFolder(requested.outDir);
+  let metricsServer: MetricsServer | undefined;
   try {
-    return await trainLocked(requested, opts, keys, listen);
+    const metrics = metricsAddress ? new RunMetrics() : undefined;
+    if (metrics && metricsAddress) metricsServer = await serveMetrics(metrics.registry, metricsAddress);
+    return await trainLocked(requested, opts, keys, listen, metrics && metricsServer ? { metrics, url: metricsServer.url } : undefined);
   } finally {
+    await metricsServer?.close();
     lock.release();
   }
 }
 
-async function trainLocked(requested: TrainConfig, opts: TrainOptions, keys: CoordinatorKeys | undefined, listen: string): Promise<RunSummary> {
+async function trainLocked(
+  requested: TrainConfig,
+  opts: TrainOptions,
+  keys: CoordinatorKeys | undefined,
+  listen: string,
+  served: { metrics: RunMetrics; url: string } | undefined,
+): Promise<RunSummary> {
   const dist = opts.distributed;
   const terminal = opts.terminal ?? new Terminal();
   const logger = createLogger({ name: 'coordinator', file: join(requested.outDir, LOG_FILE), terminal });
@@ -135,6 +157,7 @@ async function trainLocked(requested: TrainConfig, opts: TrainOptions, keys: Coo
   logger.info({ config, backend: engine.name, device: engine.device }, `config: ${JSON.stringify(config)}`);
   logger.info(`engine: ${engine.name} on ${engine.device}; data: ${data.train.count} training, ${data.test.count} test samples from ${data.source}`);
   logger.info(describeModel(model));
+  if (served) logger.info(`Prometheus metrics at ${served.url}`);
 
   let state = loaded?.state;
   if (state) {
@@ -167,6 +190,7 @@ async function trainLocked(requested: TrainConfig, opts: TrainOptions, keys: Coo
           keysDir: dist.keysDir ? resolve(dist.keysDir) : undefined,
           verifyShard: shardVerifier(model, gradientOptions),
           augment: gradientOptions.augment,
+          onBound: (pool) => served?.metrics.watchPool(pool),
         });
 
   const abort = new AbortController();
@@ -192,6 +216,7 @@ async function trainLocked(requested: TrainConfig, opts: TrainOptions, keys: Coo
       device: { backend: engine.name, device: engine.device, ...(engine.adapter ? { adapter: engine.adapter } : {}) },
       state,
       signal: abort.signal,
+      observer: served?.metrics.observer,
       onFinished: (outDir, summary, evaluation) => writeRunArtifacts(outDir, { config, summary, evaluation, data }),
     });
     finished = !summary.interrupted;

@@ -68,6 +68,38 @@ export interface RunContext {
   signal?: AbortSignal;
   /** Called after each artefact-producing phase; the report layer plugs in here. */
   onFinished?: (outDir: string, summary: RunSummary, evaluation: Evaluation) => Promise<void>;
+  /** Told of every applied step and every evaluation (the coordinator's Prometheus metrics). */
+  observer?: TrainingObserver;
+}
+
+/** One applied step, as the loop saw it. */
+export interface StepRecord {
+  epoch: number;
+  /** Steps applied in the run so far, this one included. */
+  step: number;
+  /** Samples in this step's batch. */
+  samples: number;
+  /** The batch's mean loss. */
+  loss: number;
+  /** The learning rate and momentum this step was applied with. */
+  lr: number;
+  momentum: number;
+  /** The step's wall time: its gradient from the source plus the update, s. */
+  seconds: number;
+}
+
+export interface EvaluationRecord {
+  epoch: number;
+  step: number;
+  loss: number;
+  /** 0..1 */
+  accuracy: number;
+}
+
+/** Watches the loop; it must not change what the loop computes (deterministic mode relies on it). */
+export interface TrainingObserver {
+  stepApplied(record: StepRecord): void;
+  evaluated(record: EvaluationRecord): void;
 }
 
 export interface RunSummary {
@@ -224,14 +256,18 @@ export async function runTraining(ctx: RunContext): Promise<RunSummary> {
       // The update uses the mean gradient over the global batch, as single-node training would.
       const scale = 1 / count;
       for (let i = 0; i < gradSum.length; i++) gradSum[i] *= scale;
-      optimizer.step(state.weights, gradSum, lrAt(config, state.step, totalSteps), momentumAt(config, state.step, totalSteps));
-      state.trainSeconds += (performance.now() - started) / 1000;
+      const lr = lrAt(config, state.step, totalSteps);
+      const momentum = momentumAt(config, state.step, totalSteps);
+      optimizer.step(state.weights, gradSum, lr, momentum);
+      const stepSeconds = (performance.now() - started) / 1000;
+      state.trainSeconds += stepSeconds;
       state.step++;
       state.samplesSeen += count;
       state.batchInEpoch = b + 1;
       epochSamples += count;
 
       const loss = lossSum / count;
+      ctx.observer?.stepApplied({ epoch, step: state.step, samples: count, loss, lr, momentum, seconds: stepSeconds });
       if (!Number.isFinite(loss)) logger.warn({ step: state.step, loss }, `loss is ${loss} at step ${state.step}`);
       if (b % config.logInterval === 0) {
         const seen = b * config.batchSize;
@@ -251,6 +287,7 @@ export async function runTraining(ctx: RunContext): Promise<RunSummary> {
       { type: 'test', epoch, step: state.step, test_loss: evaluation.loss, test_accuracy: evaluation.accuracy },
       `\nTest set: Average loss: ${evaluation.loss.toFixed(4)}, Accuracy: ${evaluation.correct}/${evaluation.count} (${(100 * evaluation.accuracy).toFixed(0)}%)\n`,
     );
+    ctx.observer?.evaluated({ epoch, step: state.step, loss: evaluation.loss, accuracy: evaluation.accuracy });
     writeMetric({
       type: 'test',
       epoch,
