@@ -95,7 +95,7 @@ function labelsMatch(selector: Record<string, string>, labels: Record<string, st
 }
 
 test('the tests\' renderer gives what kubectl kustomize gives', { skip: !kubectlAvailable() && 'kubectl is not installed here' }, () => {
-  for (const dir of [K8S, ...Object.values(OVERLAYS)]) {
+  for (const dir of [K8S, ...Object.values(OVERLAYS), join(K8S, 'monitoring')]) {
     assert.deepStrictEqual(byId(renderKustomization(dir)), byId(renderWithKubectl(dir) ?? []), dir);
   }
 });
@@ -278,6 +278,39 @@ test('the Service is headless and selects the coordinator pod only', () => {
     assert.ok(Object.keys(selector).length >= 2);
     assert.ok(labelsMatch(selector, coordinator.spec.template.metadata.labels), 'selects the coordinator pod');
     assert.ok(!labelsMatch(selector, worker.spec.template.metadata.labels), 'and not the workers');
+  }
+});
+
+test('metrics: the coordinator serves --metrics on the Service\'s port `metrics`, which the prometheus.io annotations and k8s/monitoring\'s ServiceMonitor name', async () => {
+  const monitoring = render(join(K8S, 'monitoring'));
+  assert.deepEqual(monitoring.map((o) => `${o.apiVersion} ${o.kind}/${o.metadata.name}`), ['monitoring.coreos.com/v1 ServiceMonitor/mnist-coordinator']);
+  const [monitor] = monitoring;
+  assert.deepEqual(await schemaProblems(monitor), []);
+  for (const [overlay, objects] of Object.entries(rendered)) {
+    const { coordinator, worker, service } = jobs(objects);
+    const c = coordinator.spec.template.spec.containers[0];
+    const metrics = /^0\.0\.0\.0:(\d+)$/.exec(flagValue(c.args, '--metrics') ?? '');
+    assert.ok(metrics, `${overlay}: --metrics ${flagValue(c.args, '--metrics')}`);
+    // Beyond loopback, --metrics needs what --listen needs: the keys, never --insecure.
+    assert.ok(flagValue(c.args, '--keys') && !c.args.includes('--insecure'), overlay);
+    const port = (service.spec.ports as KObject[]).find((p) => p.name === 'metrics');
+    assert.ok(port, `${overlay}: the Service has a port named metrics`);
+    const target = (c.ports as KObject[]).find((p) => p.name === port.targetPort || p.containerPort === port.targetPort);
+    assert.equal(target?.containerPort, Number(metrics[1]), `${overlay}: the Service's metrics port leads to the port --metrics serves`);
+    const annotations = service.metadata.annotations as Record<string, string>;
+    assert.deepEqual(
+      [annotations['prometheus.io/scrape'], annotations['prometheus.io/port'], annotations['prometheus.io/path']],
+      ['true', metrics[1], '/metrics'],
+      overlay,
+    );
+    // Scraped once: not the pods too (the usual configurations honour both).
+    for (const job of [coordinator, worker]) assert.equal(job.spec.template.metadata.annotations?.['prometheus.io/scrape'], undefined, overlay);
+    // The ServiceMonitor selects this Service, and scrapes its metrics port.
+    assert.ok(labelsMatch(monitor.spec.selector.matchLabels, service.metadata.labels), `${overlay}: the ServiceMonitor selects the Service`);
+    assert.deepEqual(
+      (monitor.spec.endpoints as KObject[]).map((e) => [e.port, e.path]),
+      [[port.name, '/metrics']],
+    );
   }
 });
 

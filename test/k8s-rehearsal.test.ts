@@ -7,7 +7,7 @@
  *   - the Secret (`kubectl create secret generic mnist-keys --from-file=DIR` of a `coordinator
  *     keygen` DIR), the PersistentVolumeClaim and the emptyDirs: folders, each pod seeing only the
  *     Secret's items its volume names;
- *   - the Service's DNS name and the coordinator's port: 127.0.0.1 and a free port;
+ *   - the Service's DNS name and the coordinator's ports: 127.0.0.1 and a free port for each;
  *   - the GPU each worker pod is given: this machine may have none, so the workers' engine pin
  *     (`--engine webgpu`) is left out, and the default, `--engine auto`, picks what it has.
  * Small-data flags are appended to the coordinator's args, as an overlay may append flags.
@@ -108,15 +108,17 @@ async function makeCluster(): Promise<Cluster> {
   for (const f of ['coordinator.public', 'coordinator.secret', 'worker.public', 'worker.secret']) secret[f] = readFileSync(join(keygen, f));
   // The PersistentVolumeClaim: one folder that outlives the pods.
   const claims = new Map<string, string>();
-  // The Service: its name and port lead to the coordinator's container port, here a free port.
-  const port = await freePort();
+  // The Service: each of its ports leads to a coordinator's container port, here a free port each
+  // (ZeroMQ's tcp://HOST:PORT for --listen and --connect, HOST:PORT for --metrics).
   const containerPorts = coordinatorJob.spec.template.spec.containers[0].ports as KObject[];
   const addresses = new Map<string, string>();
   for (const p of service.spec.ports as KObject[]) {
     const target = containerPorts.find((c) => c.name === p.targetPort || c.containerPort === p.targetPort);
     assert.ok(target, `Service port ${p.port}: no such container port`);
+    const port = await freePort();
     addresses.set(`tcp://${service.metadata.name}:${p.port}`, `tcp://127.0.0.1:${port}`);
     addresses.set(`tcp://0.0.0.0:${target.containerPort}`, `tcp://127.0.0.1:${port}`);
+    addresses.set(`0.0.0.0:${target.containerPort}`, `127.0.0.1:${port}`);
   }
 
   let pods = 0;
