@@ -6,7 +6,9 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
+import { RunMetrics } from '../src/coordinator/metrics.js';
 import { COORDINATOR, freePort, readJson, runCli, startCoordinator, tempDir, waitFor, workerPids } from './helpers.js';
+import { type KObject, REPO } from './k8s-helpers.js';
 
 after(async () => {
   assert.ok(await waitFor(() => workerPids().length === 0, 5000), `workers left behind: ${workerPids().join(', ')}`);
@@ -186,4 +188,61 @@ test('--metrics beyond loopback needs what --listen needs (--keys or --insecure)
   const r = await runCli(COORDINATOR, ['--workers', '0', '--train-limit', '64', '--test-limit', '10', '--epochs', '1', '--metrics', '0.0.0.0:0', '--insecure', '--out', join(tempDir(), 'run')]);
   assert.equal(r.code, 0, r.stderr);
   assert.match(r.stdout + r.stderr, /Prometheus metrics at http:\/\/0\.0\.0\.0:\d+\/metrics/);
+});
+
+/** PromQL words that are not metric names: aggregation modifiers, set operators, `offset`, `bool`. */
+const PROMQL_WORDS = new Set(['by', 'without', 'on', 'ignoring', 'group_left', 'group_right', 'offset', 'bool', 'and', 'or', 'unless', 'inf', 'nan']);
+
+/** The metric names a PromQL expression reads: identifiers that are not functions, labels or keywords. */
+function metricsIn(expr: string): string[] {
+  const stripped = expr
+    .replace(/"(?:[^"\\]|\\.)*"/g, '""') // strings
+    .replace(/\{[^}]*\}/g, '') // label matchers
+    .replace(/\[[^\]]*\]/g, '') // ranges ([$__rate_interval])
+    .replace(/\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/g, ''); // label lists
+  const names: string[] = [];
+  for (const m of stripped.matchAll(/[a-zA-Z_:][a-zA-Z0-9_:]*/g)) {
+    const isCall = /^\s*\(/.test(stripped.slice((m.index ?? 0) + m[0].length));
+    if (!isCall && !PROMQL_WORDS.has(m[0].toLowerCase())) names.push(m[0]);
+  }
+  return names;
+}
+
+test('deploy/grafana-dashboard.json: a Grafana dashboard whose every query reads metrics the coordinator exports', async () => {
+  // What a coordinator with --metrics exports (histograms as their _bucket, _sum and _count series).
+  const exported = new Set<string>();
+  for (const [name, type] of parseExposition(await new RunMetrics().registry.metrics()).types) {
+    exported.add(name);
+    if (type === 'histogram' || type === 'summary') for (const suffix of ['_bucket', '_sum', '_count']) exported.add(`${name}${suffix}`);
+  }
+  for (const name of Object.keys(EXPECTED_TYPES)) assert.ok(exported.has(name), `${name} is exported`);
+
+  const dashboard = readJson<{ uid: string; title: string; schemaVersion: number; panels: KObject[]; templating: { list: KObject[] } }>(join(REPO, 'deploy', 'grafana-dashboard.json'));
+  assert.ok(dashboard.uid && dashboard.title && dashboard.schemaVersion >= 36, 'a dashboard JSON model');
+  assert.equal(new Set(dashboard.panels.map((p) => p.id)).size, dashboard.panels.length, 'panel ids are unique');
+  const used = new Set<string>();
+  for (const panel of dashboard.panels) {
+    assert.equal(panel.datasource?.type, 'prometheus', panel.title);
+    assert.ok(panel.gridPos && panel.targets?.length > 0, `${panel.title}: placed, with queries`);
+    for (const target of panel.targets as Array<{ expr: string; refId: string }>) {
+      const names = metricsIn(target.expr);
+      assert.ok(names.length > 0, `${panel.title}: ${target.expr} reads a metric`);
+      for (const name of names) {
+        assert.ok(exported.has(name), `${panel.title}: ${target.expr} reads ${name}, which the coordinator does not export`);
+        used.add(name);
+      }
+    }
+  }
+  for (const variable of dashboard.templating.list.filter((v) => v.type === 'query')) {
+    const m = /^label_values\((\w+),\s*(\w+)\)$/.exec(variable.query?.query ?? variable.query);
+    assert.ok(m && exported.has(m[1]), `variable ${variable.name}: ${JSON.stringify(variable.query)}`);
+  }
+  // What it shows: throughput, step time and overhead, loss and accuracy, workers and failures.
+  for (const name of [
+    'mnist_ddp_train_samples_per_second', 'mnist_ddp_samples_total', 'mnist_ddp_step_duration_seconds_bucket', 'mnist_ddp_step_overhead_seconds_bucket',
+    'mnist_ddp_train_loss', 'mnist_ddp_test_loss', 'mnist_ddp_test_accuracy_ratio', 'mnist_ddp_workers_connected', 'mnist_ddp_worker_failures_total',
+  ]) assert.ok(used.has(name), `the dashboard shows ${name}`);
+  // The check itself catches a misspelt metric and skips functions, labels and ranges.
+  assert.deepEqual(metricsIn('histogram_quantile(0.9, sum by (le) (rate(mnist_ddp_step_seconds_bucket{instance=~"$instance"}[$__rate_interval])))'), ['mnist_ddp_step_seconds_bucket']);
+  assert.deepEqual(metricsIn('rate(a_total[5m]) / on (job) b'), ['a_total', 'b']);
 });
