@@ -40,7 +40,7 @@ test('usage errors: one line naming the problem, exit status 2', async () => {
 test('help shows every contract flag with its default', async () => {
   const r = await runCli(COORDINATOR, ['--help']);
   assert.equal(r.code, 0);
-  for (const flag of ['--batch-size <n>', '--test-batch-size', '--epochs', '--lr', '--momentum', '--seed', '--log-interval', '--no-cuda', '--workers', '--no-spawn', '--listen', '--model', '--deterministic', '--train-limit', '--test-limit', '--out', '--resume', '--data']) {
+  for (const flag of ['--batch-size <n>', '--test-batch-size', '--epochs', '--lr', '--momentum', '--seed', '--log-interval', '--no-cuda', '--workers', '--no-spawn', '--listen', '--model', '--deterministic', '--train-limit', '--test-limit', '--out', '--resume', '--data', '--metrics']) {
     assert.ok(r.stdout.includes(flag), `--help lacks ${flag}`);
   }
   assert.match(r.stdout, /--batch-size <n>\s+input batch size for training \(default: 64\)/);
