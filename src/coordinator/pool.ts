@@ -310,6 +310,7 @@ export class WorkerPool implements GradientSource {
     };
   }
 
+  /** The running totals as they are now (cheap: the Prometheus metrics read them on every scrape). */
   liveFigures(): PoolLiveFigures {
     return {
       workersExpected: this.workers,
