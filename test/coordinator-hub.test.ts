@@ -10,6 +10,7 @@ import { WorkerPool } from '../src/coordinator/pool.js';
 import { PROTOCOL_VERSION, decodeCoordinatorMessage, encode } from '../src/protocol/messages.js';
 import { createLogger } from '../src/util/logger.js';
 import { Terminal } from '../src/util/terminal.js';
+import { workerIdentity } from './helpers.js';
 
 const P = 10;
 
@@ -48,7 +49,7 @@ test("a non-finite result's verdict comes before the sender's next message is re
   });
   const liar = new Dealer({ routingId: 'liar', linger: 0 });
   liar.connect(addr);
-  await liar.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'liar', pid: 1, host: 'elsewhere', backend: 'wasm', device: 'test' }));
+  await liar.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'liar', pid: 1, host: 'elsewhere', backend: 'wasm', device: 'test', ...(await workerIdentity()) }));
   const pool = await starting;
   try {
     const shard = { pixels: new Uint8Array(784), labels: new Uint8Array(1), keys: new Uint32Array(1) };

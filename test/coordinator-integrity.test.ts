@@ -13,7 +13,7 @@ import { initEngine } from '../src/engine/backend.js';
 import { createModel, isModelName, paramLayout } from '../src/models/index.js';
 import { PROTOCOL_VERSION, copyTensor, decodeCoordinatorMessage, encode } from '../src/protocol/messages.js';
 import { createGradientComputer } from '../src/training/gradients.js';
-import { COORDINATOR, readJson, runCli, startCoordinator, tempDir, waitFor, workerPids } from './helpers.js';
+import { COORDINATOR, readJson, runCli, startCoordinator, tempDir, waitFor, workerPids, workerIdentity } from './helpers.js';
 
 // One engine for the reference, the coordinator and the gradients this test computes itself.
 const RUN = ['--epochs', '1', '--train-limit', '256', '--test-limit', '100', '--deterministic', '--engine', 'wasm', '--log-interval', '1'];
@@ -37,7 +37,7 @@ test('a worker that sends every result twice, the second one garbage, stays in t
   await initEngine({ noCuda: true, engine: 'wasm' });
   const socket = new Dealer({ routingId: 'doubler', linger: 0 });
   socket.connect(addr);
-  await socket.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'doubler', pid: 1, host: 'elsewhere', backend: 'wasm', device: 'test' }));
+  await socket.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'doubler', pid: 1, host: 'elsewhere', backend: 'wasm', device: 'test', ...(await workerIdentity()) }));
   let duplicates = 0;
   const heartbeat = setInterval(() => void socket.send(encode({ type: 'heartbeat', t: Date.now() })).catch(() => {}), 300);
   const loop = (async () => {
@@ -106,7 +106,7 @@ test("a hello with a spawned child's pid is not taken as the child: evicting it 
 
   // Same host, the child's pid, no secret; it then returns a broken result and is evicted.
   impostor.connect(addr);
-  await impostor.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'impostor', pid: childPid, host: hostname(), backend: 'wasm', device: 'test' }));
+  await impostor.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'impostor', pid: childPid, host: hostname(), backend: 'wasm', device: 'test', ...(await workerIdentity()) }));
   let streamGradients: boolean | undefined;
   const loop = (async () => {
     for await (const [frame] of impostor) {

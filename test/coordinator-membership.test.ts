@@ -12,6 +12,9 @@ const hello = (workerId: string, extra: Partial<Hello> = {}): Hello => ({
   host: 'h',
   backend: 'wasm',
   device: 'cpu',
+  build: '0.1.0+sha256:aaaa',
+  engine: 'wasm (fused kernels)',
+  models: { net: 'net-digest', lenet: 'lenet-digest' },
   ...extra,
 });
 
@@ -91,4 +94,42 @@ test('identity: a member is a spawned child only when the hub has proved it is; 
   const twin = m.admit('twin', hello('twin'), 0, 7);
   assert.equal(twin.kind === 'admitted' && twin.member.local, undefined);
   assert.equal(m.byLocal(7)?.id, 'child');
+});
+
+const RUN = { build: '0.1.0+sha256:aaaa', model: 'net', modelDigest: 'net-digest' };
+
+test('build, engine and model: another model is always refused; another engine or build only in deterministic mode', () => {
+  const relaxed = new Membership(5000, { ...RUN, deterministic: false });
+  const strict = new Membership(5000, { ...RUN, deterministic: true });
+  for (const m of [relaxed, strict]) {
+    const otherModel = m.admit('m', hello('m', { models: { net: 'another', lenet: 'lenet-digest' } }), 0);
+    assert.equal(otherModel.kind, 'refused');
+    assert.match(otherModel.kind === 'refused' ? otherModel.reason : '', /^model net differs: this worker's digest another, the coordinator's net-digest/);
+    const unknown = m.admit('u', hello('u', { models: { lenet: 'lenet-digest' } }), 0);
+    assert.match(unknown.kind === 'refused' ? unknown.reason : '', /does not know model net/);
+    // The first admitted worker sets the run's engine (the coordinator's --engine is auto).
+    const first = m.admit('a', hello('a'), 0);
+    assert.deepEqual(first.kind === 'admitted' && first.differs, []);
+  }
+  const fused = { engine: 'wasm (fused kernels)' };
+  const library = { engine: 'wasm (library kernels)' };
+  const otherBuild = { build: '0.1.0+sha256:bbbb' };
+  const e = strict.admit('e', hello('e', library), 0);
+  assert.equal(e.kind === 'refused' && e.reason, 'engine wasm (library kernels) differs from the run\'s wasm (fused kernels): --deterministic needs one engine on every worker');
+  const b = strict.admit('b', hello('b', { ...fused, ...otherBuild }), 0);
+  assert.equal(b.kind === 'refused' && b.reason, 'build 0.1.0+sha256:bbbb differs from the coordinator\'s 0.1.0+sha256:aaaa: --deterministic needs one build');
+  assert.equal(strict.size, 1);
+
+  const mixed = relaxed.admit('e', hello('e', { ...library, ...otherBuild }), 0);
+  assert.equal(mixed.kind, 'admitted');
+  assert.deepEqual(mixed.kind === 'admitted' && mixed.differs, ['engine wasm (library kernels), the run\'s wasm (fused kernels)', 'build 0.1.0+sha256:bbbb, the coordinator\'s 0.1.0+sha256:aaaa']);
+  const recorded = relaxed.devices().find((d) => d.id === 'e');
+  assert.deepEqual(recorded?.differs, mixed.kind === 'admitted' ? mixed.differs : undefined, 'summary.json devices records what differs');
+  assert.equal(recorded?.engine, 'wasm (library kernels)');
+});
+
+test('the engine of a deterministic run is the coordinator\'s own when its --engine names one, even for the first worker', () => {
+  const m = new Membership(5000, { ...RUN, deterministic: true, engine: 'webgpu (fused kernels)' });
+  assert.equal(m.admit('a', hello('a'), 0).kind, 'refused');
+  assert.equal(m.admit('g', hello('g', { engine: 'webgpu (fused kernels)' }), 0).kind, 'admitted');
 });

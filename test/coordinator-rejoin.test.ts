@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { COORDINATOR, WORKER, readJson, runCli, tempDir, waitFor, freePort } from './helpers.js';
+import { COORDINATOR, WORKER, readJson, runCli, tempDir, waitFor, freePort, workerIdentity } from './helpers.js';
 
 const RUN = ['--epochs', '1', '--train-limit', '1280', '--test-limit', '200', '--deterministic', '--checkpoint-every', '2', '--log-interval', '1', '--worker-timeout', '2'];
 
@@ -114,7 +114,7 @@ test('a member that says hello again is taken in afresh: a new welcome, and its 
   const { PROTOCOL_VERSION, decodeCoordinatorMessage, encode } = await import('../src/protocol/messages.js');
   const dealer = new Dealer({ routingId: 'forgetful', linger: 0 });
   dealer.connect(listen);
-  const hello = encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'forgetful', pid: 1, host: 'elsewhere', backend: 'wasm', device: 'x' });
+  const hello = encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'forgetful', pid: 1, host: 'elsewhere', backend: 'wasm', device: 'x', ...(await workerIdentity()) });
   await dealer.send(hello);
   const beat = setInterval(() => void dealer.send(encode({ type: 'heartbeat', t: Date.now() })).catch(() => {}), 300);
   const seen: string[] = [];

@@ -150,3 +150,22 @@ export function relativeError(a: Float32Array, b: Float32Array): number {
   }
   return diff / scale;
 }
+
+let identity: Promise<{ build: string; engine: string; models: Record<string, string> }> | undefined;
+
+/**
+ * What a worker of this build on this machine says of itself in its hello (build, engine, model
+ * digests), for tests that speak to a coordinator as a worker: a coordinator refuses a hello without
+ * them, and a deterministic one a hello of another engine.
+ */
+export function workerIdentity(): Promise<{ build: string; engine: string; models: Record<string, string> }> {
+  identity ??= (async () => {
+    const { engineIdentity, initEngine } = await import('../src/engine/backend.js');
+    const { modelDigests } = await import('../src/models/index.js');
+    const { buildId } = await import('../src/util/build.js');
+    // As a worker started without flags would: --engine auto.
+    const engine = await initEngine({ noCuda: false });
+    return { build: buildId(), engine: engineIdentity(engine), models: modelDigests() };
+  })();
+  return identity;
+}

@@ -38,8 +38,10 @@ test('messages round-trip with tensors as raw bytes, received as views of the fr
   const w = new Float32Array(3);
   copyTensor(assign.weights, w);
   assert.deepEqual(w, weights);
-  const hello = decodeWorkerMessage(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'w', pid: 1, host: 'h', backend: 'wasm', device: 'cpu' }));
+  const identity = { build: '0.1.0+sha256:0123456789abcdef', engine: 'wasm (fused kernels)', models: { net: 'fedcba9876543210' } };
+  const hello = decodeWorkerMessage(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'w', pid: 1, host: 'h', backend: 'wasm', device: 'cpu', ...identity }));
   assert.equal(hello.type, 'hello');
+  assert.deepEqual(hello.type === 'hello' && hello.models, identity.models);
 });
 
 test('malformed and unknown messages are rejected with a reason', () => {
@@ -71,4 +73,16 @@ test('malformed and unknown messages are rejected with a reason', () => {
   const decoded = decodeWorkerMessage(encode({ ...part, from: 40 }));
   assert.equal(decoded.type === 'result' && decoded.from, 40);
   for (const from of [-1, 1.5, '3']) assert.throws(() => decodeWorkerMessage(encode({ ...part, from } as never)), /bad part offset/);
+});
+
+test('a hello of this version names its build, engine and model digests; one of another version passes, to be refused with a reason', () => {
+  const bare = { type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'w', pid: 1, host: 'h', backend: 'wasm', device: 'cpu' };
+  const codec = createCodec();
+  assert.throws(() => decodeWorkerMessage(codec.pack(bare)), /hello without build\/engine/);
+  assert.throws(() => decodeWorkerMessage(codec.pack({ ...bare, build: 'b', engine: 'e', models: ['net'] })), /without model digests/);
+  assert.throws(() => decodeWorkerMessage(codec.pack({ ...bare, build: 'b', engine: 'e', models: { net: 7 } })), /without model digests/);
+  assert.throws(() => decodeWorkerMessage(codec.pack({ ...bare, build: 'b'.repeat(501), engine: 'e', models: {} })), /without build/);
+  // An older worker's hello: the coordinator answers it with a refusal naming both versions.
+  const older = decodeWorkerMessage(codec.pack({ ...bare, protocol: PROTOCOL_VERSION - 1 }));
+  assert.equal(older.type === 'hello' && older.protocol, PROTOCOL_VERSION - 1);
 });

@@ -23,6 +23,7 @@ interface DistributedFlags {
   connectTimeout: number;
   workerTimeout: number;
   emptyPoolTimeout: number;
+  minWorkers?: number;
   keys?: string;
   insecure: boolean;
   metrics?: string;
@@ -66,6 +67,7 @@ export function buildProgram(): Command {
     .option('--listen <addr>', 'address workers connect to, e.g. tcp://0.0.0.0:5555 (default: a free loopback port)')
     .addOption(new Option('--connect-timeout <s>', 'give up when the workers have not all joined within S seconds').argParser(positiveInt).default(60))
     .addOption(new Option('--worker-timeout <s>', 'declare a silent worker lost after S seconds').argParser(positiveInt).default(5))
+    .addOption(new Option('--min-workers <m>', 'start once M of the --workers N have joined (the others are admitted as they come); steps wait while fewer than M are in the pool (default: N to start, any one to go on)').argParser(positiveInt))
     .addOption(new Option('--empty-pool-timeout <s>', 'with no worker left, wait S seconds for one to join or rejoin before giving up').argParser(positiveInt).default(30))
     .option('--keys <dir>', 'authenticate and encrypt the worker link with the keys in DIR (see keygen)')
     .option('--insecure', 'allow --listen and --metrics beyond loopback without --keys', false)
@@ -86,6 +88,7 @@ export function buildProgram(): Command {
           connectTimeoutS: flags.connectTimeout,
           workerTimeoutS: flags.workerTimeout,
           emptyPoolTimeoutS: flags.emptyPoolTimeout,
+          minWorkers: flags.minWorkers,
           keysDir: flags.keys,
           insecure: flags.insecure,
         },

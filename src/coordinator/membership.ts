@@ -2,6 +2,12 @@
  * Who is in the pool: the member table. It admits a hello (or says why not), keeps each member's
  * liveness clock and says who has gone silent. It decides and reports; it never sends, spawns or
  * kills: the hub acts on what it says.
+ *
+ * Identity: a hello names the worker's build, engine and model digests. A worker whose digest of
+ * the run's model differs from the coordinator's computes another model's gradients: always
+ * refused. In deterministic mode a worker of another engine, or of another build, is refused too
+ * (mixed engines, or code that adds in another order, break bit-identity); otherwise it is
+ * admitted, and what differs is logged and recorded with its device.
  */
 import { type Hello, PROTOCOL_VERSION } from '../protocol/messages.js';
 import type { DeviceDescription } from '../training/source.js';
@@ -19,9 +25,27 @@ export interface Member {
   readonly joined: number;
 }
 
+/** What the coordinator expects of a worker's hello. */
+export interface RunIdentity {
+  /** The coordinator's build (util/build.ts buildId). */
+  build: string;
+  /** The run's model, and the coordinator's digest of it. */
+  model: string;
+  modelDigest: string;
+  /** --deterministic: another engine or build is refused rather than admitted with a warning. */
+  deterministic: boolean;
+  /**
+   * The engine every worker of a deterministic run must have (engineIdentity): the coordinator's
+   * own when its --engine names one. Absent (--engine auto): the first admitted worker's, since
+   * the coordinator may compute on another (a CPU-only coordinator pod with GPU workers).
+   */
+  engine?: string;
+}
+
 /** What to do with a hello. */
 export type Admission =
-  | { kind: 'admitted'; member: Member }
+  /** `differs`: what of the worker's identity differs from the run's (admitted all the same). */
+  | { kind: 'admitted'; member: Member; differs: string[] }
   /** The id is in the pool already: a repeated hello changes nothing. */
   | { kind: 'repeated'; member: Member }
   | { kind: 'refused'; reason: string; error: string };
@@ -37,8 +61,16 @@ export class Membership {
   /** Every worker that joined during the run, with what it computed on (summary.json's devices). */
   private readonly joinedDevices = new Map<string, DeviceDescription>();
   private joinOrder = 0;
+  /** The engine a deterministic run's workers share (see RunIdentity.engine). */
+  private runEngine: string | undefined;
 
-  constructor(private readonly workerTimeoutMs: number) {}
+  /** Without `identity`, hellos are checked for their protocol version only. */
+  constructor(
+    private readonly workerTimeoutMs: number,
+    private readonly identity?: RunIdentity,
+  ) {
+    this.runEngine = identity?.engine;
+  }
 
   get size(): number {
     return this.members.size;
@@ -67,13 +99,46 @@ export class Membership {
     if (hello.protocol !== PROTOCOL_VERSION) {
       return { kind: 'refused', reason: `protocol version ${hello.protocol}, coordinator speaks ${PROTOCOL_VERSION}`, error: `worker ${id} speaks protocol ${hello.protocol}` };
     }
+    const check = this.checkIdentity(hello);
+    if ('refused' in check) return { kind: 'refused', reason: check.refused, error: `worker ${id} refused: ${check.refused}` };
     const known = this.members.get(id);
     if (known) return { kind: 'repeated', member: known };
     const claimed = local !== undefined && this.byLocal(local) === undefined ? local : undefined;
     const member: Member = { id, hello, lastHeard: now, local: claimed, joined: this.joinOrder++ };
     this.members.set(id, member);
-    this.joinedDevices.set(id, { id, backend: hello.backend, device: hello.device, ...(hello.adapter ? { adapter: hello.adapter } : {}) });
-    return { kind: 'admitted', member };
+    if (this.identity) this.runEngine ??= hello.engine;
+    this.joinedDevices.set(id, {
+      id,
+      backend: hello.backend,
+      device: hello.device,
+      ...(hello.adapter ? { adapter: hello.adapter } : {}),
+      ...(hello.engine ? { engine: hello.engine } : {}),
+      ...(hello.build ? { build: hello.build } : {}),
+      ...(check.differs.length > 0 ? { differs: check.differs } : {}),
+    });
+    return { kind: 'admitted', member, differs: check.differs };
+  }
+
+  /** Why `hello` is refused, or what of it differs from the run (admitted all the same). */
+  private checkIdentity(hello: Hello): { refused: string } | { differs: string[] } {
+    const run = this.identity;
+    if (!run) return { differs: [] };
+    const digest = hello.models[run.model];
+    if (digest === undefined) return { refused: `this worker's build (${hello.build}) does not know model ${run.model}` };
+    if (digest !== run.modelDigest) {
+      return { refused: `model ${run.model} differs: this worker's digest ${digest}, the coordinator's ${run.modelDigest} (worker build ${hello.build}, coordinator build ${run.build})` };
+    }
+    const differs: string[] = [];
+    const engine = this.runEngine;
+    if (engine !== undefined && hello.engine !== engine) {
+      if (run.deterministic) return { refused: `engine ${hello.engine} differs from the run's ${engine}: --deterministic needs one engine on every worker` };
+      differs.push(`engine ${hello.engine}, the run's ${engine}`);
+    }
+    if (hello.build !== run.build) {
+      if (run.deterministic) return { refused: `build ${hello.build} differs from the coordinator's ${run.build}: --deterministic needs one build` };
+      differs.push(`build ${hello.build}, the coordinator's ${run.build}`);
+    }
+    return { differs };
   }
 
   /** A message from `id` arrived: its clock restarts. */

@@ -30,15 +30,23 @@ import type { Logger } from '../util/logger.js';
 import { type CoordinatorMessage, type Hello, MAX_MESSAGE_BYTES, type ReceivedResult, SendQueue, decodeWorkerMessage, encode } from '../protocol/messages.js';
 import { Launcher, type Replacement, type SpawnFn } from './launcher.js';
 import { messageLimitProblem } from './limits.js';
-import { type Member, Membership } from './membership.js';
+import { type Member, Membership, type RunIdentity } from './membership.js';
 import { Reducer } from './reducer.js';
 import { type Assignment, type DeadlinePolicy, Scheduler } from './scheduler.js';
 
 export interface PoolOptions {
   /** Address to bind; `tcp://127.0.0.1:*` picks a free loopback port. */
   listen: string;
-  /** Workers expected before training starts. */
+  /** Workers the run asks for. */
   workers: number;
+  /**
+   * --min-workers M: training starts once M of the `workers` have joined (the others are admitted
+   * as they come), and a step waits while fewer than M are in the pool, up to `allGoneTimeoutMs`.
+   * Absent: it starts once all of them have joined and goes on while any is left.
+   */
+  minWorkers?: number;
+  /** What a worker's hello must match (its model digest; its engine and build when deterministic). */
+  identity?: RunIdentity;
   /** Start the workers as child processes (else wait for them to connect). */
   spawn: boolean;
   /** GPUs to pin spawned workers to, round-robin (0 = none). */
@@ -61,7 +69,7 @@ export interface PoolOptions {
   workerTimeoutMs?: number;
   /** How long to wait for the expected workers at start. */
   connectTimeoutMs?: number;
-  /** With no worker left, how long to wait for one before giving up. */
+  /** With no worker left (or fewer than `minWorkers`), how long to wait for more before giving up. */
   allGoneTimeoutMs?: number;
   /** Extra arguments for spawned workers (e.g. --keys DIR). */
   workerArgs?: string[];
@@ -101,6 +109,8 @@ interface StepInFlight {
   shards: ShardData[];
   /** Where the reduced gradient goes. */
   gradSum: Float32Array;
+  /** Waiting for --min-workers members before its shards go out. */
+  paused: boolean;
   resolve: (r: BatchResult) => void;
   reject: (e: Error) => void;
 }
@@ -138,7 +148,7 @@ function quantile(xs: readonly number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
 }
 
-type Optional = 'keys' | 'keysDir' | 'workerArgs' | 'verifyShard' | 'augment' | 'engine' | 'spawnProcess' | 'onBound';
+type Optional = 'keys' | 'keysDir' | 'workerArgs' | 'verifyShard' | 'augment' | 'engine' | 'spawnProcess' | 'onBound' | 'minWorkers' | 'identity';
 type Options = Required<Omit<PoolOptions, Optional>> & Pick<PoolOptions, Optional>;
 
 /** Shards in a row that backups return first before their member leaves the pool. */
@@ -151,6 +161,14 @@ const REPEATED_HELLO_GRACE_MS = 5000;
 
 export class WorkerPool implements GradientSource {
   readonly workers: number;
+  /** Members training needs to start (summary.json's min_workers). */
+  readonly minWorkers: number;
+  /** Members a step needs to go out: --min-workers when given, else one. */
+  private readonly keepAtLeast: number;
+  /** Training has started: a first hello from now on is a late joiner. */
+  private started = false;
+  /** The pool stayed short past the empty-pool timeout while no step was in flight: the next one fails. */
+  private gaveUp: Error | undefined;
   private readonly router: Router;
   private readonly sendQueue: SendQueue;
   private readonly opts: Options;
@@ -164,7 +182,8 @@ export class WorkerPool implements GradientSource {
   private current: StepInFlight | undefined;
   private closing = false;
   private heartbeatTimer: NodeJS.Timeout | undefined;
-  private allGoneTimer: NodeJS.Timeout | undefined;
+  /** Runs while the pool holds fewer members than a step needs (see armShortPoolTimer). */
+  private shortPoolTimer: NodeJS.Timeout | undefined;
   private receiveLoop: Promise<void> | undefined;
   private joinWaiters: Array<() => void> = [];
   private zap: ZapHandler | undefined;
@@ -190,10 +209,12 @@ export class WorkerPool implements GradientSource {
       ...opts,
     };
     this.workers = opts.workers;
+    this.minWorkers = opts.minWorkers ?? opts.workers;
+    this.keepAtLeast = opts.minWorkers ?? 1;
     // Late: past 4 × the median round trip of recent shards, and never before --worker-timeout (a
     // first step, or a GPU's first shaders, has no history). Given up on: 10 × that, at least 2 min.
     this.deadlines = { floorMs: this.opts.workerTimeoutMs, factor: 4, hardFactor: 10, hardFloorMs: HARD_SHARD_TIMEOUT_FLOOR_MS };
-    this.membership = new Membership(this.opts.workerTimeoutMs);
+    this.membership = new Membership(this.opts.workerTimeoutMs, opts.identity);
     this.reducer = new Reducer(opts.params);
     const curve: Partial<Router> = opts.keys
       ? {
@@ -248,10 +269,15 @@ export class WorkerPool implements GradientSource {
       for (let i = 0; i < opts.workers; i++) launcher.start(i);
     } else opts.logger.info(`waiting for ${opts.workers} workers on ${pool.endpoint}`);
     try {
-      await pool.waitForMembers(opts.workers, pool.opts.connectTimeoutMs);
+      await pool.waitForMembers(pool.minWorkers, pool.opts.connectTimeoutMs);
     } catch (e) {
       await pool.close(false);
       throw e;
+    }
+    pool.started = true;
+    const size = pool.membership.size;
+    if (size < opts.workers) {
+      opts.logger.info(`starting with ${size} of ${opts.workers} workers (--min-workers ${pool.minWorkers}); the others are admitted as they join`);
     }
     return pool;
   }
@@ -326,11 +352,16 @@ export class WorkerPool implements GradientSource {
   computeBatch(step: number, weights: Float32Array, shards: ShardData[], gradSum: Float32Array): Promise<BatchResult> {
     if (this.current) return Promise.reject(new Error('a step is already in flight'));
     return new Promise<BatchResult>((resolve, reject) => {
+      if (this.gaveUp) {
+        reject(this.gaveUp);
+        return;
+      }
       const flight: StepInFlight = {
         step,
         weights,
         shards,
         gradSum,
+        paused: false,
         resolve: (r) => {
           this.current = undefined;
           resolve(r);
@@ -351,7 +382,11 @@ export class WorkerPool implements GradientSource {
       this.scheduler.begin(step, shards.length);
       this.current = flight;
       this.stats.steps++;
-      for (let shard = 0; shard < shards.length; shard++) this.assign(shard);
+      if (this.membership.size < this.keepAtLeast) {
+        // Too few members (--min-workers): the step waits for more, within the empty-pool timeout.
+        flight.paused = true;
+        this.armShortPoolTimer();
+      } else for (let shard = 0; shard < shards.length; shard++) this.assign(shard);
       if (this.lastStepDoneAt !== undefined) this.stats.coordinatorMs += performance.now() - this.lastStepDoneAt;
       this.finishIfComplete();
     });
@@ -360,7 +395,7 @@ export class WorkerPool implements GradientSource {
   /** Gives `shard` of the current step to the member the scheduler picks (or leaves it for a later joiner). */
   private assign(shard: number): void {
     const flight = this.current;
-    if (!flight) return;
+    if (!flight || flight.paused) return;
     this.reducer.reopen(shard); // parts from an earlier assignee do not count
     const a = this.scheduler.assign(shard, this.membership.all());
     if (!a) return; // no worker now: a joiner takes it (see onHello), or the all-gone timer fires
@@ -461,7 +496,9 @@ export class WorkerPool implements GradientSource {
       admission = this.membership.admit(id, hello, Date.now(), admission.member.local ?? local);
       if (admission.kind !== 'admitted') return;
     }
-    const { member } = admission;
+    const { member, differs } = admission;
+    // A first hello since training started: a worker --min-workers did not wait for (or a replacement).
+    const late = this.started && !this.welcomedAt.has(id);
     this.welcomedAt.set(id, Date.now());
     this.sendTo(id, {
       type: 'welcome',
@@ -476,15 +513,25 @@ export class WorkerPool implements GradientSource {
       streamGradients: member.local === undefined,
     });
     this.opts.logger.info(
-      { worker: id, backend: hello.backend, device: hello.device },
-      `worker ${id} joined (${hello.backend} on ${hello.device}); ${this.membership.size} in the pool`,
+      { worker: id, backend: hello.backend, device: hello.device, engine: hello.engine, build: hello.build },
+      `worker ${id} joined${late ? ' late' : ''} (${hello.backend} on ${hello.device}); ${this.membership.size} in the pool${late ? ', it takes shards from the next step on' : ''}`,
     );
-    if (this.allGoneTimer) {
-      clearTimeout(this.allGoneTimer);
-      this.allGoneTimer = undefined;
+    if (differs.length > 0) {
+      this.opts.logger.warn({ worker: id, differs }, `worker ${id} admitted although its ${differs.join('; its ')} (mixed engines or builds: the weights are not bit-reproducible)`);
+    }
+    const flight = this.current;
+    if (this.membership.size >= this.keepAtLeast) {
+      clearTimeout(this.shortPoolTimer);
+      this.shortPoolTimer = undefined;
+      this.gaveUp = undefined;
+      if (flight?.paused) {
+        flight.paused = false;
+        this.opts.logger.info(`${this.membership.size} workers in the pool again: training goes on`);
+        for (let shard = 0; shard < flight.shards.length; shard++) this.assign(shard);
+      }
     }
     // Shards that found no worker wait for this one.
-    if (this.current) for (const shard of this.scheduler.unassigned()) this.assign(shard);
+    if (flight && !flight.paused) for (const shard of this.scheduler.unassigned()) this.assign(shard);
     this.joinWaiters.splice(0).forEach((w) => w());
   }
 
@@ -614,7 +661,7 @@ export class WorkerPool implements GradientSource {
       }
     }
     if (member.local !== undefined && this.launcher) this.logReplacement(this.launcher.replace(member.local));
-    this.armAllGoneTimer();
+    this.armShortPoolTimer();
   }
 
   /** A spawned worker exited without being asked to. */
@@ -635,14 +682,28 @@ export class WorkerPool implements GradientSource {
     else if (r.kind === 'started') this.opts.logger.info(`starting a replacement worker (${r.restarts} restarts so far)`);
   }
 
-  private armAllGoneTimer(): void {
-    if (this.membership.size > 0 || this.allGoneTimer || this.closing) return;
+  /**
+   * With fewer members than a step needs (none; or fewer than --min-workers), waits up to
+   * --empty-pool-timeout for more; then the step in flight, or else the next one, fails with one
+   * line (the training loop checkpoints the state before it).
+   */
+  private armShortPoolTimer(): void {
+    if (this.membership.size >= this.keepAtLeast || this.shortPoolTimer || this.closing) return;
     const waitS = Math.round(this.opts.allGoneTimeoutMs / 1000);
-    this.opts.logger.warn(`no worker left; waiting up to ${waitS} s for one to join ${this.endpoint}`);
-    this.allGoneTimer = setTimeout(() => {
-      this.allGoneTimer = undefined;
-      if (this.membership.size > 0) return;
-      this.current?.reject(new UserError(`every worker is gone and none joined within ${waitS} s`));
+    const size = this.membership.size;
+    if (size === 0) this.opts.logger.warn(`no worker left; waiting up to ${waitS} s for one to join ${this.endpoint}`);
+    else this.opts.logger.warn(`${size} of ${this.workers} workers in the pool, fewer than --min-workers ${this.keepAtLeast}: steps wait up to ${waitS} s for more to join ${this.endpoint}`);
+    this.shortPoolTimer = setTimeout(() => {
+      this.shortPoolTimer = undefined;
+      const now = this.membership.size;
+      if (now >= this.keepAtLeast) return;
+      const error = new UserError(
+        now === 0
+          ? `every worker is gone and none joined within ${waitS} s`
+          : `only ${now} of the --min-workers ${this.keepAtLeast} workers in the pool, and no more joined within ${waitS} s`,
+      );
+      if (this.current) this.current.reject(error);
+      else this.gaveUp = error;
     }, this.opts.allGoneTimeoutMs);
   }
 
@@ -668,7 +729,7 @@ export class WorkerPool implements GradientSource {
     this.closing = true;
     this.launcher?.beginClose();
     clearInterval(this.heartbeatTimer);
-    clearTimeout(this.allGoneTimer);
+    clearTimeout(this.shortPoolTimer);
     const reason = finished ? 'training finished' : 'training stopped before the end';
     for (const m of this.membership.all()) this.sendTo(m.id, { type: 'shutdown', reason, finished });
     // Every worker must get its shutdown, not only the first: let the queue drain and give

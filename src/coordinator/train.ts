@@ -6,8 +6,9 @@ import { accessSync, constants, existsSync, readFileSync, rmSync, writeFileSync 
 import { join, resolve } from 'node:path';
 import { AUGMENTATION, type TrainConfig } from '../config.js';
 import { loadMnist } from '../data/mnist.js';
-import { initEngine, visibleGpuCount } from '../engine/backend.js';
-import { type ModelDef, createModel, describeModel, initialWeights, paramLayout } from '../models/index.js';
+import { engineIdentity, initEngine, visibleGpuCount } from '../engine/backend.js';
+import { type ModelDef, createModel, describeModel, initialWeights, modelDigest, paramLayout } from '../models/index.js';
+import { buildId } from '../util/build.js';
 import { type GradientOptions, type ShardData, createGradientComputer } from '../training/gradients.js';
 import { CHECKPOINT_FILE, loadLatestCheckpoint } from '../training/checkpoint.js';
 import { type RunSummary, SUMMARY_FILE, freshState, runTraining, truncateMetrics } from '../training/loop.js';
@@ -51,6 +52,11 @@ export interface DistributedOptions {
   workerTimeoutS: number;
   /** With no worker left, how long to wait for one (join or rejoin) before giving up. */
   emptyPoolTimeoutS?: number;
+  /**
+   * --min-workers M: start once M of the --workers N have joined, and let steps wait while fewer
+   * than M are in the pool. Absent: start with all N, go on with any.
+   */
+  minWorkers?: number;
   /** --keys DIR: CURVE encryption and an allow-list of worker keys. */
   keysDir?: string;
   /** --insecure: allow listening beyond loopback without keys. */
@@ -97,9 +103,18 @@ export function prepareOutDir(outDir: string, resume: boolean): void {
   }
 }
 
+/** --min-workers against --workers: one line naming what is wrong. */
+export function checkMinWorkers(minWorkers: number | undefined, workers: number): void {
+  if (minWorkers === undefined) return;
+  if (workers === 0) throw new UsageError('--min-workers needs --workers N with N ≥ 1 (--workers 0 trains in one process)');
+  if (minWorkers < 1 || minWorkers > workers) throw new UsageError(`--min-workers ${minWorkers}: must be from 1 to --workers (${workers})`);
+}
+
 export async function train(requested: TrainConfig, opts: TrainOptions): Promise<RunSummary> {
   requested = { ...requested, outDir: resolve(requested.outDir) };
   const dist = opts.distributed;
+  // A resumed run may take its worker count from its checkpoint: checked again once that is read.
+  if (!opts.resume || opts.given?.has('workers')) checkMinWorkers(dist.minWorkers, requested.workers);
   const listen = dist.listen ?? 'tcp://127.0.0.1:*';
   if (requested.workers > 0 && !dist.keysDir && !dist.insecure && !isLoopbackAddress(listen)) {
     throw new UsageError(`--listen ${listen} reaches beyond this machine: give --keys DIR (see coordinator keygen), or --insecure to train unauthenticated`);
@@ -159,6 +174,8 @@ async function trainLocked(
   logger.info(describeModel(model));
   if (served) logger.info(`Prometheus metrics at ${served.url}`);
 
+  checkMinWorkers(dist.minWorkers, config.workers);
+
   let state = loaded?.state;
   if (state) {
     state.config = config;
@@ -175,6 +192,15 @@ async function trainLocked(
       : await WorkerPool.start({
           listen,
           workers: config.workers,
+          ...(dist.minWorkers !== undefined ? { minWorkers: dist.minWorkers } : {}),
+          identity: {
+            build: buildId(),
+            model: model.name,
+            modelDigest: modelDigest(model),
+            deterministic: config.deterministic,
+            // --engine auto: the coordinator may compute on another engine than its workers.
+            ...(config.engine !== 'auto' ? { engine: engineIdentity(engine) } : {}),
+          },
           spawn: opts.distributed.spawn,
           gpus: config.noCuda ? 0 : visibleGpuCount(),
           noCuda: config.noCuda,
@@ -213,7 +239,7 @@ async function trainLocked(
       logger,
       terminal,
       backend: engine.name,
-      device: { backend: engine.name, device: engine.device, ...(engine.adapter ? { adapter: engine.adapter } : {}) },
+      device: { backend: engine.name, device: engine.device, ...(engine.adapter ? { adapter: engine.adapter } : {}), engine: engineIdentity(engine), build: buildId() },
       state,
       signal: abort.signal,
       observer: served?.metrics.observer,

@@ -175,6 +175,15 @@ async function startWasm(): Promise<EngineInfo> {
   return { name: 'wasm', device: `cpu (wasm${simd ? ', simd' : ''}${fusedKernels ? ', fused kernels' : ''}, 1 thread)`, fusedKernels, asyncReadback: false };
 }
 
+/**
+ * What decides an engine's bits: its name, and whether the training step runs on the fused kernels
+ * or on the library's (`MNIST_KERNELS=tfjs`), which add in another order. Deterministic runs need
+ * one identity across their workers.
+ */
+export function engineIdentity(engine: Pick<EngineInfo, 'name' | 'fusedKernels'>): string {
+  return `${engine.name} (${engine.fusedKernels ? 'fused' : 'library'} kernels)`;
+}
+
 /** The engine this process started (undefined before initEngine). */
 export function currentEngine(): EngineInfo | undefined {
   return started;

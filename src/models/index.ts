@@ -1,4 +1,5 @@
 /** Model factories and what every model shares: the flat parameter layout and its initialisation. */
+import { createHash } from 'node:crypto';
 import { SeededRng } from '../util/rng.js';
 import { createLeNet } from './lenet.js';
 import { createNet } from './net.js';
@@ -72,4 +73,24 @@ export function describeModel(model: ModelDef): string {
   for (const d of model.dropouts) lines.push(`  ${d.name.padEnd(14)} Dropout(p=${d.p}) on ${d.units} units`);
   lines.push(`)  ${layout.total.toLocaleString('en-US')} trainable parameters`);
   return lines.join('\n');
+}
+
+/**
+ * What a model computes, as a digest: its name, its parameters' names and shapes, its dropout
+ * layers (rate and units) and its layers in order. Two processes whose digests for a model differ
+ * compute different gradients for it (workers say theirs in the hello; the coordinator compares).
+ */
+export function modelDigest(model: ModelDef): string {
+  const what = {
+    name: model.name,
+    params: model.params.map((p) => [p.name, p.shape]),
+    dropouts: model.dropouts.map((d) => [d.name, d.p, d.units]),
+    layers: model.layers,
+  };
+  return createHash('sha256').update(JSON.stringify(what)).digest('hex').slice(0, 16);
+}
+
+/** Every model this build knows, by name, with its digest (a worker's hello carries them). */
+export function modelDigests(): Record<string, string> {
+  return Object.fromEntries(MODEL_NAMES.map((name) => [name, modelDigest(createModel(name))]));
 }

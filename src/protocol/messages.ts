@@ -14,7 +14,7 @@
 import { createCodec } from '../util/codec.js';
 
 /** Bumped whenever a message changes shape; a worker of another version is refused. */
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 
 /** Bytes of one image in an assignment: 28 × 28 uint8 pixels. */
 const IMAGE_BYTES = 28 * 28;
@@ -38,6 +38,12 @@ export interface Hello {
    * worker is that child; a pid proves nothing.
    */
   secret?: string;
+  /** The worker's build: package version + a digest of its code (util/build.ts). */
+  build: string;
+  /** What decides its engine's bits (engine/backend.ts engineIdentity), e.g. "wasm (fused kernels)". */
+  engine: string;
+  /** Every model the worker knows, by name, with its digest (models/index.ts modelDigest). */
+  models: Record<string, string>;
 }
 
 /** Where a spawned worker finds its secret: an environment variable, never the command line. */
@@ -129,6 +135,11 @@ export const WORKER_EXIT = {
   finished: 0,
   /** The coordinator stopped early, vanished or never answered: retry later (EX_TEMPFAIL). */
   retry: 75,
+  /**
+   * The coordinator refused this worker: another protocol version, model, or (in deterministic
+   * mode) engine or build. Another try cannot help (EX_CONFIG).
+   */
+  refused: 78,
   /** Stopped by SIGTERM: 128 + 15. */
   terminated: 143,
   /** Stopped by SIGINT (Ctrl-C): 128 + 2. */
@@ -211,6 +222,9 @@ function unpackMap(frame: Uint8Array): Record<string, unknown> {
 }
 
 const isShortString = (v: unknown): v is string => typeof v === 'string' && v.length <= 500;
+/** A hello's model digests: a few names, each with a short digest. */
+const isDigestMap = (v: unknown): boolean =>
+  isObject(v) && Object.keys(v).length <= 64 && Object.entries(v).every(([k, d]) => k.length <= 100 && isShortString(d));
 const isAdapter = (v: unknown): boolean =>
   isObject(v) &&
   ['vendor', 'architecture', 'device', 'description'].every((k) => isShortString((v as Record<string, unknown>)[k])) &&
@@ -228,6 +242,12 @@ export function decodeWorkerMessage(frame: Uint8Array): ReceivedWorkerMessage {
       need(typeof msg.backend === 'string' && typeof msg.device === 'string', 'hello without backend/device');
       need(msg.adapter === undefined || isAdapter(msg.adapter), 'hello with a malformed adapter');
       need(msg.secret === undefined || isShortString(msg.secret), 'hello with a malformed secret');
+      // A hello of another version is passed on as it is: the coordinator answers it with a refusal
+      // that names both versions, and the worker leaves with that line.
+      if (msg.protocol === PROTOCOL_VERSION) {
+        need(isShortString(msg.build) && isShortString(msg.engine), 'hello without build/engine');
+        need(isDigestMap(msg.models), 'hello without model digests');
+      }
       return msg as unknown as Hello;
     case 'result':
       need(isCount(msg.step) && isCount(msg.shard) && isCount(msg.weightsVersion), 'result with bad step/shard/version');

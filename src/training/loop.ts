@@ -110,6 +110,8 @@ export interface RunSummary {
   epochs: number;
   steps: number;
   workers: number;
+  /** Workers the run needed to start and to go on (--min-workers; 0 for the single-node fallback). */
+  min_workers: number;
   model: string;
   backend: string;
   /** What the coordinator and every worker computed on. */
@@ -317,6 +319,7 @@ export async function runTraining(ctx: RunContext): Promise<RunSummary> {
     epochs: Math.min(config.epochs, state.epoch - 1),
     steps: state.step,
     workers: source.workers,
+    min_workers: source.minWorkers ?? source.workers,
     model: model.name,
     backend: ctx.backend,
     devices: { coordinator: ctx.device ?? null, workers: source.workerDevices?.() ?? [] },

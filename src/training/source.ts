@@ -14,6 +14,12 @@ export interface DeviceDescription {
   device: string;
   /** The GPU adapter, for a GPU engine (vendor, architecture, device, description, software). */
   adapter?: { vendor: string; architecture: string; device: string; description: string; software: boolean };
+  /** What decides the engine's bits, e.g. "wasm (fused kernels)" (engineIdentity). */
+  engine?: string;
+  /** The build that computed: package version + digest of its code (util/build.ts). */
+  build?: string;
+  /** A worker admitted although its engine or build differs from the run's: what differs. */
+  differs?: string[];
 }
 
 export interface BatchResult {
@@ -25,6 +31,8 @@ export interface BatchResult {
 export interface GradientSource {
   /** How many workers take part (0 for the single-node fallback). */
   readonly workers: number;
+  /** How many of them training needs to start and to go on (--min-workers; absent: `workers`). */
+  readonly minWorkers?: number;
   /**
    * Writes into `gradSum` the sum over `shards`, in shard order, of each shard's gradient sum:
    * gradSum = ((0 + g₀) + g₁) + … in float32. Deterministic mode depends on exactly this order.

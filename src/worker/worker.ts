@@ -6,8 +6,8 @@
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { Dealer } from 'zeromq';
-import { type EngineChoice, initEngine } from '../engine/backend.js';
-import { createModel, isModelName, paramLayout } from '../models/index.js';
+import { type EngineChoice, engineIdentity, initEngine } from '../engine/backend.js';
+import { createModel, isModelName, modelDigests, paramLayout } from '../models/index.js';
 import {
   type ReceivedAssign,
   type ReceivedCoordinatorMessage,
@@ -22,6 +22,7 @@ import {
 } from '../protocol/messages.js';
 import { createGradientComputer } from '../training/gradients.js';
 import { UserError } from '../util/errors.js';
+import { buildId } from '../util/build.js';
 import type { WorkerKeys } from '../protocol/keys.js';
 import type { Logger } from '../util/logger.js';
 
@@ -40,6 +41,11 @@ export interface WorkerOptions {
   secret?: string;
 }
 
+/** The coordinator refused this worker (see WORKER_EXIT.refused): one line, and no retry. */
+export class RefusedError extends UserError {
+  override readonly exitCode: number = WORKER_EXIT.refused;
+}
+
 /** How often a worker waiting to rejoin says hello again. */
 const REHELLO_MS = 2000;
 
@@ -48,6 +54,8 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
   const { logger } = opts;
   const engine = await initEngine({ noCuda: opts.noCuda, gpu: opts.gpu, engine: opts.engine });
   const workerId = `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
+  // Who this worker is, for the coordinator to compare with its own (computed once).
+  const identity = { build: buildId(), engine: engineIdentity(engine), models: modelDigests() };
   const curve: Partial<Dealer> = opts.keys
     ? { curveServerKey: opts.keys.serverPublicKey, curvePublicKey: opts.keys.client.publicKey, curveSecretKey: opts.keys.client.secretKey }
     : {};
@@ -91,6 +99,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
       device: engine.device,
       ...(engine.adapter ? { adapter: engine.adapter } : {}),
       ...(opts.secret ? { secret: opts.secret } : {}),
+      ...identity,
     }).catch(() => {});
   };
   const rejoin = (why: string): void => {
@@ -238,7 +247,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
           break;
         }
         case 'reject':
-          throw new UserError(`coordinator refused this worker: ${msg.reason}`);
+          throw new RefusedError(`coordinator refused this worker: ${msg.reason}`);
         case 'assign': {
           // Not ours to compute while rejoining: the coordinator reassigns it once it welcomes this worker again.
           if (!welcomed) break;
