@@ -55,6 +55,19 @@ export function startCoordinator(args: string[]): { child: ChildProcess; out: ()
   return { child, out: () => stdout, err: () => stderr, exit };
 }
 
+/** Starts a worker in the background (`script`: another build's worker.js), collecting its output. */
+export function startWorker(
+  args: string[],
+  opts: { env?: NodeJS.ProcessEnv; script?: string } = {},
+): { child: ChildProcess; log: () => string; exit: Promise<number | null> } {
+  const child = spawn(process.execPath, [opts.script ?? WORKER, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: opts.env ?? process.env });
+  let log = '';
+  child.stdout?.on('data', (d: Buffer) => (log += d));
+  child.stderr?.on('data', (d: Buffer) => (log += d));
+  const exit = new Promise<number | null>((r) => child.on('exit', (c) => r(c)));
+  return { child, log: () => log, exit };
+}
+
 export function readJson<T = Record<string, unknown>>(path: string): T {
   return JSON.parse(readFileSync(path, 'utf8')) as T;
 }
