@@ -10,6 +10,9 @@ import { Dealer } from 'zeromq';
 import { PROTOCOL_VERSION, encode } from '../src/protocol/messages.js';
 import { COORDINATOR, WORKER, readJson, runCli, tempDir, freePort, workerIdentity } from './helpers.js';
 
+/** What a worker of this build says of itself in its hello (a coordinator refuses a hello without it). */
+const identity = await workerIdentity();
+
 const RUN = ['--epochs', '1', '--train-limit', '640', '--test-limit', '100', '--deterministic', '--worker-timeout', '2'];
 
 test('a worker that heartbeats but never answers: backups take its shards, it leaves after three, the run ends undisturbed', async () => {
@@ -23,7 +26,7 @@ test('a worker that heartbeats but never answers: backups take its shards, it le
   // The silent one: joins, heartbeats, and never returns a shard.
   const zombie = new Dealer({ routingId: 'zombie', linger: 0 });
   zombie.connect(listen);
-  await zombie.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'zombie', pid: 1, host: 'elsewhere', backend: 'wasm', device: 'x', ...(await workerIdentity()) }));
+  await zombie.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'zombie', pid: 1, host: 'elsewhere', backend: 'wasm', device: 'x', ...identity }));
   const beat = setInterval(() => void zombie.send(encode({ type: 'heartbeat', t: Date.now() })).catch(() => {}), 300);
   const drain = (async () => {
     for await (const _ of zombie) {

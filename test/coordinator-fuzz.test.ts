@@ -11,6 +11,9 @@ import { createCodec } from '../src/util/codec.js';
 import { SeededRng } from '../src/util/rng.js';
 import { COORDINATOR, WORKER, readJson, runCli, tempDir, waitFor, workerPids, workerIdentity } from './helpers.js';
 
+/** What a worker of this build says of itself in its hello (a coordinator refuses a hello without it). */
+const identity = await workerIdentity();
+
 const RUN = ['--epochs', '1', '--train-limit', '1280', '--test-limit', '200', '--deterministic', '--log-interval', '5', '--worker-timeout', '2'];
 const PARAMS = 21840;
 
@@ -70,7 +73,7 @@ test('a fuzzed coordinator rejects and counts every bad message and ends with th
   attackers.forEach((a) => a.connect(addr));
   const liar = new Dealer({ routingId: 'liar', linger: 0 });
   liar.connect(addr);
-  await liar.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'liar', pid: 1, host: 'elsewhere', backend: 'wasm', device: 'x', ...(await workerIdentity()) }));
+  await liar.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'liar', pid: 1, host: 'elsewhere', backend: 'wasm', device: 'x', ...identity }));
   const liarLoop = (async () => {
     let lies = 0;
     for await (const [frame] of liar) {
@@ -89,7 +92,7 @@ test('a fuzzed coordinator rejects and counts every bad message and ends with th
   // first began: the first (well placed) part must be thrown away with the worker.
   const splitter = new Dealer({ routingId: 'splitter', linger: 0 });
   splitter.connect(addr);
-  await splitter.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'splitter', pid: 2, host: 'elsewhere', backend: 'wasm', device: 'x', ...(await workerIdentity()) }));
+  await splitter.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'splitter', pid: 2, host: 'elsewhere', backend: 'wasm', device: 'x', ...identity }));
   const splitterLoop = (async () => {
     for await (const [frame] of splitter) {
       const m = decodeCoordinatorMessage(frame);

@@ -12,6 +12,9 @@ import { createLogger } from '../src/util/logger.js';
 import { Terminal } from '../src/util/terminal.js';
 import { workerIdentity } from './helpers.js';
 
+/** What a worker of this build says of itself in its hello (a coordinator refuses a hello without it). */
+const identity = await workerIdentity();
+
 const P = 10;
 
 /** A loopback port nothing listens on now. */
@@ -49,7 +52,7 @@ test("a non-finite result's verdict comes before the sender's next message is re
   });
   const liar = new Dealer({ routingId: 'liar', linger: 0 });
   liar.connect(addr);
-  await liar.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'liar', pid: 1, host: 'elsewhere', backend: 'wasm', device: 'test', ...(await workerIdentity()) }));
+  await liar.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'liar', pid: 1, host: 'elsewhere', backend: 'wasm', device: 'test', ...identity }));
   const pool = await starting;
   try {
     const shard = { pixels: new Uint8Array(784), labels: new Uint8Array(1), keys: new Uint32Array(1) };

@@ -15,6 +15,9 @@ import { PROTOCOL_VERSION, copyTensor, decodeCoordinatorMessage, encode } from '
 import { createGradientComputer } from '../src/training/gradients.js';
 import { COORDINATOR, readJson, runCli, startCoordinator, tempDir, waitFor, workerPids, workerIdentity } from './helpers.js';
 
+/** What a worker of this build says of itself in its hello (a coordinator refuses a hello without it). */
+const identity = await workerIdentity();
+
 // One engine for the reference, the coordinator and the gradients this test computes itself.
 const RUN = ['--epochs', '1', '--train-limit', '256', '--test-limit', '100', '--deterministic', '--engine', 'wasm', '--log-interval', '1'];
 
@@ -37,7 +40,7 @@ test('a worker that sends every result twice, the second one garbage, stays in t
   await initEngine({ noCuda: true, engine: 'wasm' });
   const socket = new Dealer({ routingId: 'doubler', linger: 0 });
   socket.connect(addr);
-  await socket.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'doubler', pid: 1, host: 'elsewhere', backend: 'wasm', device: 'test', ...(await workerIdentity()) }));
+  await socket.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'doubler', pid: 1, host: 'elsewhere', backend: 'wasm', device: 'test', ...identity }));
   let duplicates = 0;
   const heartbeat = setInterval(() => void socket.send(encode({ type: 'heartbeat', t: Date.now() })).catch(() => {}), 300);
   const loop = (async () => {
@@ -106,7 +109,7 @@ test("a hello with a spawned child's pid is not taken as the child: evicting it 
 
   // Same host, the child's pid, no secret; it then returns a broken result and is evicted.
   impostor.connect(addr);
-  await impostor.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'impostor', pid: childPid, host: hostname(), backend: 'wasm', device: 'test', ...(await workerIdentity()) }));
+  await impostor.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'impostor', pid: childPid, host: hostname(), backend: 'wasm', device: 'test', ...identity }));
   let streamGradients: boolean | undefined;
   const loop = (async () => {
     for await (const [frame] of impostor) {

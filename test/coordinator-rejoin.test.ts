@@ -8,6 +8,9 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { COORDINATOR, WORKER, readJson, runCli, tempDir, waitFor, freePort, workerIdentity } from './helpers.js';
 
+/** What a worker of this build says of itself in its hello (a coordinator refuses a hello without it). */
+const identity = await workerIdentity();
+
 const RUN = ['--epochs', '1', '--train-limit', '1280', '--test-limit', '200', '--deterministic', '--checkpoint-every', '2', '--log-interval', '1', '--worker-timeout', '2'];
 
 test('a coordinator killed and resumed on the same address gathers its live worker again: the undisturbed weights', async () => {
@@ -114,7 +117,7 @@ test('a member that says hello again is taken in afresh: a new welcome, and its 
   const { PROTOCOL_VERSION, decodeCoordinatorMessage, encode } = await import('../src/protocol/messages.js');
   const dealer = new Dealer({ routingId: 'forgetful', linger: 0 });
   dealer.connect(listen);
-  const hello = encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'forgetful', pid: 1, host: 'elsewhere', backend: 'wasm', device: 'x', ...(await workerIdentity()) });
+  const hello = encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'forgetful', pid: 1, host: 'elsewhere', backend: 'wasm', device: 'x', ...identity });
   await dealer.send(hello);
   const beat = setInterval(() => void dealer.send(encode({ type: 'heartbeat', t: Date.now() })).catch(() => {}), 300);
   const seen: string[] = [];

@@ -193,14 +193,14 @@ test('every exit status the worker documents has the handling it needs, and the 
       ? 'success' // the index succeeds: the success policy
       : /start again to rejoin|SIGTERM/.test(meaning)
         ? 'Ignore' // a new pod rejoins; nothing is counted
-        : /bad usage/.test(meaning)
-          ? 'FailJob' // every pod has the same flags
+        : /bad usage|refused by the coordinator/.test(meaning)
+          ? 'FailJob' // every pod has the same flags, the same image
           : /error/.test(meaning)
             ? undefined // counted against the index's backoffLimitPerIndex
             : assert.fail(`exit ${code} (${meaning}): decide how the worker Job handles it`);
     assert.equal(action, expected, `exit ${code}: ${meaning}`);
   }
-  assert.ok(statuses.has(0) && statuses.has(75) && statuses.has(143) && statuses.has(1) && statuses.has(2), [...statuses.keys()].join(' '));
+  assert.ok(statuses.has(0) && statuses.has(75) && statuses.has(143) && statuses.has(1) && statuses.has(2) && statuses.has(78), [...statuses.keys()].join(' '));
   for (const rule of spec.podFailurePolicy.rules as KObject[]) {
     for (const code of (rule.onExitCodes?.values ?? []) as number[]) assert.ok(statuses.has(code), `the policy names exit ${code}, which the worker never uses`);
   }

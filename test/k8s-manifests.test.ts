@@ -158,16 +158,26 @@ test('the number of workers, and how many of them may fail for good, are set onc
   }
 });
 
-test('--min-workers is prepared in settings.yaml but not passed: this build\'s coordinator has no such flag', () => {
-  // Once it has (issue 13), settings.yaml's minWorkers and kustomization.yaml's replacement are
-  // uncommented and "--min-workers", M follow "--workers", N (docs/kubernetes.md).
+test('--min-workers is set once, in settings.yaml, and passed right after --workers N; maxFailedWorkers leaves at least M workers', () => {
   const help = execFileSync(process.execPath, [COORDINATOR, '--help'], { encoding: 'utf8' });
-  if (/--min-workers\b/.test(help)) return;
-  assert.match(readFileSync(join(K8S, 'base', 'settings.yaml'), 'utf8'), /^  # minWorkers: "\d+"$/m, 'settings.yaml holds the setting, commented');
-  assert.match(readFileSync(join(K8S, 'base', 'kustomization.yaml'), 'utf8'), /^  #\s+fieldPath: data\.minWorkers$/m, 'and kustomization.yaml its replacement');
-  for (const objects of Object.values(rendered)) {
+  assert.match(help, /--min-workers <m>/, 'the coordinator has the flag');
+  const check = (objects: KObject[], n: number, m: number, maxFailed: number): void => {
     const args = jobs(objects).coordinator.spec.template.spec.containers[0].args as string[];
-    assert.ok(!args.includes('--min-workers'), 'the coordinator would refuse it');
+    assert.deepEqual(args.slice(0, 4), ['--workers', String(n), '--min-workers', String(m)]);
+    assert.equal(args.filter((a) => a === '--min-workers').length, 1);
+    // What the coordinator accepts, and a worker Job that fails exactly when fewer than M could remain.
+    assert.ok(m >= 1 && m <= n, `--min-workers ${m} of ${n}`);
+    assert.ok(maxFailed <= n - m, `maxFailedWorkers ${maxFailed} would leave fewer than ${m} of ${n}`);
+  };
+  const values = settings();
+  for (const objects of Object.values(rendered)) check(objects, Number(values.workers), Number(values.minWorkers), Number(values.maxFailedWorkers));
+  const [n, m, maxFailed] = [256, 240, 16];
+  const copy = k8sCopyWith({ workers: String(n), minWorkers: String(m), maxFailedWorkers: String(maxFailed) });
+  for (const overlay of Object.keys(OVERLAYS)) {
+    const dir = join(copy, 'overlays', overlay);
+    check(renderKustomization(dir), n, m, maxFailed);
+    const viaKubectl = renderWithKubectl(dir);
+    if (viaKubectl) check(viaKubectl, n, m, maxFailed);
   }
 });
 

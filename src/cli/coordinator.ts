@@ -68,7 +68,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--connect-timeout <s>', 'give up when the workers have not all joined within S seconds').argParser(positiveInt).default(60))
     .addOption(new Option('--worker-timeout <s>', 'declare a silent worker lost after S seconds').argParser(positiveInt).default(5))
     .addOption(new Option('--min-workers <m>', 'start once M of the --workers N have joined (the others are admitted as they come); steps wait while fewer than M are in the pool (default: N to start, any one to go on)').argParser(positiveInt))
-    .addOption(new Option('--empty-pool-timeout <s>', 'with no worker left, wait S seconds for one to join or rejoin before giving up').argParser(positiveInt).default(30))
+    .addOption(new Option('--empty-pool-timeout <s>', 'with no worker left (or fewer than --min-workers), wait S seconds for more to join or rejoin before giving up').argParser(positiveInt).default(30))
     .option('--keys <dir>', 'authenticate and encrypt the worker link with the keys in DIR (see keygen)')
     .option('--insecure', 'allow --listen and --metrics beyond loopback without --keys', false)
     .option('--metrics <addr>', 'serve Prometheus metrics at http://ADDR/metrics while training, e.g. 127.0.0.1:9400 (beyond loopback: with --keys or --insecure)')
