@@ -514,7 +514,7 @@ export class WorkerPool implements GradientSource {
     });
     this.opts.logger.info(
       { worker: id, backend: hello.backend, device: hello.device, engine: hello.engine, build: hello.build },
-      `worker ${id} joined${late ? ' late' : ''} (${hello.backend} on ${hello.device}); ${this.membership.size} in the pool${late ? ', it takes shards from the next step on' : ''}`,
+      `worker ${id} joined${late ? ' late' : ''} (${hello.backend} on ${hello.device}); ${this.membership.size} in the pool`,
     );
     if (differs.length > 0) {
       this.opts.logger.warn({ worker: id, differs }, `worker ${id} admitted although its ${differs.join('; its ')} (mixed engines or builds: the weights are not bit-reproducible)`);
