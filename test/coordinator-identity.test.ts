@@ -17,6 +17,8 @@ const RUN = ['--epochs', '1', '--train-limit', '640', '--test-limit', '100', '--
 /** A worker whose training step runs on tfjs's kernels: the same package, another engine identity. */
 const LIBRARY_KERNELS = { ...process.env, MNIST_KERNELS: 'tfjs' };
 const REFUSED = 78;
+/** The workers' engine, on any machine (a GPU one's auto would pick webgpu); the coordinator's stays auto. */
+const WASM = ['--engine', 'wasm'];
 
 after(async () => {
   assert.ok(await waitFor(() => workerPids().length === 0, 10_000), `workers left behind: ${workerPids().join(', ')}`);
@@ -31,10 +33,10 @@ async function withSecondWorker(extra: string[], env: NodeJS.ProcessEnv, untilJo
   const out = join(tempDir(), 'run');
   const run = startCoordinator([...RUN, ...extra, '--workers', '2', '--min-workers', '1', '--no-spawn', '--listen', listen, '--worker-timeout', '60', '--out', out]);
   const log = (): string => run.out() + run.err();
-  const first = startWorker(['--connect', listen]);
+  const first = startWorker(['--connect', listen, ...WASM]);
   assert.ok(await waitFor(() => /starting with 1 of 2 workers/.test(log()), 60_000), log());
   first.child.kill('SIGSTOP');
-  const second = startWorker(['--connect', listen], { env });
+  const second = startWorker(['--connect', listen, ...WASM], { env });
   const settled = await waitFor(() => untilJoinedOrGone(log) || second.child.exitCode !== null, 60_000);
   first.child.kill('SIGCONT');
   assert.ok(settled, log() + second.log());
@@ -44,7 +46,7 @@ async function withSecondWorker(extra: string[], env: NodeJS.ProcessEnv, untilJo
 
 test('deterministic: a worker of another engine is refused (one line, exit 78) and the run keeps its bits', async () => {
   const dir = tempDir();
-  const reference = await runCli(COORDINATOR, [...RUN, '--deterministic', '--workers', '0', '--out', join(dir, 'reference')]);
+  const reference = await runCli(COORDINATOR, [...RUN, ...WASM, '--deterministic', '--workers', '0', '--out', join(dir, 'reference')]);
   assert.equal(reference.code, 0, reference.stderr);
 
   const { out, log, first, second } = await withSecondWorker(['--deterministic'], LIBRARY_KERNELS, () => false);
@@ -94,14 +96,14 @@ test('a worker whose model differs, or that speaks another protocol version, is 
   const run = startCoordinator([...RUN, '--workers', '1', '--no-spawn', '--listen', listen, '--out', out]);
   const log = (): string => run.out() + run.err();
   // The same model name, another dropout rate: other gradients.
-  const otherModel = startWorker(['--connect', listen], { script: otherBuild('models/net.js', "{ name: 'fc1_drop', p: 0.5, units: 50 }", "{ name: 'fc1_drop', p: 0.25, units: 50 }") });
+  const otherModel = startWorker(['--connect', listen, ...WASM], { script: otherBuild('models/net.js', "{ name: 'fc1_drop', p: 0.5, units: 50 }", "{ name: 'fc1_drop', p: 0.25, units: 50 }") });
   assert.equal(await otherModel.exit, REFUSED, otherModel.log());
   assert.match(otherModel.log(), /^worker: error: coordinator refused this worker: model net differs: this worker's digest [0-9a-f]{16}, the coordinator's [0-9a-f]{16} \(worker build .*, coordinator build .*\)$/m);
-  const olderProtocol = startWorker(['--connect', listen], { script: otherBuild('protocol/messages.js', `PROTOCOL_VERSION = ${PROTOCOL_VERSION};`, `PROTOCOL_VERSION = ${PROTOCOL_VERSION - 1};`) });
+  const olderProtocol = startWorker(['--connect', listen, ...WASM], { script: otherBuild('protocol/messages.js', `PROTOCOL_VERSION = ${PROTOCOL_VERSION};`, `PROTOCOL_VERSION = ${PROTOCOL_VERSION - 1};`) });
   assert.equal(await olderProtocol.exit, REFUSED, olderProtocol.log());
   assert.match(olderProtocol.log(), new RegExp(`^worker: error: coordinator refused this worker: protocol version ${PROTOCOL_VERSION - 1}, coordinator speaks ${PROTOCOL_VERSION}$`, 'm'));
   // Neither counted: the run waits for a worker it can use, and ends with it.
-  const good = startWorker(['--connect', listen]);
+  const good = startWorker(['--connect', listen, ...WASM]);
   assert.equal(await run.exit, 0, log());
   assert.equal(await good.exit, 0, good.log());
   assert.equal((readJson(join(out, 'summary.json')).devices as { workers: unknown[] }).workers.length, 1);

@@ -15,8 +15,8 @@ import { PROTOCOL_VERSION, copyTensor, decodeCoordinatorMessage, encode } from '
 import { createGradientComputer } from '../src/training/gradients.js';
 import { COORDINATOR, readJson, runCli, startCoordinator, tempDir, waitFor, workerPids, workerIdentity } from './helpers.js';
 
-/** What a worker of this build says of itself in its hello (a coordinator refuses a hello without it). */
-const identity = await workerIdentity();
+/** What a worker of this build says of itself in its hello: on the engine the runs below compute with. */
+const identity = await workerIdentity({ noCuda: true, engine: 'wasm' });
 
 // One engine for the reference, the coordinator and the gradients this test computes itself.
 const RUN = ['--epochs', '1', '--train-limit', '256', '--test-limit', '100', '--deterministic', '--engine', 'wasm', '--log-interval', '1'];

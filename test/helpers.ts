@@ -169,16 +169,15 @@ let identity: Promise<{ build: string; engine: string; models: Record<string, st
 /**
  * What a worker of this build on this machine says of itself in its hello (build, engine, model
  * digests), for tests that speak to a coordinator as a worker: a coordinator refuses a hello without
- * them, and a deterministic one a hello of another engine.
+ * them, and a deterministic one a hello of another engine. `engine`: the worker's flags (default:
+ * none, --engine auto); it starts that engine in this process, whose first engine is its only one.
  */
-export function workerIdentity(): Promise<{ build: string; engine: string; models: Record<string, string> }> {
+export function workerIdentity(engine: { noCuda: boolean; engine?: 'auto' | 'wasm' } = { noCuda: false }): Promise<{ build: string; engine: string; models: Record<string, string> }> {
   identity ??= (async () => {
     const { engineIdentity, initEngine } = await import('../src/engine/backend.js');
     const { modelDigests } = await import('../src/models/index.js');
     const { buildId } = await import('../src/util/build.js');
-    // As a worker started without flags would: --engine auto.
-    const engine = await initEngine({ noCuda: false });
-    return { build: buildId(), engine: engineIdentity(engine), models: modelDigests() };
+    return { build: buildId(), engine: engineIdentity(await initEngine(engine)), models: modelDigests() };
   })();
   return identity;
 }
