@@ -10,7 +10,10 @@ import { WorkerPool } from '../src/coordinator/pool.js';
 import { PROTOCOL_VERSION, decodeCoordinatorMessage, encode } from '../src/protocol/messages.js';
 import { createLogger } from '../src/util/logger.js';
 import { Terminal } from '../src/util/terminal.js';
-import { workerIdentity } from './helpers.js';
+import { spawn } from 'node:child_process';
+import { createModel, modelDigest, paramLayout } from '../src/models/index.js';
+import { buildId } from '../src/util/build.js';
+import { waitFor, workerIdentity } from './helpers.js';
 
 /** What a worker of this build says of itself in its hello (a coordinator refuses a hello without it). */
 const identity = await workerIdentity();
@@ -81,5 +84,37 @@ test("a non-finite result's verdict comes before the sender's next message is re
   } finally {
     liar.close();
     await pool.close(false);
+  }
+});
+
+test('spawned workers that start slowly: with --min-workers 1 of 3 the pool starts with the first, and the others join late', async () => {
+  const lines: string[] = [];
+  const sink = { write: (s: string) => void lines.push(s), isTTY: false } as unknown as NodeJS.WriteStream;
+  const logger = createLogger({ name: 'coordinator', terminal: new Terminal(sink, sink), terminalLevel: 'info' });
+  const said = (): string => lines.join('');
+  const net = createModel('net');
+  let spawned = 0;
+  const pool = await WorkerPool.start({
+    listen: 'tcp://127.0.0.1:*',
+    workers: 3,
+    minWorkers: 1,
+    spawn: true,
+    gpus: 0,
+    noCuda: true,
+    model: 'net',
+    params: paramLayout(net).total,
+    logger,
+    identity: { build: buildId(), model: 'net', modelDigest: modelDigest(net), deterministic: false },
+    // The second and third start 5 s late, as on a slow node: a shell sleeps, then becomes the
+    // worker (the same pid, the same IPC channel).
+    spawnProcess: (command, args, options) => (spawned++ === 0 ? spawn(command, args, options) : spawn('sh', ['-c', 'sleep 5; exec "$0" "$@"', command, ...args], options)),
+  });
+  try {
+    assert.ok(pool.liveFigures().workersConnected < 3, 'started before the slow ones joined');
+    assert.match(said(), /starting with [12] of 3 workers \(--min-workers 1\); the others are admitted as they join/);
+    assert.ok(await waitFor(() => pool.liveFigures().workersConnected === 3, 60_000), said());
+    assert.match(said(), /worker \S+ joined late/);
+  } finally {
+    await pool.close(true);
   }
 });
