@@ -111,6 +111,7 @@ test('spawned workers that start slowly: with --min-workers 1 of 3 the pool star
   });
   try {
     assert.ok(pool.liveFigures().workersConnected < 3, 'started before the slow ones joined');
+    assert.equal(pool.liveFigures().workersRequired, 1, 'what mnist_ddp_workers_required reports');
     assert.match(said(), /starting with [12] of 3 workers \(--min-workers 1\); the others are admitted as they join/);
     assert.ok(await waitFor(() => pool.liveFigures().workersConnected === 3, 60_000), said());
     assert.match(said(), /worker \S+ joined late/);

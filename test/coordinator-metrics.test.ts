@@ -65,6 +65,7 @@ const EXPECTED_TYPES: Record<string, string> = {
   mnist_ddp_momentum: 'gauge',
   mnist_ddp_workers_expected: 'gauge',
   mnist_ddp_workers_connected: 'gauge',
+  mnist_ddp_workers_required: 'gauge',
   mnist_ddp_worker_failures_total: 'counter',
   mnist_ddp_rejected_messages_total: 'counter',
   mnist_ddp_sent_bytes_total: 'counter',
@@ -108,6 +109,7 @@ test('a run with --metrics answers /metrics while it trains, and the figures mov
     for (const name of first.types.keys()) if (first.types.get(name) === 'counter') assert.match(name, /_total$/, `counter ${name} ends in _total`);
     assert.equal(value(first, 'mnist_ddp_workers_expected'), 2);
     assert.equal(value(first, 'mnist_ddp_workers_connected'), 2);
+    assert.equal(value(first, 'mnist_ddp_workers_required'), 1, 'without --min-workers, a step needs one worker');
     assert.equal(value(first, 'mnist_ddp_learning_rate'), 0.01);
     assert.equal(value(first, 'mnist_ddp_momentum'), 0.5);
     assert.ok(value(first, 'mnist_ddp_epoch') >= 1);

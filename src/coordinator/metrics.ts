@@ -103,6 +103,14 @@ export class RunMetrics {
         this.set(figures()?.workersConnected ?? 0);
       },
     });
+    new Gauge({
+      name: n('workers_required'),
+      help: 'Workers a step needs (--min-workers; 1 without it): with fewer connected, steps wait',
+      registers,
+      collect() {
+        this.set(figures()?.workersRequired ?? 0);
+      },
+    });
     counterReading(registry, n('worker_failures_total'), 'Workers lost: exited, silent, evicted, or failed before joining', () => figures()?.workerFailures ?? 0);
     counterReading(registry, n('rejected_messages_total'), 'Messages from workers that were refused (malformed, not assigned, invalid results)', () => figures()?.rejectedMessages ?? 0);
     counterReading(registry, n('sent_bytes_total'), 'Bytes of messages sent to workers', () => figures()?.bytesSent ?? 0);

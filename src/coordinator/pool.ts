@@ -95,6 +95,8 @@ export interface PoolOptions {
 export interface PoolLiveFigures {
   workersExpected: number;
   workersConnected: number;
+  /** Members a step needs to go out (--min-workers; 1 without it). */
+  workersRequired: number;
   workerFailures: number;
   rejectedMessages: number;
   bytesSent: number;
@@ -341,6 +343,7 @@ export class WorkerPool implements GradientSource {
     return {
       workersExpected: this.workers,
       workersConnected: this.membership.size,
+      workersRequired: this.keepAtLeast,
       workerFailures: this.failures,
       rejectedMessages: this.stats.rejected,
       bytesSent: this.stats.bytesSent,
