@@ -89,6 +89,20 @@ function logAxis(dataMin: number, dataMax: number, fixed: readonly [number, numb
   };
 }
 
+/** A base-2 log axis over [lo, hi] (or the fixed range), ticked at the powers of two (every other one past 12). */
+function log2Axis(lo: number, hi: number, fixed: readonly [number, number] | undefined): Axis {
+  if (fixed && fixed[0] > 0 && fixed[1] > 0 && fixed[0] !== fixed[1]) [lo, hi] = [Math.min(...fixed), Math.max(...fixed)];
+  if (!(lo > 0)) lo = 1;
+  if (!(hi > lo)) hi = lo * 2;
+  const first = Math.ceil(Math.log2(lo) - 1e-9);
+  const last = Math.floor(Math.log2(hi) + 1e-9);
+  const every = last - first > 12 ? 2 : 1;
+  const ticks: { v: number; label: string }[] = [];
+  for (let e = first; e <= last; e += every) ticks.push({ v: 2 ** e, label: formatValue(2 ** e) });
+  // The scaler takes log10 of both ends; the ratio of positions is the same in any base.
+  return { min: lo, max: hi, ticks, minor: [], log: true };
+}
+
 function scaler(axis: Axis, p0: number, p1: number): (v: number) => number {
   if (axis.log) {
     const a = Math.log10(axis.min);
@@ -207,7 +221,7 @@ export function renderLineChart(spec: LineChartSpec): Buffer {
 
   const series = spec.series.map((s, i) => {
     const pts: Point[] = s.points.filter(
-      ([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!logY || y > 0),
+      ([x, y]) => Number.isFinite(x) && Number.isFinite(y) && (!logY || y > 0) && (!spec.log2X || x > 0),
     );
     return {
       name: s.name,
@@ -245,7 +259,9 @@ export function renderLineChart(spec: LineChartSpec): Buffer {
     if (spec.xIntegerTicks) { xMin -= Math.max(1, Math.round(pad)); xMax += Math.max(1, Math.round(pad)); }
     else { xMin -= pad; xMax += pad; }
   }
-  const xAxis = spec.xRange
+  const xAxis = spec.log2X
+    ? log2Axis(xs ? xs[0] : 1, xs ? xs[1] : 2, spec.xRange)
+    : spec.xRange
     ? linearAxis(xMin, xMax, spec.xRange, spec.xIntegerTicks === true, 9)
     : dataAxis(xMin, xMax, spec.xIntegerTicks === true, 9);
   const yAxis = logY

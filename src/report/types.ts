@@ -73,6 +73,11 @@ export interface LineChartSpec {
   yRange?: readonly [number, number];
   /** Fixed x range [min, max]. */
   xRange?: readonly [number, number];
+  /**
+   * Base-2 logarithmic x axis (ticks at the powers of two in range, e.g. worker counts 1, 2, 4, …);
+   * points with x <= 0 are skipped.
+   */
+  log2X?: boolean;
   /** Only integer x ticks (e.g. epochs). */
   xIntegerTicks?: boolean;
   /** Show the legend (default: true when there is at least one named series). */
