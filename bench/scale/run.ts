@@ -316,9 +316,12 @@ async function runOne(opts: Options, plan: RunPlan, params: number): Promise<Omi
     throw new Error(`${name}: the coordinator exited with status ${code}${why ? `: ${why}` : ''} (log: ${join(opts.out, `${name}.log`)})`);
   }
   const summary = JSON.parse(readFileSync(join(runDir, 'summary.json'), 'utf8')) as {
+    worker_failures: number;
     distributed: { bytes_sent_per_step: number; bytes_received_per_step: number; step_overhead_ms: { median: number; p90: number } };
   };
 
+  // A lost worker's shards went to the others: its steps measured something else.
+  if (summary.worker_failures > 0) throw new Error(`${name}: the coordinator lost ${summary.worker_failures} simulated worker(s) (log: ${join(opts.out, `${name}.log`)})`);
   const records = sim.stepRecords();
   const totalSteps = plan.stepsPerEpoch * plan.epochs;
   const walls: number[] = [];

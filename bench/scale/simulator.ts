@@ -217,11 +217,7 @@ export class SimulatedWorkers {
     worker.busyUntil = finish;
     const count = m.labels.byteLength;
     const head = { type: 'result', step: m.step, shard: m.shard, weightsVersion: m.weightsVersion, lossSum: count * LOSS_PER_SAMPLE, count } as const;
-    if (this.streamGradients) {
-      const half = Math.floor(params / 2);
-      setTimeout(() => this.send(worker, { ...head, gradSum: this.gradient.subarray(half), from: half, computeMs: 0 }), start + this.opts.computeMs / 2 - arrived);
-    }
-    setTimeout(() => {
+    const finishShard = (): void => {
       const now = performance.now();
       const computeMs = now - start;
       const upTo = this.streamGradients ? Math.floor(params / 2) : params;
@@ -234,6 +230,17 @@ export class SimulatedWorkers {
         r.lastResultAt = now;
         r.maxComputeMs = Math.max(r.maxComputeMs, spent);
       }
-    }, finish - arrived);
+    };
+    if (!this.streamGradients) {
+      setTimeout(finishShard, finish - arrived);
+      return;
+    }
+    // The tail half first, then the rest: one timer after the other, since two timers of different
+    // lengths set at once can fire in either order when the event loop is late.
+    const half = Math.floor(params / 2);
+    setTimeout(() => {
+      this.send(worker, { ...head, gradSum: this.gradient.subarray(half), from: half, computeMs: 0 });
+      setTimeout(finishShard, Math.max(0, finish - performance.now()));
+    }, start + this.opts.computeMs / 2 - arrived);
   }
 }
