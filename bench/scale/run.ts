@@ -34,6 +34,8 @@ const COORDINATOR = join(ROOT, 'dist', 'src', 'cli', 'coordinator.js');
 const MNIST_TRAIN_SIZE = 60000;
 /** Steps at the start of each run left out of the figures (connections warming up, first allocations). */
 const WARMUP_STEPS = 2;
+/** How many more steps the one-worker run measures than --steps. */
+const BASELINE_STEPS_FACTOR = 3;
 /** Test samples evaluated at each epoch's end (the steps around an evaluation are left out anyway). */
 const TEST_LIMIT = 100;
 const LINKS_GBPS = [10, 25, 100];
@@ -49,7 +51,8 @@ const TARGET_COMPUTE_MS = 12;
 const USAGE = `usage: node dist/bench/scale/run.js [options]   (or: npm run bench:scale -- [options])
   --max-workers N        runs with 1, 2, 4, … up to N simulated workers (default 256)
   --compute-ms T         the simulated compute time of one shard, ms (default 12)
-  --steps S              measured steps per run (default 30; warm-up and epoch ends come on top)
+  --steps S              measured steps per run (default 30; 3 × S with one worker, the baseline;
+                         warm-up and epoch ends come on top)
   --batch-per-worker B   samples per worker per step (default 64; the global batch is B × N)
   --model NAME           the model whose gradients travel: net, lenet or strong (default net)
   --size-model NAME      a second, larger model, measured up to --size-max-workers, so that the cost
@@ -259,13 +262,18 @@ interface RunPlan {
   epochs: number;
 }
 
-/** Epochs of whole steps only, enough of them for the measured steps away from each epoch's end. */
+/**
+ * Epochs of whole steps only, enough of them for the measured steps away from each epoch's end.
+ * The one-worker run is every efficiency's denominator, and its steps are the cheapest: it measures
+ * BASELINE_STEPS_FACTOR times as many.
+ */
 function planRun(opts: Options, model: string, workers: number): RunPlan {
   const batch = opts.batchPerWorker * workers;
-  const stepsPerEpoch = Math.min(Math.floor(MNIST_TRAIN_SIZE / batch), WARMUP_STEPS + opts.steps + 1);
+  const steps = workers === 1 ? BASELINE_STEPS_FACTOR * opts.steps : opts.steps;
+  const stepsPerEpoch = Math.min(Math.floor(MNIST_TRAIN_SIZE / batch), WARMUP_STEPS + steps + 1);
   // Each epoch's last step is followed by its evaluation and checkpoint: left out.
   const usablePerEpoch = stepsPerEpoch - 1;
-  const epochs = Math.ceil((WARMUP_STEPS + opts.steps + 1) / usablePerEpoch);
+  const epochs = Math.ceil((WARMUP_STEPS + steps + 1) / usablePerEpoch);
   return { model, workers, batch, stepsPerEpoch, trainLimit: stepsPerEpoch * batch, epochs };
 }
 
