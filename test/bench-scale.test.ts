@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { type LinearCost, type Scenario, fitLinearCost, predictEfficiency, predictStepMs, scalingLimit } from '../bench/scale/cost-model.js';
+import { type LinearCost, type Scenario, computeMsForEfficiency, fitLinearCost, predictEfficiency, predictStepMs, scalingLimit } from '../bench/scale/cost-model.js';
 import type { ScaleRow } from '../bench/scale/run.js';
 import { readJson, runCli, tempDir } from './helpers.js';
 
@@ -35,7 +35,7 @@ test('bench:scale: bad flags are refused in one line naming the flag, exit statu
 
 test('bench:scale: N = 1, 2, 4 simulated workers against the real coordinator give a sane table, a fit and the plots', async () => {
   const out = join(tempDir(), 'scale');
-  const r = await runCli(SCALE, ['--max-workers', '4', '--steps', '5', '--size-model', 'lenet', '--size-max-workers', '2', '--out', out], { timeoutMs: 180_000 });
+  const r = await runCli(SCALE, ['--max-workers', '4', '--steps', '10', '--size-model', 'lenet', '--size-max-workers', '2', '--out', out], { timeoutMs: 180_000 });
   assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
   const result = readJson<ScaleJson>(join(out, 'scale.json'));
 
@@ -45,7 +45,7 @@ test('bench:scale: N = 1, 2, 4 simulated workers against the real coordinator gi
   for (const row of result.rows) {
     const what = `${row.model}, ${row.workers} workers`;
     assert.ok(row.efficiency > 0 && row.efficiency <= 1.2, `${what}: efficiency ${row.efficiency}`);
-    assert.ok(row.steps_measured >= 5, `${what}: ${row.steps_measured} steps measured`);
+    assert.ok(row.steps_measured >= 10, `${what}: ${row.steps_measured} steps measured`);
     // A step waits for its shards' 12 ms timers: it cannot be shorter.
     assert.ok(row.step_ms.median >= row.compute_ms && row.step_ms.p90 >= row.step_ms.median, `${what}: step ${JSON.stringify(row.step_ms)}`);
     assert.ok(Number.isFinite(row.overhead_ms.median) && Number.isFinite(row.coordinator_step_overhead_ms.median), `${what}: overheads`);
@@ -107,4 +107,8 @@ test('cost model: the fit recovers the constants of exact data, and efficiency f
   assert.ok(wireMs > 6.5 && wireMs < 7.5, `wire ${wireMs} ms`);
   const limit = scalingLimit(model, s, 0.75);
   assert.ok(limit !== undefined && predictEfficiency(model, s, limit) < 0.75 && predictEfficiency(model, s, limit / 2) >= 0.75);
+  // The compute time that brings 64 workers to 90%, put back in, gives 90%.
+  const computeMs = computeMsForEfficiency(model, s, 64, 0.9);
+  assert.ok(computeMs > s.computeMs, `${computeMs} ms`);
+  assert.ok(Math.abs(predictEfficiency(model, { ...s, computeMs }, 64) - 0.9) < 1e-9);
 });

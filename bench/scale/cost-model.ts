@@ -149,3 +149,13 @@ export function scalingLimit(model: StepModel, s: Scenario, threshold: number): 
   for (let n = 1; n <= 2 ** 20; n *= 2) if (predictEfficiency(model, s, n) < threshold) return n;
   return undefined;
 }
+
+/**
+ * The compute time per shard (ms) at which N workers reach `threshold` efficiency: everything but
+ * the compute is the same whatever T is, so step(1) / step(N) = (T + s₁) / (T + s_N) solves for T.
+ */
+export function computeMsForEfficiency(model: StepModel, s: Scenario, workers: number, threshold: number): number {
+  const rest1 = predictStepMs(model, { ...s, computeMs: 0 }, 1);
+  const restN = predictStepMs(model, { ...s, computeMs: 0 }, workers);
+  return Math.max(0, (threshold * restN - rest1) / (1 - threshold));
+}

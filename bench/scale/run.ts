@@ -26,7 +26,7 @@ import { createModel, isModelName, paramLayout } from '../../src/models/index.js
 import { renderLineChart } from '../../src/report/chart.js';
 import { PALETTE } from '../../src/report/draw.js';
 import type { LineSeries } from '../../src/report/types.js';
-import { type LinearCost, type Scenario, type StepModel, fitLinearCost, predictEfficiency, scalingLimit, wireBytesPerStep } from './cost-model.js';
+import { type LinearCost, type Scenario, type StepModel, computeMsForEfficiency, fitLinearCost, predictEfficiency, scalingLimit, wireBytesPerStep } from './cost-model.js';
 import { SimulatedWorkers } from './simulator.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -413,6 +413,8 @@ interface Prediction {
   /** The fewest workers (power of two) below 90% and below 75% efficiency. */
   below90: number | undefined;
   below75: number | undefined;
+  /** The compute time per shard at which 64 workers would reach 90%, ms. */
+  compute_ms_for_90_at_64: number;
 }
 
 const PREDICTED_WORKERS = [1, 16, 64, 256, 1024, 4096];
@@ -434,6 +436,7 @@ function predictions(model: StepModel, opts: Options, params: number): Predictio
         efficiency: Object.fromEntries(PREDICTED_WORKERS.map((n) => [String(n), predictEfficiency(model, s, n)])),
         below90: scalingLimit(model, s, 0.9),
         below75: scalingLimit(model, s, 0.75),
+        compute_ms_for_90_at_64: computeMsForEfficiency(model, s, 64, 0.9),
       });
     }
   }
@@ -442,15 +445,16 @@ function predictions(model: StepModel, opts: Options, params: number): Predictio
 
 function predictionTable(preds: readonly Prediction[]): string {
   return markdownTable(
-    ['model', 'link', ...PREDICTED_WORKERS.map((n) => `N=${n}`), 'below 90% from', 'below 75% from'],
+    ['model', 'link', ...PREDICTED_WORKERS.map((n) => `N=${n}`), 'below 90% from', 'below 75% from', 'T for 90% at N=64'],
     preds.map((p) => [
       p.label,
       `${p.gbps} Gb/s${p.workersPerNode > 1 ? `, ${p.workersPerNode} workers per node added up first` : ''}`,
       ...PREDICTED_WORKERS.map((n) => pct(p.efficiency[String(n)])),
       p.below90 === undefined ? '–' : `N=${p.below90}`,
       p.below75 === undefined ? '–' : `N=${p.below75}`,
+      p.compute_ms_for_90_at_64 >= 1000 ? `${(p.compute_ms_for_90_at_64 / 1000).toFixed(1)} s` : `${p.compute_ms_for_90_at_64.toFixed(0)} ms`,
     ]),
-    [false, false, ...PREDICTED_WORKERS.map(() => true), true, true],
+    [false, false, ...PREDICTED_WORKERS.map(() => true), true, true, true],
   );
 }
 
@@ -563,9 +567,10 @@ async function main(): Promise<number> {
   const wallFit = fitLinearCost(rows.map((r) => ({ workers: r.workers, params: r.params, ms: r.overhead_ms.median })));
   const cpuFit = fitLinearCost(rows.map((r) => ({ workers: r.workers, params: r.params, ms: r.coordinator_cpu_ms_per_step })));
   const loopback: StepModel = { latencyMs: 0, work: wallFit };
-  // What a step costs at one worker beyond the coordinator's CPU: message hops and wake-ups.
-  const atOne = (m: LinearCost): number => m.fixedMs + m.perWorkerMs + (m.perWorkerMegaParamMs ?? 0) * (params / 1e6);
-  const cluster: StepModel = { latencyMs: Math.max(0, atOne(wallFit) - atOne(cpuFit)), work: cpuFit };
+  // What a step costs with one worker beyond the coordinator's CPU: message hops and wake-ups.
+  const single = rows.find((r) => r.model === opts.model && r.workers === 1);
+  const latencyMs = single ? Math.max(0, single.overhead_ms.median - single.coordinator_cpu_ms_per_step) : 0;
+  const cluster: StepModel = { latencyMs, work: cpuFit };
   const preds = predictions(cluster, opts, params);
   const plots = writePlots(opts.out, rows, loopback, cluster, opts, params);
 
@@ -589,7 +594,7 @@ async function main(): Promise<number> {
     'step(N, P) = T + L + a + b·N + c·N·P + wire bytes / bandwidth (bench/scale/cost-model.ts)',
     ...describeFit('the coordinator\'s CPU per step (main and ZeroMQ I/O threads), fitted', cpuFit),
     ...describeFit('the step\'s overhead on this machine (simulated workers\' CPU and waits for a core included), fitted', wallFit),
-    `  L = ${cluster.latencyMs.toFixed(3)} ms: the overhead at one worker beyond the coordinator's CPU (message hops, wake-ups)`,
+    `  L = ${cluster.latencyMs.toFixed(3)} ms: the overhead with one worker beyond the coordinator's CPU (message hops, wake-ups; measured)`,
     `  this machine's fit: efficiency N=16 ${loopbackAt(16)}, N=64 ${loopbackAt(64)}, N=256 ${loopbackAt(256)}`,
     `  wire bytes per worker per step (busier direction): ${opts.model} ${kb(wireBytesPerStep(1, params, opts.batchPerWorker))} KB, 10 M parameters ${kb(wireBytesPerStep(1, LARGE_PARAMS, opts.batchPerWorker))} KB`,
     '```',
