@@ -115,6 +115,39 @@ test('line chart: log scale changes the rendering', () => {
   assert.notDeepEqual(a, b);
 });
 
+test('line chart: a log2 x axis spaces powers of two evenly', () => {
+  // Markers at x = 2, 16 and 128: on a base-2 log axis, 16 (2^4) lies halfway between 2 (2^1) and 128 (2^7).
+  const red = '#ff0000';
+  const series = [2, 16, 128].map((x) => ({ name: '', points: [[x, 5]] as Array<[number, number]>, color: red, markers: true }));
+  const centres = (png: Buffer): number[] => {
+    const img = decode(png);
+    const [r, g, b] = hex(red);
+    const columns: number[] = [];
+    for (let x = 0; x < img.width; x++) {
+      for (let y = 0; y < img.height; y++) {
+        const i = 4 * (y * img.width + x);
+        if (Math.abs(img.data[i]! - r) < 40 && Math.abs(img.data[i + 1]! - g) < 40 && Math.abs(img.data[i + 2]! - b) < 40) {
+          columns.push(x);
+          break;
+        }
+      }
+    }
+    const groups: number[][] = [];
+    for (const x of columns) {
+      const last = groups[groups.length - 1];
+      if (last && x - last[last.length - 1]! <= 1) last.push(x);
+      else groups.push([x]);
+    }
+    return groups.map((g) => (g[0]! + g[g.length - 1]!) / 2);
+  };
+  const log2 = centres(renderLineChart({ series, log2X: true, xRange: [1, 256], legend: false }));
+  assert.equal(log2.length, 3, `three markers: ${log2}`);
+  assert.ok(Math.abs(log2[1]! - (log2[0]! + log2[2]!) / 2) <= 2, `16 halfway between 2 and 128: ${log2}`);
+  const linear = centres(renderLineChart({ series, xRange: [-20, 256], legend: false }));
+  assert.equal(linear.length, 3, `three markers: ${linear}`);
+  assert.ok(linear[1]! - linear[0]! < (linear[2]! - linear[0]!) / 5, `on a linear axis 16 is near 2: ${linear}`);
+});
+
 test('bar chart: size, bar colour area grows with value', () => {
   const spec = {
     width: 700, height: 400, title: 'Accuracy per run', yLabel: 'accuracy',

@@ -7,8 +7,9 @@
  * B × N.
  *
  * Per N: step time (median, p90), the step's overhead, the coordinator's CPU per step, bytes per
- * step and weak-scaling efficiency (throughput(N) / (N × throughput(1))). Then a cost model fitted to
- * the overheads (bench/scale/cost-model.ts) and its predictions for a cluster at 10, 25 and 100 Gb/s.
+ * step and weak-scaling efficiency (throughput(N) / (N × throughput(1))). Then the cost model
+ * (bench/scale/cost-model.ts), fitted to the coordinator's CPU per step and, to describe this machine,
+ * to the step overheads, and its predictions for a cluster at 10, 25 and 100 Gb/s.
  * Writes DIR/scale.md (the tables), DIR/scale.json (every number, the commands, the machine) and two
  * plots, DIR/scale-efficiency.png and DIR/scale-step-time.png.
  *
