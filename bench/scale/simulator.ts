@@ -21,6 +21,8 @@ import {
   decodeCoordinatorMessage,
   encode,
 } from '../../src/protocol/messages.js';
+import { modelDigests } from '../../src/models/index.js';
+import { buildId } from '../../src/util/build.js';
 
 export interface SimulatorOptions {
   /** The coordinator's address, e.g. tcp://127.0.0.1:5555. */
@@ -90,6 +92,10 @@ export class SimulatedWorkers {
   /** Connects every simulated worker and says hello; the coordinator may start before or after. */
   static start(opts: SimulatorOptions): SimulatedWorkers {
     const sim = new SimulatedWorkers(opts);
+    // This checkout's build and model digests, as a real worker of it would say: the coordinator
+    // refuses a worker that computes another model. The engine names what it is: the coordinator
+    // admits it with a warning (mixed engines), or refuses it in --deterministic mode.
+    const identity = { build: buildId(), engine: `simulated (a ${opts.computeMs} ms timer)`, models: modelDigests() };
     for (let i = 0; i < opts.workers; i++) {
       const id = `sim-${process.pid}-${i}`;
       const socket = new Dealer({ routingId: id, linger: 0, maxMessageSize: MAX_MESSAGE_BYTES });
@@ -112,6 +118,7 @@ export class SimulatedWorkers {
         host: hostname(),
         backend: 'simulated',
         device: `a ${opts.computeMs} ms timer per shard`,
+        ...identity,
       });
       void sim.serve(worker);
     }
