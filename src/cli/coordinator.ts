@@ -3,13 +3,13 @@
  * `coordinator`: trains MNIST, alone (--workers 0) or with workers over ZeroMQ.
  * Subcommands: keygen, sweep, visualize (see --help).
  */
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { makeDirs } from '../util/fs.js';
 import { train } from '../coordinator/train.js';
-import { generateKeys } from '../protocol/keys.js';
+import { generateKeys, generateWorkerKey } from '../protocol/keys.js';
 import { UsageError, reportFatal } from '../util/errors.js';
 import { type TrainFlags, addTrainingFlags, configFromFlags, defaultWorkers, givenConfigKeys, givenFlags, positiveInt } from './flags.js';
 import { registerSweepCommand } from './sweep.js';
@@ -27,6 +27,14 @@ interface DistributedFlags {
   keys?: string;
   insecure: boolean;
   metrics?: string;
+  verifyFraction: number;
+}
+
+/** --verify-fraction: a probability, 0 to 1. */
+function fraction(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0 || n > 1) throw new InvalidArgumentError('must be a number from 0 to 1.');
+  return n;
 }
 
 const PROG = 'coordinator';
@@ -72,6 +80,11 @@ export function buildProgram(): Command {
     .option('--keys <dir>', 'authenticate and encrypt the worker link with the keys in DIR (see keygen)')
     .option('--insecure', 'allow --listen and --metrics beyond loopback without --keys', false)
     .option('--metrics <addr>', 'serve Prometheus metrics at http://ADDR/metrics while training, e.g. 127.0.0.1:9400 (beyond loopback: with --keys or --insecure)')
+    .addOption(
+      new Option('--verify-fraction <p>', 'recompute a random fraction P of the workers\' results here and put out any worker whose result does not match (0 = none)')
+        .argParser(fraction)
+        .default(0),
+    )
     .action(async (flags: TrainFlags & DistributedFlags, cmd: Command) => {
       if (flags.resume && !flags.out) throw new UsageError('--resume needs --out DIR (the run to continue)');
       if (!flags.spawn && !flags.listen) throw new UsageError('--no-spawn needs --listen ADDR (where the workers connect)');
@@ -91,15 +104,25 @@ export function buildProgram(): Command {
           minWorkers: flags.minWorkers,
           keysDir: flags.keys,
           insecure: flags.insecure,
+          verifyFraction: flags.verifyFraction,
         },
       });
     });
   program
     .command('keygen')
-    .description('make the CURVE keys that --keys DIR reads (coordinator and worker key pairs)')
+    .description('make the CURVE keys that --keys DIR reads (coordinator and worker key pairs); --worker NAME adds a pair of its own for one worker')
     .option('--out <dir>', 'where to write the keys (secrets: keep them out of any repository)', defaultKeysDir())
+    .option('--worker <name>', 'add a key pair for worker NAME to the keys in DIR: DIR/allowed/NAME.public (the allow-list entry) and DIR/workers/NAME (its --keys folder)')
     .option('--force', 'replace keys already in DIR', false)
-    .action((flags: { out: string; force: boolean }) => {
+    .action((flags: { out: string; force: boolean; worker?: string }) => {
+      if (flags.worker !== undefined) {
+        const { files } = generateWorkerKey(flags.out, flags.worker, flags.force);
+        const own = join(flags.out, 'workers', flags.worker);
+        process.stdout.write(
+          `wrote ${files.join(', ')}\nstart worker ${flags.worker} with --keys ${own}; remove ${files[0]} to revoke it\n`,
+        );
+        return;
+      }
       const { files } = generateKeys(flags.out, flags.force);
       process.stdout.write(`wrote ${files.join(', ')}\nstart the coordinator and every worker with --keys ${flags.out}\n`);
     });

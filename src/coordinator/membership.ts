@@ -23,6 +23,13 @@ export interface Member {
   readonly local: number | undefined;
   /** Order of joining: ties in the least-work choice go to the earliest worker. */
   readonly joined: number;
+  /** The name of its own key pair (`keygen --worker NAME`), proven in its hello; undefined for a shared or no key. */
+  readonly keyName: string | undefined;
+}
+
+/** How logs and summary.json name a member: its key's name where it has one, else its routing id. */
+export function memberName(m: Pick<Member, 'id' | 'keyName'>): string {
+  return m.keyName ?? m.id;
 }
 
 /** What the coordinator expects of a worker's hello. */
@@ -63,6 +70,9 @@ export class Membership {
   private joinOrder = 0;
   /** The engine a deterministic run's workers share (see RunIdentity.engine). */
   private runEngine: string | undefined;
+  /** Routing ids and key names shut out for the rest of the run (caught lying, or revoked). */
+  private readonly bannedIds = new Set<string>();
+  private readonly bannedKeys = new Set<string>();
 
   /** Without `identity`, hellos are checked for their protocol version only. */
   constructor(
@@ -95,20 +105,24 @@ export class Membership {
    * A hello from routing id `id`. `local` is the spawned child the hello proved to be (the hub asks
    * the launcher); a child already in the pool under another id is not claimed twice.
    */
-  admit(id: string, hello: Hello, now: number, local?: number): Admission {
+  admit(id: string, hello: Hello, now: number, local?: number, keyName?: string): Admission {
     if (hello.protocol !== PROTOCOL_VERSION) {
       return { kind: 'refused', reason: `protocol version ${hello.protocol}, coordinator speaks ${PROTOCOL_VERSION}`, error: `worker ${id} speaks protocol ${hello.protocol}` };
+    }
+    const banned = keyName !== undefined && this.bannedKeys.has(keyName) ? `key ${keyName}` : this.bannedIds.has(id) ? `worker ${id}` : undefined;
+    if (banned) {
+      return { kind: 'refused', reason: `${banned} was put out of this run and may not rejoin it`, error: `refused ${banned}: put out of this run earlier` };
     }
     const check = this.checkIdentity(hello);
     if ('refused' in check) return { kind: 'refused', reason: check.refused, error: `worker ${id} refused: ${check.refused}` };
     const known = this.members.get(id);
     if (known) return { kind: 'repeated', member: known };
     const claimed = local !== undefined && this.byLocal(local) === undefined ? local : undefined;
-    const member: Member = { id, hello, lastHeard: now, local: claimed, joined: this.joinOrder++ };
+    const member: Member = { id, hello, lastHeard: now, local: claimed, joined: this.joinOrder++, keyName };
     this.members.set(id, member);
     if (this.identity) this.runEngine ??= hello.engine;
     this.joinedDevices.set(id, {
-      id,
+      id: memberName(member),
       backend: hello.backend,
       device: hello.device,
       ...(hello.adapter ? { adapter: hello.adapter } : {}),
@@ -167,6 +181,12 @@ export class Membership {
   /** True while `member` (this record, not a later one with its id) is in the pool. */
   has(member: Member): boolean {
     return this.members.get(member.id) === member;
+  }
+
+  /** Shuts `member` out for the rest of the run: its routing id, and its key where it has its own. */
+  ban(member: Pick<Member, 'id' | 'keyName'>): void {
+    this.bannedIds.add(member.id);
+    if (member.keyName !== undefined) this.bannedKeys.add(member.keyName);
   }
 
   devices(): DeviceDescription[] {

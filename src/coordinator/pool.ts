@@ -9,6 +9,7 @@
  *   launcher.ts    the local worker processes: spawn, replace, stop; reports exits
  *   scheduler.ts   one step's plan: which member computes which shard, reassignment
  *   reducer.ts     results in: checks, shard slots, the shard-ordered sum, the non-finite verdict
+ *   spot-check.ts  results in: which results are recomputed here (--verify-fraction), and the verdict
  *
  * The parts never call each other; only the hub calls them.
  *
@@ -17,6 +18,11 @@
  * started again; any worker that says hello later is put to work. A result counts only if it is
  * for the current step, from the worker that shard was assigned to, and well-formed; the first
  * valid result of a shard wins, so no shard is counted twice, and a later copy is ignored.
+ *
+ * Spot checks: with --verify-fraction P, each result that comes in is recomputed here with
+ * probability P (drawn after it arrived) before its step completes. A result that does not match
+ * puts its sender out of the run for good; the recomputation takes its place, and the sender's
+ * other results of the step are computed again by others.
  */
 import { Router } from 'zeromq';
 import type { EngineChoice } from '../engine/backend.js';
@@ -24,15 +30,16 @@ import type { ShardData } from '../training/gradients.js';
 import type { AugmentOptions } from '../training/augment.js';
 import type { BatchResult, DeviceDescription, GradientSource } from '../training/source.js';
 import { UserError } from '../util/errors.js';
-import type { CoordinatorKeys } from '../protocol/keys.js';
+import { type CoordinatorKeys, identifyWorker, readAllowList } from '../protocol/keys.js';
 import { ZAP_DOMAIN, type ZapHandler, startZapHandler } from './zap.js';
 import type { Logger } from '../util/logger.js';
 import { type CoordinatorMessage, type Hello, MAX_MESSAGE_BYTES, type ReceivedResult, SendQueue, decodeWorkerMessage, encode } from '../protocol/messages.js';
 import { Launcher, type Replacement, type SpawnFn } from './launcher.js';
 import { messageLimitProblem } from './limits.js';
-import { type Member, Membership, type RunIdentity } from './membership.js';
+import { type Member, Membership, type RunIdentity, memberName } from './membership.js';
 import { Reducer } from './reducer.js';
 import { type Assignment, type DeadlinePolicy, Scheduler } from './scheduler.js';
+import { type EngineIdentity, SpotChecker, bitExact, compareResults } from './spot-check.js';
 
 export interface PoolOptions {
   /** Address to bind; `tcp://127.0.0.1:*` picks a free loopback port. */
@@ -82,6 +89,12 @@ export interface PoolOptions {
    * worker (evicted) from a diverged model (the run stops).
    */
   verifyShard?: (weights: Float32Array, shard: ShardData) => Promise<boolean>;
+  /** --verify-fraction: the probability (0..1) that a result is recomputed here and compared. */
+  verifyFraction?: number;
+  /** Computes a shard here for a spot check (pausing for the event loop: heartbeats go on). */
+  recomputeShard?: (weights: Float32Array, shard: ShardData) => Promise<{ gradSum: Float32Array; lossSum: number }>;
+  /** The coordinator's engine: a worker on the same one must match a recomputation bit for bit. */
+  coordinatorEngine?: EngineIdentity;
   /** Starts the worker processes (child_process.spawn; tests give another). */
   spawnProcess?: SpawnFn;
   /**
@@ -141,6 +154,14 @@ export interface PoolStats {
    * every step but the first and the last. What no amount of faster compute would remove.
    */
   step_overhead_ms: { median: number; p90: number; steps: number };
+  /** --verify-fraction: the probability a result was recomputed here. */
+  verify_fraction: number;
+  /** Results recomputed here and compared (spot checks). */
+  verified_shards: number;
+  /** Spot checks that found a result false (each put its sender out of the run). */
+  rejected_by_verification: number;
+  /** The coordinator's time per spot check: recomputing the shard and comparing, ms. */
+  verify_ms_per_shard: number;
 }
 
 /** The q-quantile (0..1) of `xs` (nearest rank); NaN when empty. */
@@ -150,7 +171,7 @@ function quantile(xs: readonly number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
 }
 
-type Optional = 'keys' | 'keysDir' | 'workerArgs' | 'verifyShard' | 'augment' | 'engine' | 'spawnProcess' | 'onBound' | 'minWorkers' | 'identity';
+type Optional = 'keys' | 'keysDir' | 'workerArgs' | 'verifyShard' | 'augment' | 'engine' | 'spawnProcess' | 'onBound' | 'minWorkers' | 'identity' | 'recomputeShard' | 'coordinatorEngine';
 type Options = Required<Omit<PoolOptions, Optional>> & Pick<PoolOptions, Optional>;
 
 /** Shards in a row that backups return first before their member leaves the pool. */
@@ -190,7 +211,14 @@ export class WorkerPool implements GradientSource {
   private joinWaiters: Array<() => void> = [];
   private zap: ZapHandler | undefined;
   private handshakeFailures = 0;
-  private stats = { bytesSent: 0, bytesReceived: 0, steps: 0, coordinatorMs: 0, rejected: 0, stale: 0, reassigned: 0, backups: 0, workerPeakRss: 0, shardsComputed: 0, workerComputeMs: 0 };
+  private stats = { bytesSent: 0, bytesReceived: 0, steps: 0, coordinatorMs: 0, rejected: 0, stale: 0, reassigned: 0, backups: 0, workerPeakRss: 0, shardsComputed: 0, workerComputeMs: 0, verified: 0, verifyFailed: 0, verifyMs: 0 };
+  private readonly spotChecker: SpotChecker;
+  /** Spot checks run one after another (one engine); each waits for those before it. */
+  private checks: Promise<void> = Promise.resolve();
+  /** Spot checks of the current step not yet judged: the step waits for them. */
+  private pendingChecks = 0;
+  /** Per shard of the current step whose result is in: the member it came from. */
+  private readonly completedBy = new Map<number, string>();
   /** Per member, shards in a row that a backup returned first. */
   private readonly strikes = new Map<string, number>();
   private readonly deadlines: DeadlinePolicy;
@@ -208,8 +236,10 @@ export class WorkerPool implements GradientSource {
       connectTimeoutMs: 60000,
       allGoneTimeoutMs: 30000,
       maxShardSamples: 0,
+      verifyFraction: 0,
       ...opts,
     };
+    this.spotChecker = new SpotChecker(this.opts.verifyFraction);
     this.workers = opts.workers;
     this.minWorkers = opts.minWorkers ?? opts.workers;
     this.keepAtLeast = opts.minWorkers ?? 1;
@@ -239,7 +269,8 @@ export class WorkerPool implements GradientSource {
     if (tooBig) throw new UserError(tooBig);
     const pool = new WorkerPool(opts);
     if (opts.keys) {
-      pool.zap = await startZapHandler(opts.keys.allowed, opts.logger);
+      const dir = opts.keys.dir;
+      pool.zap = await startZapHandler(() => readAllowList(dir), opts.logger);
       pool.watchHandshakes();
     }
     try {
@@ -335,6 +366,10 @@ export class WorkerPool implements GradientSource {
       worker_peak_rss_mb: this.stats.workerPeakRss / 2 ** 20,
       refused_connections: this.refusedConnections(),
       step_overhead_ms: { median: quantile(this.stepOverheads, 0.5), p90: quantile(this.stepOverheads, 0.9), steps: this.stepOverheads.length },
+      verify_fraction: this.opts.verifyFraction,
+      verified_shards: this.stats.verified,
+      rejected_by_verification: this.stats.verifyFailed,
+      verify_ms_per_shard: this.stats.verified ? this.stats.verifyMs / this.stats.verified : 0,
     };
   }
 
@@ -381,6 +416,8 @@ export class WorkerPool implements GradientSource {
       }
       this.stepStartedAt = now;
       this.stepCompute.clear();
+      this.completedBy.clear();
+      this.pendingChecks = 0;
       this.reducer.begin(step, shards);
       this.scheduler.begin(step, shards.length);
       this.current = flight;
@@ -482,7 +519,13 @@ export class WorkerPool implements GradientSource {
   private onHello(id: string, hello: Hello): void {
     // A spawned child is known by the secret it was given, not by the pid it claims.
     const local = this.launcher?.identify(hello.secret);
-    let admission = this.membership.admit(id, hello, Date.now(), local);
+    // With --keys, a worker with its own pair is known by its key's name, which its hello proves.
+    const identity = this.opts.keys ? identifyWorker(this.opts.keys, hello, id) : {};
+    if ('refused' in identity) {
+      this.sendTo(id, { type: 'reject', reason: identity.refused });
+      throw new Error(`refused worker ${id}: ${identity.refused}`);
+    }
+    let admission = this.membership.admit(id, hello, Date.now(), local, identity.keyName);
     if (admission.kind === 'refused') {
       this.sendTo(id, { type: 'reject', reason: admission.reason });
       throw new Error(admission.error);
@@ -496,7 +539,7 @@ export class WorkerPool implements GradientSource {
       this.opts.logger.warn({ worker: id }, `worker ${id} said hello again (it lost track of this coordinator): taking it in afresh`);
       this.membership.remove(admission.member);
       this.scheduler.release(id);
-      admission = this.membership.admit(id, hello, Date.now(), admission.member.local ?? local);
+      admission = this.membership.admit(id, hello, Date.now(), admission.member.local ?? local, identity.keyName);
       if (admission.kind !== 'admitted') return;
     }
     const { member, differs } = admission;
@@ -516,8 +559,8 @@ export class WorkerPool implements GradientSource {
       streamGradients: member.local === undefined,
     });
     this.opts.logger.info(
-      { worker: id, backend: hello.backend, device: hello.device, engine: hello.engine, build: hello.build },
-      `worker ${id} joined${late ? ' late' : ''} (${hello.backend} on ${hello.device}); ${this.membership.size} in the pool`,
+      { worker: memberName(member), routingId: id, backend: hello.backend, device: hello.device, engine: hello.engine, build: hello.build },
+      `worker ${memberName(member)} joined${late ? ' late' : ''} (${hello.backend} on ${hello.device}); ${this.membership.size} in the pool`,
     );
     if (differs.length > 0) {
       this.opts.logger.warn({ worker: id, differs }, `worker ${id} admitted although its ${differs.join('; its ')} (mixed engines or builds: the weights are not bit-reproducible)`);
@@ -568,6 +611,9 @@ export class WorkerPool implements GradientSource {
         this.stats.shardsComputed++;
         this.stats.workerComputeMs += r.computeMs;
         this.stepCompute.set(member.id, (this.stepCompute.get(member.id) ?? 0) + r.computeMs);
+        this.completedBy.set(r.shard, member.id);
+        // Drawn now that the result is in: nothing the worker saw before sending it says whether it is checked.
+        if (this.spotChecker.draw()) this.spotCheck(member, r.shard, flight);
         this.finishIfComplete();
         return;
     }
@@ -603,9 +649,68 @@ export class WorkerPool implements GradientSource {
     );
   }
 
+  /**
+   * Recomputes `shard` here, after the spot checks before it, and compares it with what `member`
+   * sent; the step waits for the verdict. The sent result is copied now: its slot may be retracted
+   * and filled again before the recomputation is done.
+   */
+  private spotCheck(member: Member, shard: number, flight: StepInFlight): void {
+    const recompute = this.opts.recomputeShard;
+    if (!recompute) return;
+    const inSlot = this.reducer.result(shard);
+    const sent = { gradSum: Float32Array.from(inSlot.gradSum), lossSum: inSlot.lossSum };
+    const exact = this.opts.coordinatorEngine ? bitExact(this.opts.coordinatorEngine, member.hello) : false;
+    this.pendingChecks++;
+    this.checks = this.checks
+      .then(async () => {
+        if (this.current !== flight) return;
+        const started = performance.now();
+        const recomputed = await recompute(flight.weights, flight.shards[shard]);
+        const verdict = compareResults(sent, recomputed, exact);
+        this.stats.verifyMs += performance.now() - started;
+        this.stats.verified++;
+        // Retracted meanwhile (its sender was caught on another shard): another member computes it.
+        if (this.current !== flight || this.completedBy.get(shard) !== member.id) return;
+        if (!verdict.match) this.caughtLying(member, shard, recomputed, verdict.detail);
+      })
+      .catch((e: Error) => flight.reject(e))
+      .finally(() => {
+        if (this.current !== flight) return;
+        this.pendingChecks--;
+        this.finishIfComplete();
+      });
+  }
+
+  /**
+   * A spot check found `member`'s result for `shard` false: the recomputation takes its place, the
+   * member leaves the run and may not rejoin it (its routing id and its key's name), and its other
+   * results of the step are computed again by others.
+   */
+  private caughtLying(member: Member, shard: number, recomputed: { gradSum: Float32Array; lossSum: number }, detail: string): void {
+    const flight = this.current;
+    if (!flight) return;
+    this.stats.verifyFailed++;
+    this.reducer.replace(shard, recomputed.gradSum, recomputed.lossSum);
+    this.completedBy.delete(shard);
+    this.membership.ban(member);
+    const reason = `its result for shard ${shard} of step ${flight.step} failed a spot check (${detail})`;
+    if (this.membership.has(member)) {
+      this.sendTo(member.id, { type: 'reject', reason: `put out of the run: ${reason}` });
+      this.lose(member, reason, true);
+    } else this.opts.logger.warn({ worker: memberName(member), reason }, `worker ${memberName(member)}, already gone: ${reason}`);
+    for (const [other, by] of [...this.completedBy]) {
+      if (by !== member.id) continue;
+      this.completedBy.delete(other);
+      this.reducer.retract(other);
+      this.scheduler.reopen(other);
+      this.stats.reassigned++;
+      this.assign(other);
+    }
+  }
+
   private finishIfComplete(): void {
     const flight = this.current;
-    if (!flight || this.reducer.outstanding > 0) return;
+    if (!flight || this.reducer.outstanding > 0 || this.pendingChecks > 0) return;
     this.lastStepDoneAt = performance.now();
     flight.resolve(this.reducer.reduce(flight.gradSum));
   }
@@ -643,6 +748,7 @@ export class WorkerPool implements GradientSource {
   private tick(): void {
     const now = Date.now();
     this.checkDeadlines(now);
+    this.dropRevoked();
     const silent = new Map(this.membership.silent(now).map((s) => [s.member, s.reason]));
     for (const m of [...this.membership.all()]) {
       const reason = silent.get(m);
@@ -651,11 +757,29 @@ export class WorkerPool implements GradientSource {
     }
   }
 
+  /**
+   * Members whose own key has been taken off the allow-list (allowed/NAME.public removed) leave at
+   * once: checked every heartbeat interval, so a revoked worker is dropped within one.
+   */
+  private dropRevoked(): void {
+    const dir = this.opts.keys?.dir;
+    if (!dir) return;
+    let named = false;
+    for (const m of this.membership.all()) named ||= m.keyName !== undefined;
+    if (!named) return;
+    const admitted = new Set(readAllowList(dir).values());
+    for (const m of [...this.membership.all()]) {
+      if (m.keyName === undefined || admitted.has(m.keyName)) continue;
+      this.sendTo(m.id, { type: 'reject', reason: `its key ${m.keyName} was revoked` });
+      this.lose(m, `its key ${m.keyName} was revoked`, true);
+    }
+  }
+
   /** A worker is gone: its shards go to the others; a spawned one is replaced. */
   private lose(member: Member, reason: string, failure: boolean): void {
     if (!this.membership.remove(member)) return;
     if (failure) this.failures++;
-    this.opts.logger.warn({ worker: member.id, reason }, `lost worker ${member.id}: ${reason}`);
+    this.opts.logger.warn({ worker: memberName(member), reason }, `lost worker ${memberName(member)}: ${reason}`);
     const open = this.scheduler.release(member.id);
     if (this.current) {
       for (const shard of open) {

@@ -4,6 +4,8 @@
  * together there, tail first), and adds the slots in shard order once every shard is in. A
  * non-finite gradient is held for a recomputation, whose verdict tells a faulty sender from a
  * diverged model. The first valid result of a shard wins: a later copy is a duplicate, ignored.
+ * A result a spot check (spot-check.ts) finds false is replaced by the recomputation, and the
+ * liar's other results of the step are retracted, to be computed again.
  *
  * It judges results, not senders: whether a result comes from the member its shard is assigned
  * to is the hub's question (the scheduler's plan), asked before the reducer sees it.
@@ -107,6 +109,32 @@ export class Reducer {
     slot.count = r.count;
     this.remaining--;
     return { kind: 'complete' };
+  }
+
+  /** The result in for `shard` (its gradient is the slot's buffer: copy it before it changes). */
+  result(shard: number): { gradSum: Float32Array; lossSum: number; count: number } {
+    const slot = this.slots[shard];
+    return { gradSum: slot.buffer, lossSum: slot.lossSum, count: slot.count };
+  }
+
+  /** A spot check found `shard`'s result false: the coordinator's recomputation takes its place. */
+  replace(shard: number, gradSum: Float32Array, lossSum: number): void {
+    const slot = this.slots[shard];
+    slot.buffer.set(gradSum);
+    slot.lossSum = lossSum;
+  }
+
+  /**
+   * `shard` came from a sender found lying on another shard: its result no longer counts, and the
+   * shard is open again for another member (see `reopen`).
+   */
+  retract(shard: number): void {
+    const slot = this.slots[shard];
+    if (!slot.done) return;
+    slot.done = false;
+    slot.from = this.params;
+    slot.verifying = false;
+    this.remaining++;
   }
 
   /**

@@ -183,6 +183,14 @@ export class Scheduler {
     return by !== undefined && by === backup && primary !== undefined && primary !== by ? primary : undefined;
   }
 
+  /** `shard`, done, must be computed again (its result was retracted): it is unassigned and open. */
+  reopen(shard: number): void {
+    if (shard >= this.count) return;
+    this.done[shard] = false;
+    this.assignees[shard] = undefined;
+    this.backups[shard] = undefined;
+  }
+
   isDone(shard: number): boolean {
     return shard < this.count && this.done[shard];
   }

@@ -36,6 +36,17 @@ function shardVerifier(model: ModelDef, opts: GradientOptions): (weights: Float3
   };
 }
 
+/** Computes a shard here for a spot check (--verify-fraction), pausing for the event loop as it goes. */
+function shardRecomputer(model: ModelDef, opts: GradientOptions): (weights: Float32Array, shard: ShardData) => Promise<{ gradSum: Float32Array; lossSum: number }> {
+  // Its own computer (and engine memory): the spot checks run one at a time, beside the non-finite
+  // verifier's, and yield so that heartbeats and results are served during a recomputation.
+  const computer = createGradientComputer(model, { ...opts, yielding: true });
+  return async (weights, shard) => {
+    const r = await computer.compute(weights, shard);
+    return { gradSum: r.gradSum, lossSum: r.lossSum };
+  };
+}
+
 /** The most samples one shard of this run holds (the batch cut as the training loop cuts it). */
 export function largestShard(config: Pick<TrainConfig, 'batchSize' | 'deterministic' | 'shardSize' | 'workers'>, trainCount: number): number {
   const batch = Math.min(config.batchSize, trainCount);
@@ -61,6 +72,8 @@ export interface DistributedOptions {
   keysDir?: string;
   /** --insecure: allow listening beyond loopback without keys. */
   insecure: boolean;
+  /** --verify-fraction: the probability (0..1) that a worker's result is recomputed here and compared. */
+  verifyFraction?: number;
 }
 
 /** True for addresses only this machine can reach. */
@@ -215,6 +228,9 @@ async function trainLocked(
           keys,
           keysDir: dist.keysDir ? resolve(dist.keysDir) : undefined,
           verifyShard: shardVerifier(model, gradientOptions),
+          verifyFraction: dist.verifyFraction ?? 0,
+          ...(dist.verifyFraction ? { recomputeShard: shardRecomputer(model, gradientOptions) } : {}),
+          coordinatorEngine: { backend: engine.name, device: engine.device, ...(engine.adapter ? { adapter: engine.adapter } : {}) },
           augment: gradientOptions.augment,
           onBound: (pool) => served?.metrics.watchPool(pool),
         });

@@ -1,10 +1,11 @@
 /**
  * ZAP handler (ZeroMQ RFC 27): the coordinator's gatekeeper when --keys is on. libzmq asks it
  * about every CURVE handshake on inproc://zeromq.zap.01; it admits a client only if its public
- * key is on the allow-list. With `zapEnforceDomain` on the server socket, no handler means no entry.
+ * key is on the allow-list, which it reads afresh for every handshake (a revoked key is refused
+ * from the next connection on). With `zapEnforceDomain` on the server socket, no handler means no entry.
  */
 import { Reply } from 'zeromq';
-import { z85Encode } from '../protocol/keys.js';
+import { type AllowList, z85Encode } from '../protocol/keys.js';
 import type { Logger } from '../util/logger.js';
 
 export const ZAP_ENDPOINT = 'inproc://zeromq.zap.01';
@@ -16,17 +17,16 @@ export interface ZapHandler {
   close(): void;
 }
 
-export async function startZapHandler(allowed: readonly string[], logger: Logger): Promise<ZapHandler> {
+export async function startZapHandler(allowList: () => AllowList, logger: Logger): Promise<ZapHandler> {
   const socket = new Reply({ linger: 0 });
   await socket.bind(ZAP_ENDPOINT);
-  const allowList = new Set(allowed);
   let refused = 0;
   void (async () => {
     try {
       for await (const frames of socket) {
         const [version, requestId, domain, address, , mechanism, credentials] = frames;
         const key = credentials && credentials.length === 32 ? z85Encode(credentials) : undefined;
-        const ok = mechanism?.toString() === 'CURVE' && domain?.toString() === ZAP_DOMAIN && key !== undefined && allowList.has(key);
+        const ok = mechanism?.toString() === 'CURVE' && domain?.toString() === ZAP_DOMAIN && key !== undefined && allowList().has(key);
         if (!ok) {
           refused++;
           logger.warn(

@@ -44,6 +44,12 @@ export interface Hello {
   engine: string;
   /** Every model the worker knows, by name, with its digest (models/index.ts modelDigest). */
   models: Record<string, string>;
+  /**
+   * A worker with its own key pair (`keygen --worker NAME`): its name, and the proof that it holds
+   * that name's secret key (protocol/keys.ts helloProof).
+   */
+  keyName?: string;
+  keyProof?: string;
 }
 
 /** Where a spawned worker finds its secret: an environment variable, never the command line. */
@@ -248,6 +254,8 @@ export function decodeWorkerMessage(frame: Uint8Array): ReceivedWorkerMessage {
         need(isShortString(msg.build) && isShortString(msg.engine), 'hello without build/engine');
         need(isDigestMap(msg.models), 'hello without model digests');
       }
+      need(msg.keyName === undefined || isShortString(msg.keyName), 'hello with a malformed key name');
+      need(msg.keyProof === undefined || (typeof msg.keyProof === 'string' && /^[0-9a-f]{64}$/.test(msg.keyProof)), 'hello with a malformed key proof');
       return msg as unknown as Hello;
     case 'result':
       need(isCount(msg.step) && isCount(msg.shard) && isCount(msg.weightsVersion), 'result with bad step/shard/version');

@@ -23,7 +23,7 @@ import {
 import { createGradientComputer } from '../training/gradients.js';
 import { UserError } from '../util/errors.js';
 import { buildId } from '../util/build.js';
-import type { WorkerKeys } from '../protocol/keys.js';
+import { type WorkerKeys, helloProof } from '../protocol/keys.js';
 import type { Logger } from '../util/logger.js';
 
 export interface WorkerOptions {
@@ -87,6 +87,10 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
   // admits it afresh. ZeroMQ reconnects the socket by itself.
   let everWelcomed = false;
   let lastHello = Date.now();
+  // A worker with its own key pair names itself, and proves the name, in every hello.
+  const keyClaim = opts.keys?.name
+    ? { keyName: opts.keys.name, keyProof: helloProof(opts.keys.client.secretKey, opts.keys.client.publicKey, opts.keys.serverPublicKey, opts.keys.name, workerId) }
+    : {};
   const sayHello = (): void => {
     lastHello = Date.now();
     send({
@@ -100,6 +104,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
       ...(engine.adapter ? { adapter: engine.adapter } : {}),
       ...(opts.secret ? { secret: opts.secret } : {}),
       ...identity,
+      ...keyClaim,
     }).catch(() => {});
   };
   const rejoin = (why: string): void => {
