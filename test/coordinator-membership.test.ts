@@ -133,3 +133,19 @@ test('the engine of a deterministic run is the coordinator\'s own when its --eng
   assert.equal(m.admit('a', hello('a'), 0).kind, 'refused');
   assert.equal(m.admit('g', hello('g', { engine: 'webgpu (fused kernels)' }), 0).kind, 'admitted');
 });
+
+test('a member put out is refused under its routing id and under its key name, whatever its new id', () => {
+  const m = new Membership(5000);
+  const a = m.admit('a', hello('a'), 0, undefined, 'alice');
+  assert.equal(a.kind, 'admitted');
+  if (a.kind !== 'admitted') return;
+  assert.equal(a.member.keyName, 'alice');
+  m.ban(a.member);
+  m.remove(a.member);
+  assert.equal(m.admit('a', hello('a'), 1).kind, 'refused');
+  const renamed = m.admit('a2', hello('a2'), 1, undefined, 'alice');
+  assert.equal(renamed.kind, 'refused');
+  assert.match((renamed as { reason: string }).reason, /key alice was put out of this run/);
+  assert.equal(m.admit('b', hello('b'), 1, undefined, 'bob').kind, 'admitted');
+  assert.deepEqual(m.devices().map((d) => d.id), ['alice', 'bob']);
+});

@@ -142,3 +142,22 @@ test('slots are reused from step to step, emptied by each new step', () => {
   assert.deepEqual(r.reduce(out), { lossSum: 0.5 + 1.5, count: 8 }, 'only this step\'s shards');
   assert.deepEqual(out, shardOrderSum(grads));
 });
+
+test('a spot check found false: the recomputation replaces the result; a retracted shard is open again and counted once', () => {
+  const grads = [1, 2, 3].map((seed) => rand(P, seed));
+  const r = new Reducer(P);
+  r.begin(3, SHARDS);
+  for (const shard of [0, 1, 2]) r.accept(result(3, shard, shard === 1 ? new Float32Array(P).fill(50) : grads[shard]));
+  assert.equal(r.outstanding, 0);
+  r.replace(1, grads[1], 1.5);
+  r.retract(2);
+  assert.equal(r.outstanding, 1, 'the retracted shard is awaited again');
+  assert.deepEqual(r.accept(result(3, 2, grads[2])), { kind: 'complete' }, 'its new result is welcome');
+  r.retract(2);
+  r.retract(2);
+  assert.equal(r.outstanding, 1, 'retracting twice counts once');
+  r.accept(result(3, 2, grads[2]));
+  const out = new Float32Array(P);
+  assert.deepEqual(r.reduce(out), { lossSum: 0.5 + 1.5 + 2.5, count: 10 });
+  assert.deepEqual(out, shardOrderSum(grads), 'the same bits as honest results');
+});
