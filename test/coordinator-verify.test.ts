@@ -128,7 +128,7 @@ test('--verify-fraction 0.25: the poisoner is caught in the first step it poison
   // Batches of 640 in 40 shards of 16: the poisoner sends about 20 results a step, and the step is
   // let through only if none of them is checked, with probability 0.75^20 ≈ 0.3%. When one is
   // caught, its other results of the step are computed again: nothing of it is applied. Unchecked,
-  // this poisoner leaves the model at chance (about 10%); undisturbed, this run reaches 59%.
+  // this poisoner leaves the model at chance (11% measured); undisturbed, this run reaches 59.2%.
   const args = ['--epochs', '1', '--train-limit', '6400', '--test-limit', '500', '--batch-size', '640', '--lr', '0.1', '--momentum', '0.9', '--deterministic', '--engine', 'wasm', '--log-interval', '5'];
   const { summary, stderr } = await poisonedRun('sampled', '0.25', args);
   const stats = summary.distributed as Record<string, number>;
