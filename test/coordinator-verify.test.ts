@@ -125,19 +125,19 @@ test('--verify-fraction 1 with honest workers changes nothing: every result matc
 });
 
 test('--verify-fraction 0.25: the poisoner is caught in the first step it poisons, and the run learns as if it had not been there', async () => {
-  // Batches of 640 in 40 shards of 16: the poisoner sends about 20 results a step, and the step is
-  // let through only if none of them is checked, with probability 0.75^20 ≈ 0.3%. When one is
+  // Batches of 640 in 80 shards of 8: the poisoner sends about 40 results a step, and the step is
+  // let through only if none of them is checked, with probability 0.75^40 ≈ 1e-5. When one is
   // caught, its other results of the step are computed again: nothing of it is applied. Unchecked,
   // this poisoner leaves the model at chance (11% measured); undisturbed, this run reaches 59.2%.
-  const args = ['--epochs', '1', '--train-limit', '6400', '--test-limit', '500', '--batch-size', '640', '--lr', '0.1', '--momentum', '0.9', '--deterministic', '--engine', 'wasm', '--log-interval', '5'];
+  const args = ['--epochs', '1', '--train-limit', '6400', '--test-limit', '500', '--batch-size', '640', '--lr', '0.1', '--momentum', '0.9', '--deterministic', '--shard-size', '8', '--engine', 'wasm', '--log-interval', '5'];
   const { summary, stderr } = await poisonedRun('sampled', '0.25', args);
   const stats = summary.distributed as Record<string, number>;
   assert.equal(stats.rejected_by_verification, 1, 'caught');
   assert.match(stderr, /lost worker poisoner-sampled: .*failed a spot check/);
-  assert.ok(stats.verified_shards < 400, `only a fraction of the 400 results was recomputed (${stats.verified_shards})`);
+  assert.ok(stats.verified_shards < 800, `only a fraction of the 800 results was recomputed (${stats.verified_shards})`);
   const accuracy = summary.test_accuracy as number;
   assert.ok(accuracy >= 0.4, `accuracy ${accuracy}: the model learnt (chance is 0.1)`);
-  process.stdout.write(`# verify-fraction 0.25: accuracy ${accuracy}; ${stats.verified_shards} of 400 results recomputed\n`);
+  process.stdout.write(`# verify-fraction 0.25: accuracy ${accuracy}; ${stats.verified_shards} of 800 results recomputed\n`);
 });
 
 test('a bad --verify-fraction gets one line and exit code 2', async () => {

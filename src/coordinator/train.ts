@@ -138,6 +138,9 @@ export async function train(requested: TrainConfig, opts: TrainOptions): Promise
     throw new UsageError(`--metrics ${opts.metrics} reaches beyond this machine: give --keys DIR (a deployment across machines), or --insecure`);
   }
   const keys = dist.keysDir ? loadCoordinatorKeys(dist.keysDir) : undefined;
+  if (dist.keysDir && dist.spawn && requested.workers > 0 && !existsSync(join(dist.keysDir, 'worker.secret'))) {
+    throw new UsageError(`--keys ${dist.keysDir} holds no worker.secret: the workers this coordinator starts use the shared pair (or give --no-spawn)`);
+  }
 
   prepareOutDir(requested.outDir, opts.resume);
   const lock = lockRunFolder(requested.outDir);
