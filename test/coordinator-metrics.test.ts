@@ -68,6 +68,8 @@ const EXPECTED_TYPES: Record<string, string> = {
   mnist_ddp_workers_required: 'gauge',
   mnist_ddp_worker_failures_total: 'counter',
   mnist_ddp_rejected_messages_total: 'counter',
+  mnist_ddp_verified_shards_total: 'counter',
+  mnist_ddp_rejected_by_verification_total: 'counter',
   mnist_ddp_sent_bytes_total: 'counter',
   mnist_ddp_received_bytes_total: 'counter',
   // The process's default metrics (prom-client's collectDefaultMetrics).

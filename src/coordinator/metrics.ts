@@ -113,6 +113,8 @@ export class RunMetrics {
     });
     counterReading(registry, n('worker_failures_total'), 'Workers lost: exited, silent, evicted, or failed before joining', () => figures()?.workerFailures ?? 0);
     counterReading(registry, n('rejected_messages_total'), 'Messages from workers that were refused (malformed, not assigned, invalid results)', () => figures()?.rejectedMessages ?? 0);
+    counterReading(registry, n('verified_shards_total'), 'Workers\' results recomputed on the coordinator and compared (--verify-fraction)', () => figures()?.verifiedShards ?? 0);
+    counterReading(registry, n('rejected_by_verification_total'), 'Spot checks that found a worker\'s result false (its sender was put out of the run)', () => figures()?.rejectedByVerification ?? 0);
     counterReading(registry, n('sent_bytes_total'), 'Bytes of messages sent to workers', () => figures()?.bytesSent ?? 0);
     counterReading(registry, n('received_bytes_total'), 'Bytes of messages received from workers', () => figures()?.bytesReceived ?? 0);
     let overheadsSeen = 0;

@@ -112,6 +112,9 @@ export interface PoolLiveFigures {
   workersRequired: number;
   workerFailures: number;
   rejectedMessages: number;
+  /** Spot checks made (--verify-fraction), and those that found a result false. */
+  verifiedShards: number;
+  rejectedByVerification: number;
   bytesSent: number;
   bytesReceived: number;
   /** Every measured step's fixed cost so far, in step order, ms (see PoolStats.step_overhead_ms). */
@@ -381,6 +384,8 @@ export class WorkerPool implements GradientSource {
       workersRequired: this.keepAtLeast,
       workerFailures: this.failures,
       rejectedMessages: this.stats.rejected,
+      verifiedShards: this.stats.verified,
+      rejectedByVerification: this.stats.verifyFailed,
       bytesSent: this.stats.bytesSent,
       bytesReceived: this.stats.bytesReceived,
       stepOverheadsMs: this.stepOverheads,
