@@ -49,7 +49,7 @@ for (const n of [16, 64, 256]) {
     last = recomputed;
   }
   times.sort((a, b) => a - b);
-  saved[n] = { engine: `${engine.name} on ${engine.device}`, gradSum: Array.from(last.gradSum), lossSum: last.lossSum };
+  saved[n] = { engine: engine.name, gradSum: Array.from(last.gradSum), lossSum: last.lossSum };
   const there = other?.[n];
   const across = there ? compareResults(last, { gradSum: Float32Array.from(there.gradSum), lossSum: there.lossSum }, false).error.toExponential(2) : '';
   console.log(`${String(n).padStart(7)}  ${times[times.length >> 1].toFixed(1).padStart(27)}  ${error.toExponential(2).padStart(10)}  ${across}`);
