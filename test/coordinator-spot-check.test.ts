@@ -6,13 +6,19 @@ import { rand } from './helpers.js';
 
 const adapter = { vendor: 'nvidia', architecture: 'hopper', description: 'NVIDIA H200', device: '', software: false };
 
-test('bit for bit on the same deterministic engine only: wasm anywhere, webgpu on the same adapter', () => {
-  const wasm = { backend: 'wasm', device: 'cpu (wasm, simd, fused kernels, 1 thread)' };
+test('bit for bit on the same build and kernels of a deterministic engine only: wasm anywhere, webgpu on the same adapter', () => {
+  const build = '0.1.0+sha256:aaaa';
+  const wasm = { backend: 'wasm', device: 'cpu (wasm, simd, fused kernels, 1 thread)', engine: 'wasm (fused kernels)', build };
   assert.equal(bitExact(wasm, { ...wasm, device: 'another cpu' }), true);
-  assert.equal(bitExact(wasm, { backend: 'webgpu', device: 'gpu', adapter }), false);
-  assert.equal(bitExact({ backend: 'webgpu', device: 'gpu', adapter }, { backend: 'webgpu', device: 'gpu', adapter: { ...adapter } }), true);
-  assert.equal(bitExact({ backend: 'webgpu', device: 'gpu', adapter }, { backend: 'webgpu', device: 'gpu', adapter: { ...adapter, description: 'llvmpipe' } }), false);
-  assert.equal(bitExact({ backend: 'tfjs-node', device: 'cpu' }, { backend: 'tfjs-node', device: 'cpu' }), false, 'multi-threaded: compared within the tolerance');
+  assert.equal(bitExact(wasm, { ...wasm, engine: 'wasm (library kernels)' }), false, 'library kernels sum in another order');
+  assert.equal(bitExact(wasm, { ...wasm, build: '0.1.0+sha256:bbbb' }), false, 'another build may have other kernels');
+  assert.equal(bitExact(wasm, { ...wasm, engine: undefined }), false);
+  const gpu = { backend: 'webgpu', device: 'gpu', engine: 'webgpu (fused kernels)', build, adapter };
+  assert.equal(bitExact(wasm, gpu), false);
+  assert.equal(bitExact(gpu, { ...gpu, adapter: { ...adapter } }), true);
+  assert.equal(bitExact(gpu, { ...gpu, adapter: { ...adapter, description: 'llvmpipe' } }), false);
+  const node = { backend: 'tfjs-node', device: 'cpu', engine: 'tfjs-node (library kernels)', build };
+  assert.equal(bitExact(node, { ...node }), false, 'multi-threaded: compared within the tolerance');
 });
 
 test('the comparison: equal bits match; within the tolerance only across engines; a poisoned gradient never', () => {

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { Dealer } from 'zeromq';
 import { PROTOCOL_VERSION, decodeCoordinatorMessage, encode } from '../src/protocol/messages.js';
-import { COORDINATOR, WORKER, readJson, runCli, startCoordinator, tempDir, waitFor, workerPids } from './helpers.js';
+import { COORDINATOR, WORKER, readJson, runCli, startCoordinator, tempDir, waitFor, workerIdentity, workerPids } from './helpers.js';
 
 // One engine for the reference, the coordinator and the workers: results must match bit for bit.
 const RUN = ['--epochs', '1', '--train-limit', '1280', '--test-limit', '500', '--deterministic', '--engine', 'wasm', '--log-interval', '5'];
@@ -42,7 +42,9 @@ interface Poisoner {
 async function startPoisoner(addr: string, id: string): Promise<Poisoner> {
   const socket = new Dealer({ routingId: id, linger: 0 });
   socket.connect(addr);
-  const hello = encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: id, pid: 1, host: 'elsewhere', backend: 'wasm', device: 'cpu' });
+  // It says it is of this build, on the wasm engine, as an honest worker would.
+  const identity = await workerIdentity({ noCuda: true, engine: 'wasm' });
+  const hello = encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: id, pid: 1, host: 'elsewhere', backend: 'wasm', device: 'cpu', ...identity });
   await socket.send(hello);
   const heartbeat = setInterval(() => void socket.send(encode({ type: 'heartbeat', t: Date.now() })).catch(() => {}), 300);
   let params = 0;

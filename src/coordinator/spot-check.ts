@@ -26,18 +26,24 @@ export interface EngineIdentity {
   backend: string;
   device: string;
   adapter?: { description: string; architecture: string; vendor: string };
+  /** What decides the engine's bits, e.g. "wasm (fused kernels)" (engine/backend.ts engineIdentity). */
+  engine?: string;
+  /** The build (util/build.ts buildId): another build may compute with other kernels. */
+  build?: string;
 }
 
 /**
  * Whether a shard computed on `worker` must equal the coordinator's recomputation bit for bit. The
  * gradient of a shard is a pure function of the weights and the shard's pixels, labels and keys
- * (dropout and augmentation are seeded by the keys), in deterministic mode or not. The wasm
- * engine's kernels give the same bits on every machine (engine/simd/assembly/kernels.ts); the webgpu
- * kernels give the same bits on the same adapter and driver (engine/webgpu/kernels.ts). Any other
- * pairing is compared within ENGINE_TOLERANCE.
+ * (dropout and augmentation are seeded by the keys), in deterministic mode or not. With the same
+ * build and the same engine kernels, the wasm engine gives the same bits on every machine
+ * (engine/simd/assembly/kernels.ts) and the webgpu engine on the same adapter and driver
+ * (engine/webgpu/kernels.ts). Any other pairing (fused against library kernels, another build,
+ * another GPU, a multi-threaded engine) is compared within ENGINE_TOLERANCE.
  */
 export function bitExact(coordinator: EngineIdentity, worker: EngineIdentity): boolean {
   if (coordinator.backend !== worker.backend) return false;
+  if (coordinator.engine === undefined || coordinator.engine !== worker.engine || coordinator.build !== worker.build) return false;
   if (coordinator.backend === 'wasm') return true;
   if (coordinator.backend === 'webgpu') {
     const a = coordinator.adapter;

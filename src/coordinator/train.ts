@@ -233,7 +233,7 @@ async function trainLocked(
           verifyShard: shardVerifier(model, gradientOptions),
           verifyFraction: dist.verifyFraction ?? 0,
           ...(dist.verifyFraction ? { recomputeShard: shardRecomputer(model, gradientOptions) } : {}),
-          coordinatorEngine: { backend: engine.name, device: engine.device, ...(engine.adapter ? { adapter: engine.adapter } : {}) },
+          coordinatorEngine: { backend: engine.name, device: engine.device, engine: engineIdentity(engine), build: buildId(), ...(engine.adapter ? { adapter: engine.adapter } : {}) },
           augment: gradientOptions.augment,
           onBound: (pool) => served?.metrics.watchPool(pool),
         });
