@@ -16,7 +16,7 @@ async function main(): Promise<void> {
     .description('Joins a coordinator and computes gradients for it')
     .addHelpText(
       'after',
-      '\nExit status: 0 the run finished; 75 the coordinator stopped early or went silent (start again to rejoin);\n143 stopped by SIGTERM, 130 by SIGINT; 78 refused by the coordinator (another model or protocol version, or in\n--deterministic runs another engine or build: another try cannot help); 1 an error (refused keys, no coordinator\nwithin --connect-timeout); 2 bad usage.',
+      '\nExit status: 0 the run finished; 75 the coordinator stopped early or went silent (start again to rejoin);\n143 stopped by SIGTERM, 130 by SIGINT; 78 refused by the coordinator (another model or protocol version, or in\n--deterministic runs another engine or build: another try cannot help); 77 put out of the run by the coordinator\n(its key revoked, or a result that failed a spot check: an error of this worker alone); 1 an error (refused keys, no coordinator\nwithin --connect-timeout); 2 bad usage.',
     )
     .exitOverride()
     .configureOutput({ outputError: () => {} })

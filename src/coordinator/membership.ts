@@ -55,7 +55,7 @@ export type Admission =
   | { kind: 'admitted'; member: Member; differs: string[] }
   /** The id is in the pool already: a repeated hello changes nothing. */
   | { kind: 'repeated'; member: Member }
-  | { kind: 'refused'; reason: string; error: string };
+  | { kind: 'refused'; reason: string; error: string; putOut?: boolean };
 
 /** A member the clock has given up on, and why. */
 export interface Silence {
@@ -111,7 +111,7 @@ export class Membership {
     }
     const banned = keyName !== undefined && this.bannedKeys.has(keyName) ? `key ${keyName}` : this.bannedIds.has(id) ? `worker ${id}` : undefined;
     if (banned) {
-      return { kind: 'refused', reason: `${banned} was put out of this run and may not rejoin it`, error: `refused ${banned}: put out of this run earlier` };
+      return { kind: 'refused', reason: `${banned} was put out of this run and may not rejoin it`, error: `refused ${banned}: put out of this run earlier`, putOut: true };
     }
     const check = this.checkIdentity(hello);
     if ('refused' in check) return { kind: 'refused', reason: check.refused, error: `worker ${id} refused: ${check.refused}` };

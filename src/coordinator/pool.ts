@@ -532,7 +532,7 @@ export class WorkerPool implements GradientSource {
     }
     let admission = this.membership.admit(id, hello, Date.now(), local, identity.keyName);
     if (admission.kind === 'refused') {
-      this.sendTo(id, { type: 'reject', reason: admission.reason });
+      this.sendTo(id, { type: 'reject', reason: admission.reason, ...(admission.putOut ? { putOut: true } : {}) });
       throw new Error(admission.error);
     }
     if (admission.kind === 'repeated') {
@@ -700,7 +700,7 @@ export class WorkerPool implements GradientSource {
     this.membership.ban(member);
     const reason = `its result for shard ${shard} of step ${flight.step} failed a spot check (${detail})`;
     if (this.membership.has(member)) {
-      this.sendTo(member.id, { type: 'reject', reason: `put out of the run: ${reason}` });
+      this.sendTo(member.id, { type: 'reject', reason: `put out of the run: ${reason}`, putOut: true });
       this.lose(member, reason, true);
     } else this.opts.logger.warn({ worker: memberName(member), reason }, `worker ${memberName(member)}, already gone: ${reason}`);
     for (const [other, by] of [...this.completedBy]) {
@@ -775,7 +775,7 @@ export class WorkerPool implements GradientSource {
     const admitted = new Set(readAllowList(dir).values());
     for (const m of [...this.membership.all()]) {
       if (m.keyName === undefined || admitted.has(m.keyName)) continue;
-      this.sendTo(m.id, { type: 'reject', reason: `its key ${m.keyName} was revoked` });
+      this.sendTo(m.id, { type: 'reject', reason: `its key ${m.keyName} was revoked`, putOut: true });
       this.lose(m, `its key ${m.keyName} was revoked`, true);
     }
   }

@@ -76,6 +76,11 @@ export interface Welcome {
 export interface Reject {
   type: 'reject';
   reason: string;
+  /**
+   * This worker, not its build or flags, is shut out of the run: its key was revoked, or a result of
+   * its failed a spot check (WORKER_EXIT.putOut, where `refused` would stop every worker of a Job).
+   */
+  putOut?: boolean;
 }
 
 /** One shard of one step. Weights ride along only when the worker lacks this version. */
@@ -146,6 +151,11 @@ export const WORKER_EXIT = {
    * mode) engine or build. Another try cannot help (EX_CONFIG).
    */
   refused: 78,
+  /**
+   * The coordinator put this worker out of the run: its key was revoked, or one of its results failed
+   * a spot check (--verify-fraction). It concerns this worker alone (EX_NOPERM).
+   */
+  putOut: 77,
   /** Stopped by SIGTERM: 128 + 15. */
   terminated: 143,
   /** Stopped by SIGINT (Ctrl-C): 128 + 2. */

@@ -46,6 +46,11 @@ export class RefusedError extends UserError {
   override readonly exitCode: number = WORKER_EXIT.refused;
 }
 
+/** The coordinator put this worker out of the run (see WORKER_EXIT.putOut). */
+export class PutOutError extends UserError {
+  override readonly exitCode: number = WORKER_EXIT.putOut;
+}
+
 /** How often a worker waiting to rejoin says hello again. */
 const REHELLO_MS = 2000;
 
@@ -252,6 +257,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
           break;
         }
         case 'reject':
+          if (msg.putOut) throw new PutOutError(`coordinator refused this worker: ${msg.reason}`);
           throw new RefusedError(`coordinator refused this worker: ${msg.reason}`);
         case 'assign': {
           // Not ours to compute while rejoining: the coordinator reassigns it once it welcomes this worker again.
