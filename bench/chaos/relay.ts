@@ -133,6 +133,12 @@ export class TcpRelay {
     client.setNoDelay(true);
     const upstream = connect({ host: this.opts.targetHost, port: this.opts.targetPort, noDelay: true });
     const pair: Pair = { client, upstream };
+    upstream.once('connect', () => {
+      // With nothing listening on a loopback target port in the ephemeral range, the kernel can
+      // give the connection that very port as its source: a TCP self-connect, which would echo the
+      // client's bytes back to it. That is a refused connection, not a coordinator.
+      if (upstream.localPort === upstream.remotePort && upstream.localAddress === upstream.remoteAddress) this.cut(pair);
+    });
     this.pairs.add(pair);
     this.forward(client, upstream);
     this.forward(upstream, client);
@@ -176,4 +182,16 @@ export class TcpRelay {
     pair.client.destroy();
     pair.upstream.destroy();
   }
+}
+
+/** A TCP port on 127.0.0.1 that was free a moment ago (for the coordinator's --listen). */
+export function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as { port: number }).port;
+      server.close(() => resolve(port));
+    });
+  });
 }

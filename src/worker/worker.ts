@@ -51,7 +51,7 @@ export class PutOutError extends UserError {
   override readonly exitCode: number = WORKER_EXIT.putOut;
 }
 
-/** How often a worker waiting to rejoin says hello again. */
+/** How often a worker waiting to join or rejoin says hello again. */
 const REHELLO_MS = 2000;
 
 /** Runs until the coordinator ends the run; returns the exit status (see WORKER_EXIT). */
@@ -133,7 +133,9 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
         ? `no coordinator at ${opts.connect} took this worker back within ${Math.round(timeoutMs / 1000)} s, exiting`
         : `no answer from a coordinator at ${opts.connect} within ${Math.round(timeoutMs / 1000)} s${opts.keys ? '' : ' (if it runs with --keys, this worker needs them too)'}`;
       socket.close();
-    } else if (!welcomed && everWelcomed && now - lastHello > REHELLO_MS) {
+    } else if (!welcomed && now - lastHello > REHELLO_MS) {
+      // The first hello too: one sent on a connection that then failed (a proxy in front of a
+      // coordinator not up yet closes it) is lost with it.
       sayHello();
     }
   }, 250);
@@ -147,6 +149,11 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
         if (event.type === 'handshake:error:auth') {
           refusal = `the coordinator at ${opts.connect} refused this worker's key (keys from another keygen?)`;
         } else if (event.type === 'handshake:error:protocol' || event.type === 'handshake:error:other') {
+          // A connection closed during the handshake (ECONNRESET, EPIPE) says something about keys
+          // only where keys are in play: a server refusing this worker's CURVE hello closes it so.
+          // Without keys, or once this coordinator's keys have worked, it is a proxy in front of a
+          // coordinator that is not up yet (or restarting): wait for it, up to --connect-timeout.
+          if (event.type === 'handshake:error:other' && (!opts.keys || everWelcomed)) continue;
           if (++handshakeErrors < 3) continue;
           refusal = opts.keys
             ? `CURVE handshake with ${opts.connect} failed: the coordinator's key is not the one in --keys (keys from another keygen), or it runs without --keys`
