@@ -16,7 +16,7 @@
  * DIR/chaos.json and DIR/chaos.md; every process's output is in DIR/logs/.
  *
  *   node dist/bench/chaos/run.js [--workers 3] [--epochs 3] [--train-limit 1920] [--faults-per-kind 2]
- *                                [--seed 1] [--latency-ms 20] [--worker-timeout 2] [--out DIR]
+ *                                [--seed 1] [--latency-ms 100] [--worker-timeout 2] [--out DIR]
  *
  * Exit status: 0 every fault injected and survived, nothing lost; 1 otherwise; 2 bad flags.
  */
@@ -410,7 +410,7 @@ const USAGE = `usage: node dist/bench/chaos/run.js [options]   (or: npm run benc
   --batch-size B        (default 32)
   --faults-per-kind K   how many faults of each of the ${FAULT_KINDS.length} kinds (default 2)
   --seed S              seeds the fault plan: kinds' order, steps, delays, durations, victims (default 1)
-  --latency-ms MS       each relay's delay per chunk, each way (default 20)
+  --latency-ms MS       each relay's delay per chunk, each way (default 100)
   --worker-timeout S    the coordinator's --worker-timeout; freezes and stalls outlast it (default 2)
   --checkpoint-every N  steps between checkpoints (default 4)
   --timeout S           give up after S seconds (default 1800)
@@ -457,7 +457,7 @@ async function main(): Promise<number> {
       batchSize: positive('batch-size', values['batch-size'], 32),
       faultsPerKind: positive('faults-per-kind', values['faults-per-kind'], 2),
       seed: positive('seed', values.seed, 1),
-      latencyMs: values['latency-ms'] === '0' ? 0 : positive('latency-ms', values['latency-ms'], 20),
+      latencyMs: values['latency-ms'] === '0' ? 0 : positive('latency-ms', values['latency-ms'], 100),
       workerTimeoutS: positive('worker-timeout', values['worker-timeout'], 2),
       checkpointEvery: positive('checkpoint-every', values['checkpoint-every'], 4),
       timeoutMs: positive('timeout', values.timeout, 1800) * 1000,
