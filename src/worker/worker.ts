@@ -134,8 +134,8 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
         : `no answer from a coordinator at ${opts.connect} within ${Math.round(timeoutMs / 1000)} s${opts.keys ? '' : ' (if it runs with --keys, this worker needs them too)'}`;
       socket.close();
     } else if (!welcomed && now - lastHello > REHELLO_MS) {
-      // The first hello too: one sent on a connection that then failed (a proxy in front of a
-      // coordinator not up yet closes it) is lost with it.
+      // The first hello too: one written to a connection that is then cut (a proxy in front of a
+      // coordinator that is not up yet, or restarting) is lost with it.
       sayHello();
     }
   }, 250);
