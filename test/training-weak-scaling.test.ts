@@ -26,7 +26,7 @@ after(async () => {
 
 /** The run's configuration as `coordinator ARGS` would make it. */
 function configOf(args: string[]) {
-  const cmd = addTrainingFlags(new Command()).exitOverride();
+  const cmd = addTrainingFlags(new Command()).exitOverride().configureOutput({ writeErr: () => {} });
   cmd.parse(args, { from: 'user' });
   return configFromFlags(cmd.opts() as TrainFlags, { workers: 2, outDir: 'unused' }, givenConfigKeys(cmd));
 }
@@ -36,6 +36,7 @@ test('the global batch is B × workers (× 1 for the single-node fallback); the 
   assert.equal(c.batchSize, 128);
   assert.equal(c.lrScaling, 'linear');
   assert.equal(configOf(['--batch-size-per-worker', '32', '--workers', '0']).batchSize, 32);
+  assert.equal(lrAt(configOf(['--batch-size-per-worker', '32', '--workers', '1', '--epochs', '1']), 0, 10), 0.01, 'one worker: nothing to scale');
   assert.equal(configOf(['--batch-size-per-worker', '32', '--model', 'strong']).batchSize, 64, "the model's own --batch-size does not apply");
   // 10 steps per epoch: a warm-up of 5 steps, from 0.01 to 0.04.
   const totalSteps = 10;
@@ -53,10 +54,8 @@ test('the global batch is B × workers (× 1 for the single-node fallback); the 
 test('bad combinations: one line each, exit status 2', async () => {
   const dir = tempDir();
   const cases: Array<[string[], RegExp]> = [
-    [['--batch-size', '64', '--batch-size-per-worker', '32'], /'--batch-size-per-worker <n>' cannot be used with option '--batch-size <n>'/],
-    [['--lr-scaling', 'linear'], /--lr-scaling linear .* needs --batch-size-per-worker/],
-    [['--batch-size-per-worker', '32', '--warmup-epochs', '-1'], /--warmup-epochs.*must be a number ≥ 0/],
-    [['--grad-dtype', 'float8'], /--grad-dtype.*float8.*float32, float16, bfloat16/],
+    [['--batch-size', '64', '--batch-size-per-worker', '32'], /^coordinator: error: option '--batch-size-per-worker <n>' cannot be used with option '--batch-size <n>'$/],
+    [['--lr-scaling', 'linear'], /^coordinator: error: --lr-scaling linear .* needs --batch-size-per-worker$/],
   ];
   for (const [args, message] of cases) {
     const r = await runCli(COORDINATOR, [...args, '--workers', '0', '--out', join(dir, 'never')], { timeoutMs: 60_000 });
@@ -65,6 +64,9 @@ test('bad combinations: one line each, exit status 2', async () => {
     assert.equal(lines.length, 1, r.stderr);
     assert.match(lines[0], message);
   }
+  // The values commander checks itself, in this process.
+  assert.throws(() => configOf(['--batch-size-per-worker', '32', '--warmup-epochs', '-1']), /--warmup-epochs.*must be a number ≥ 0/);
+  assert.throws(() => configOf(['--grad-dtype', 'float8']), /--grad-dtype.*float8.*float32, float16, bfloat16/);
 });
 
 test('deterministic weak scaling: 2 workers × 32 give the weights of batch 64 with the same rates on 0, 1 or 3 workers', async () => {
@@ -85,18 +87,24 @@ test('deterministic weak scaling: 2 workers × 32 give the weights of batch 64 w
   assert.equal(unscaled.weights_sha256, single.weights_sha256);
   assert.notEqual(unscaled.weights_sha256, weak.weights_sha256);
 
-  // The default warm-up (a quarter epoch: 3 of 10 steps) changes the first steps' rates, which
-  // metrics.jsonl records.
-  const warm = await run('warm', ['--workers', '1', '--batch-size-per-worker', '64', '--lr-scaling', 'linear']);
-  assert.equal(warm.batch.lr_factor, 1, 'one worker: nothing to scale');
-  const warm2 = await run('warm2', ['--workers', '2', '--batch-size-per-worker', '32']);
-  assert.equal(warm2.batch.warmup_steps, 3);
-  assert.notEqual(warm2.weights_sha256, weak.weights_sha256);
-  const rates = readFileSync(join(dir, 'warm2', 'metrics.jsonl'), 'utf8')
+  // A warm-up over 1.5 of 2 epochs (15 of 20 steps) changes the first steps' rates, which
+  // metrics.jsonl records; N and the rates are fixed at the start, so a run stopped after an epoch and
+  // resumed on 3 workers ends with the same weights.
+  const warmFlags = ['--batch-size-per-worker', '32', '--warmup-epochs', '1.5'];
+  const warm = await run('warm', ['--workers', '2', '--epochs', '2', ...warmFlags]);
+  assert.equal(warm.batch.warmup_steps, 15);
+  assert.notEqual(warm.weights_sha256, weak.weights_sha256);
+  const rates = readFileSync(join(dir, 'warm', 'metrics.jsonl'), 'utf8')
     .trim()
     .split('\n')
-    .map((l) => JSON.parse(l) as { type: string; lr?: number })
+    .map((l) => JSON.parse(l) as { type: string; lr: number })
     .filter((m) => m.type === 'train')
     .map((m) => m.lr);
-  assert.deepEqual(rates.slice(0, 5), [0.01, 0.01 * (1 + 1 / 3), 0.01 * (1 + 2 / 3), 0.02, 0.02]);
+  const expected = Array.from({ length: 20 }, (_, step) => (step < 15 ? 0.01 * (1 + step / 15) : 0.02));
+  rates.forEach((r, i) => assert.ok(Math.abs(r - expected[i]) < 1e-12, `step ${i}: lr ${r}, expected ${expected[i]}`));
+  await run('resumed', ['--workers', '2', '--epochs', '1', ...warmFlags]);
+  const r = await runCli(COORDINATOR, [...SUBSET, ...warmFlags, '--workers', '3', '--epochs', '2', '--resume', '--out', join(dir, 'resumed')]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stderr + r.stdout, /keeps its global batch of 64 \(32 per worker × 2\)/);
+  assert.equal(readJson<Summary>(join(dir, 'resumed', 'summary.json')).weights_sha256, warm.weights_sha256);
 });
