@@ -283,7 +283,10 @@ export function decodeWorkerMessage(frame: Uint8Array): ReceivedWorkerMessage {
     case 'result':
       need(isCount(msg.step) && isCount(msg.shard) && isCount(msg.weightsVersion), 'result with bad step/shard/version');
       need(msg.gradDtype === undefined || isGradDtype(msg.gradDtype), 'result with an unknown gradDtype');
-      need(isTensorBytes(msg.gradSum, bytesPerElement((msg.gradDtype as GradDtype | undefined) ?? 'float32')), 'result without a gradient of its dtype');
+      {
+        const dtype = (msg.gradDtype as GradDtype | undefined) ?? 'float32';
+        need(isTensorBytes(msg.gradSum, bytesPerElement(dtype)), `result without a ${dtype} gradient`);
+      }
       need(msg.from === undefined || isCount(msg.from), 'result with a bad part offset');
       need(typeof msg.lossSum === 'number' && isCount(msg.count) && (msg.count as number) > 0, 'result with bad loss/count');
       return msg as unknown as ReceivedResult;
