@@ -95,8 +95,8 @@ export const DEFAULTS = {
   /**
    * A quarter of an epoch: Goyal et al. warm up over 5 of 90 ImageNet epochs, but the net reaches
    * most of its MNIST accuracy within the first epoch, and the first steps, from random weights,
-   * are where a multiplied rate overshoots. A quarter epoch covers them and leaves a one-epoch run
-   * three quarters at the full rate.
+   * are where a multiplied rate is most likely to overshoot (the paper's reason for warming up). A
+   * quarter epoch covers them and leaves a one-epoch run three quarters at the full rate.
    */
   warmupEpochs: 0.25,
   gradDtype: 'float32',
