@@ -16,7 +16,7 @@ import { createCodec } from '../util/codec.js';
 import { type GradDtype, bytesPerElement, isGradDtype } from './grad-dtype.js';
 
 /** Bumped whenever a message changes shape; a worker of another version is refused. */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 /** Bytes of one image in an assignment: 28 × 28 uint8 pixels. */
 const IMAGE_BYTES = 28 * 28;
