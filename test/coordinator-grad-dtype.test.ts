@@ -1,6 +1,7 @@
 /**
  * --grad-dtype with real workers over real sockets: deterministic weights per dtype whatever the
- * number of workers (spawned ones, and connected ones that stream their gradients in parts), half
+ * number of workers (spawned ones, connected ones that stream their gradients in parts, spot-checked
+ * ones), half
  * the bytes, accuracy near float32's, and float16's overflow stopping the run with one clear line.
  */
 import assert from 'node:assert/strict';
@@ -15,15 +16,15 @@ interface Summary {
   test_accuracy: number;
   grad_dtype: string;
   worker_failures: number;
-  distributed: { bytes_sent_per_step: number; bytes_received_per_step: number };
+  distributed: { bytes_sent_per_step: number; bytes_received_per_step: number; verified_shards: number; rejected_by_verification: number };
 }
 
 after(async () => {
   assert.ok(await waitFor(() => workerPids().length === 0, 5000), `workers left behind: ${workerPids().join(', ')}`);
 });
 
-async function train(out: string, workers: number, dtype: string): Promise<Summary> {
-  const r = await runCli(COORDINATOR, [...SUBSET, '--grad-dtype', dtype, '--workers', String(workers), '--out', out]);
+async function train(out: string, workers: number, dtype: string, extra: string[] = []): Promise<Summary> {
+  const r = await runCli(COORDINATOR, [...SUBSET, ...extra, '--grad-dtype', dtype, '--workers', String(workers), '--out', out]);
   assert.equal(r.code, 0, `--workers ${workers} --grad-dtype ${dtype}: ${r.stderr}`);
   return readJson<Summary>(join(out, 'summary.json'));
 }
@@ -45,7 +46,11 @@ test('deterministic mode per --grad-dtype: the same weights with 1, 2 and 3 work
   for (const dtype of ['float16', 'bfloat16']) {
     const one = await train(join(dir, `${dtype}-1`), 1, dtype);
     const two = dtype === 'float16' ? await trainWithConnectedWorkers(join(dir, `${dtype}-2`), 2, dtype) : await train(join(dir, `${dtype}-2`), 2, dtype);
-    const three = await train(join(dir, `${dtype}-3`), 3, dtype);
+    // Every result spot-checked: the coordinator's recomputation rounds as the wire does, so honest
+    // workers pass and the weights are those of the others.
+    const three = await train(join(dir, `${dtype}-3`), 3, dtype, ['--verify-fraction', '1']);
+    assert.ok(three.distributed.verified_shards > 0);
+    assert.equal(three.distributed.rejected_by_verification, 0, `${dtype}: an honest worker's rounded result matches the recomputation`);
     assert.equal(two.weights_sha256, one.weights_sha256, `${dtype}: 2 workers as 1`);
     assert.equal(three.weights_sha256, one.weights_sha256, `${dtype}: 3 workers as 1`);
     assert.equal(three.grad_dtype, dtype);
