@@ -9,7 +9,11 @@
  * Exit status: 0 when every run finished (even if a target fails: it reports, it does not gate),
  * 1 when a run failed, 2 on bad flags.
  *
- *   node dist/bench/bench.js [--quick] [--epochs N] [--train-limit N] [--batch-size B | --batch-sizes 64,256]
+ * With --batch-size-per-worker B, our runs scale weakly (each worker takes B samples a step, the
+ * global batch is B × workers, the learning rate scales linearly) and the scaling target is the weak
+ * one; the reference runs at batch B, what one process takes.
+ *
+ *   node dist/bench/bench.js [--quick] [--epochs N] [--train-limit N] [--batch-size B | --batch-sizes 64,256 | --batch-size-per-worker B]
  *                            [--workers 0,1,2] [--cpus 0,1] [--deterministic-too] [--skip-reference] [--out DIR]
  */
 import { spawn, spawnSync } from 'node:child_process';
@@ -31,6 +35,7 @@ const TARGET = {
   vsReference2: 1.0,
   vsReference2Aim: 1.2,
   scaling2over1: 1.7,
+  weakScaling2over1: 1.6,
   vsReference1: 0.7,
   accuracy: 0.93,
   workerRssMb: 400,
@@ -44,6 +49,9 @@ const USAGE = `usage: node dist/bench/bench.js [options]   (or: npm run bench --
   --quick               a fast check: --train-limit ${QUICK_TRAIN_LIMIT}
   --batch-size B        batch size of every run (default 64)
   --batch-sizes B1,B2   run everything at each of these batch sizes (e.g. 64,256)
+  --batch-size-per-worker B
+                        weak scaling: our runs take B samples per worker and step (global batch
+                        B × workers, learning rate × workers after a warm-up); the reference, B
   --workers N1,N2,...   the worker counts of our runs (default 0,1,2; 0 = single process)
   --cpus LIST           run everything (reference too) on these CPUs only, with taskset -c LIST
                         (e.g. 0,1 or 0-2): "the same two cores" on a machine that has more
@@ -58,6 +66,8 @@ interface Options {
   epochs: number;
   trainLimit: number | undefined;
   batchSizes: number[];
+  /** --batch-size-per-worker: our runs scale weakly, at batchSizes[0] per worker. */
+  weak: boolean;
   deterministicToo: boolean;
   skipReference: boolean;
   tfjsKernelsToo: boolean;
@@ -89,6 +99,7 @@ function parseOptions(argv: string[]): Options | undefined {
       quick: { type: 'boolean', default: false },
       'batch-size': { type: 'string' },
       'batch-sizes': { type: 'string' },
+      'batch-size-per-worker': { type: 'string' },
       'deterministic-too': { type: 'boolean', default: false },
       'skip-reference': { type: 'boolean', default: false },
       'tfjs-kernels-too': { type: 'boolean', default: false },
@@ -104,9 +115,12 @@ function parseOptions(argv: string[]): Options | undefined {
     console.log(USAGE);
     return undefined;
   }
-  if (values['batch-size'] !== undefined && values['batch-sizes'] !== undefined) throw new UsageError('give --batch-size or --batch-sizes, not both');
-  const batchSizes =
-    values['batch-sizes'] !== undefined
+  const batchFlags = (['batch-size', 'batch-sizes', 'batch-size-per-worker'] as const).filter((f) => values[f] !== undefined);
+  if (batchFlags.length > 1) throw new UsageError(`give one of --batch-size, --batch-sizes and --batch-size-per-worker, not ${batchFlags.map((f) => `--${f}`).join(' and ')}`);
+  const weak = values['batch-size-per-worker'] !== undefined;
+  const batchSizes = weak
+    ? [positiveInt('--batch-size-per-worker', values['batch-size-per-worker']!)]
+    : values['batch-sizes'] !== undefined
       ? values['batch-sizes'].split(',').map((s) => positiveInt('--batch-sizes', s.trim()))
       : [values['batch-size'] !== undefined ? positiveInt('--batch-size', values['batch-size']) : 64];
   const workerCounts =
@@ -120,6 +134,7 @@ function parseOptions(argv: string[]): Options | undefined {
     epochs: values.epochs !== undefined ? positiveInt('--epochs', values.epochs) : 1,
     trainLimit,
     batchSizes: [...new Set(batchSizes)],
+    weak,
     deterministicToo: values['deterministic-too'],
     skipReference: values['skip-reference'],
     tfjsKernelsToo: values['tfjs-kernels-too'],
@@ -201,9 +216,9 @@ function planRuns(opts: Options, withReference: boolean): RunSpec[] {
   const specs: RunSpec[] = [];
   const common = ['--epochs', String(opts.epochs), ...(opts.trainLimit !== undefined ? ['--train-limit', String(opts.trainLimit)] : [])];
   for (const b of opts.batchSizes) {
-    const suffix = b === 64 ? '' : `-b${b}`;
-    const batch = `, batch ${b}`;
-    const showBatch = opts.batchSizes.length > 1 || b !== 64;
+    const suffix = opts.weak ? `-weak${b}` : b === 64 ? '' : `-b${b}`;
+    const batch = opts.weak ? `, ${b} per worker` : `, batch ${b}`;
+    const showBatch = opts.batchSizes.length > 1 || b !== 64 || opts.weak;
     if (withReference) {
       for (const threads of [2, 1]) {
         specs.push({
@@ -235,7 +250,7 @@ function planRuns(opts: Options, withReference: boolean): RunSpec[] {
           COORDINATOR,
           '--workers',
           String(workers),
-          '--batch-size',
+          opts.weak ? '--batch-size-per-worker' : '--batch-size',
           String(b),
           ...common,
           '--out',
@@ -427,7 +442,9 @@ function buildChecks(records: RunRecord[], opts: Options, withReference: boolean
     (v) => `aim ${TARGET.vsReference2Aim}×: ${v >= TARGET.vsReference2Aim ? 'met' : 'not met'}`,
   );
   const notPlanned = (n: number): string => (opts.workerCounts.includes(n) ? 'a run failed' : `workers=${n} not in --workers`);
-  check(`workers=2 / workers=1 ≥ ${TARGET.scaling2over1}×${batchNote}`, ratio(w2, w1), (v) => v >= TARGET.scaling2over1, x, opts.workerCounts.includes(1) ? notPlanned(2) : notPlanned(1));
+  const scalingTarget = opts.weak ? TARGET.weakScaling2over1 : TARGET.scaling2over1;
+  const scalingNote = opts.weak ? ` (weak scaling, ${b} per worker)` : batchNote;
+  check(`workers=2 / workers=1 ≥ ${scalingTarget}×${scalingNote}`, ratio(w2, w1), (v) => v >= scalingTarget, x, opts.workerCounts.includes(1) ? notPlanned(2) : notPlanned(1));
   check(`workers=1 ≥ ${TARGET.vsReference1}× reference (1 thread)${batchNote}`, ratio(w1, ref1), (v) => v >= TARGET.vsReference1, x, noRef);
 
   const fullData = opts.trainLimit === undefined || opts.trainLimit >= MNIST_TRAIN_SIZE;
@@ -567,7 +584,7 @@ async function main(): Promise<number> {
   const lines = [
     `## Benchmark ${meta.date.slice(0, 10)}`,
     '',
-    `${dataNote}, batch ${opts.batchSizes.join(' and ')}, seed 1. ` +
+    `${dataNote}, ${opts.weak ? `weak scaling: ${opts.batchSizes[0]} samples per worker and step (global batch ${opts.batchSizes[0]} × workers, --lr-scaling linear; the reference at batch ${opts.batchSizes[0]})` : `batch ${opts.batchSizes.join(' and ')}`}, seed 1. ` +
       `Date ${meta.date}; CPU ${meta.cpu}, ${meta.cores} cores (${meta.available_parallelism} available), ${meta.memory_gb.toFixed(0)} GB; ` +
       `${opts.cpus !== undefined ? `every run pinned to CPUs ${opts.cpus}; ` : ''}` +
       `load average at start ${meta.load_average_at_start.map((l) => l.toFixed(2)).join(' ')}; node ${meta.node}; ` +

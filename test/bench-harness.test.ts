@@ -16,6 +16,7 @@ test('bench: bad --workers and --cpus are refused with the flag named, exit stat
     [['--workers', '1,x'], /^bench: --workers x: must be a positive integer$/],
     [['--workers=-1'], /^bench: --workers -1: must be a positive integer$/],
     [['--cpus', 'first'], /^bench: --cpus first: expected a CPU list such as 0,1 or 0-3$/],
+    [['--batch-size', '64', '--batch-size-per-worker', '32'], /^bench: give one of --batch-size, --batch-sizes and --batch-size-per-worker, not --batch-size and --batch-size-per-worker$/],
   ];
   for (const [args, pattern] of cases) {
     const r = await runCli(BENCH, args);
@@ -61,6 +62,24 @@ test('bench: --workers picks the rows, --cpus pins every run, and the table show
   assert.equal(cells('workers=1')[column], '1.00');
   assert.equal(cells('workers=2')[column], (w2 / w1).toFixed(2));
   assert.match(md, /workers=2 \/ workers=1 ≥ 1\.7×\s*\|\s*\d\.\d\d×/);
+});
+
+test('bench: --batch-size-per-worker runs ours with weak scaling and checks the weak scaling target', async () => {
+  const out = join(tempDir(), 'bench');
+  const r = await runCli(BENCH, ['--skip-reference', '--workers', '1,2', '--batch-size-per-worker', '32', '--train-limit', '640', '--out', out], { timeoutMs: 120_000 });
+  assert.equal(r.code, 0, r.stderr);
+  const bench = readJson<{ runs: Array<{ id: string; ok: boolean; command: string; result?: { batch?: { global: number; per_worker: number } } }> }>(join(out, 'bench.json'));
+  assert.deepEqual(
+    bench.runs.map((run) => [run.id, run.ok, run.result?.batch?.global, run.result?.batch?.per_worker]),
+    [
+      ['w1-weak32', true, 32, 32],
+      ['w2-weak32', true, 64, 32],
+    ],
+  );
+  for (const run of bench.runs) assert.match(run.command, / --batch-size-per-worker 32 /);
+  const md = readFileSync(join(out, 'bench.md'), 'utf8');
+  assert.match(md, /weak scaling: 32 samples per worker and step/);
+  assert.match(md, /workers=2 \/ workers=1 ≥ 1\.6× \(weak scaling, 32 per worker\)\s*\|\s*\d\.\d\d×/);
 });
 
 test('fused-kernels-ab: a build against itself has the same bits and a timing row per kernel; bad arguments exit 2', async () => {

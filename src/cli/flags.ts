@@ -5,8 +5,10 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { availableParallelism } from 'node:os';
 import { ENGINE_CHOICES, type EngineChoice, visibleGpuCount } from '../engine/backend.js';
-import { DEFAULTS, type LrSchedule, type TrainConfig, applyModelDefaults } from '../config.js';
+import { DEFAULTS, type LrSchedule, type LrScaling, type TrainConfig, applyModelDefaults } from '../config.js';
 import { MODEL_NAMES, isModelName } from '../models/index.js';
+import { GRAD_DTYPES, type GradDtype } from '../protocol/grad-dtype.js';
+import { UsageError } from '../util/errors.js';
 
 export function positiveInt(value: string): number {
   const n = Number(value);
@@ -23,6 +25,12 @@ export function nonNegativeInt(value: string): number {
 export function positiveNumber(value: string): number {
   const n = Number(value);
   if (value.trim() === '' || !Number.isFinite(n) || n <= 0) throw new InvalidArgumentError('must be a number > 0.');
+  return n;
+}
+
+export function nonNegativeNumber(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n) || n < 0) throw new InvalidArgumentError('must be a number ≥ 0.');
   return n;
 }
 
@@ -47,6 +55,10 @@ export function engineOption(): Option {
 /** Options as commander hands them over (camel-cased flag names). */
 export interface TrainFlags {
   batchSize: number;
+  batchSizePerWorker?: number;
+  lrScaling?: LrScaling;
+  warmupEpochs: number;
+  gradDtype: GradDtype;
   testBatchSize: number;
   epochs: number;
   lr: number;
@@ -74,6 +86,19 @@ export interface TrainFlags {
 export function addTrainingFlags(cmd: Command): Command {
   return cmd
     .addOption(new Option('--batch-size <n>', 'input batch size for training').argParser(positiveInt).default(DEFAULTS.batchSize))
+    .addOption(
+      new Option('--batch-size-per-worker <n>', 'weak scaling: each worker takes N samples a step, the global batch is N × workers (instead of --batch-size)')
+        .argParser(positiveInt)
+        .conflicts('batchSize'),
+    )
+    .addOption(
+      new Option('--lr-scaling <rule>', 'with --batch-size-per-worker: linear multiplies --lr by the number of workers, after a warm-up; none keeps --lr (default: linear)').choices([
+        'linear',
+        'none',
+      ]),
+    )
+    .addOption(new Option('--warmup-epochs <e>', 'epochs (fractions allowed) over which --lr-scaling linear rises from --lr to --lr × workers').argParser(nonNegativeNumber).default(DEFAULTS.warmupEpochs))
+    .addOption(new Option('--grad-dtype <dtype>', 'what gradients and weights travel as between coordinator and workers').choices(GRAD_DTYPES as unknown as string[]).default(DEFAULTS.gradDtype))
     .addOption(new Option('--test-batch-size <n>', 'input batch size for testing').argParser(positiveInt).default(DEFAULTS.testBatchSize))
     .addOption(new Option('--epochs <n>', 'number of epochs to train').argParser(positiveInt).default(DEFAULTS.epochs))
     .addOption(new Option('--lr <lr>', 'learning rate').argParser(positiveNumber).default(DEFAULTS.lr))
@@ -104,6 +129,9 @@ export function addTrainingFlags(cmd: Command): Command {
  */
 export function configFromFlags(flags: TrainFlags, defaults: { workers: number; outDir: string }, given?: ReadonlySet<string>): TrainConfig {
   if (!isModelName(flags.model)) throw new InvalidArgumentError(`unknown model ${flags.model}`);
+  if (flags.lrScaling === 'linear' && flags.batchSizePerWorker === undefined) {
+    throw new UsageError('--lr-scaling linear scales by the number of workers under weak scaling: it needs --batch-size-per-worker');
+  }
   const config: TrainConfig = {
     model: flags.model,
     batchSize: flags.batchSize,
@@ -127,8 +155,15 @@ export function configFromFlags(flags: TrainFlags, defaults: { workers: number; 
     checkpointEvery: flags.checkpointEvery,
     augment: flags.augment ?? DEFAULTS.augment,
     lrSchedule: flags.lrSchedule,
+    gradDtype: flags.gradDtype ?? DEFAULTS.gradDtype,
   };
-  return given ? applyModelDefaults(config, given) : config;
+  const withDefaults = given ? applyModelDefaults(config, given) : config;
+  return flags.batchSizePerWorker === undefined ? withDefaults : weakScaling(withDefaults, flags.batchSizePerWorker, flags.lrScaling ?? 'linear', flags.warmupEpochs ?? DEFAULTS.warmupEpochs);
+}
+
+/** Weak scaling: the global batch is B × N (N = workers, 1 for the single-node fallback). */
+function weakScaling(config: TrainConfig, perWorker: number, lrScaling: LrScaling, warmupEpochs: number): TrainConfig {
+  return { ...config, batchSize: perWorker * Math.max(1, config.workers), batchSizePerWorker: perWorker, lrScaling, warmupEpochs };
 }
 
 /** One worker per visible GPU, else one per CPU core. */

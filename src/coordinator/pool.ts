@@ -33,6 +33,7 @@ import { UserError } from '../util/errors.js';
 import { type CoordinatorKeys, identifyWorker, readAllowList } from '../protocol/keys.js';
 import { ZAP_DOMAIN, type ZapHandler, startZapHandler } from './zap.js';
 import type { Logger } from '../util/logger.js';
+import { type GradDtype, encodeTensor } from '../protocol/grad-dtype.js';
 import { type CoordinatorMessage, type Hello, MAX_MESSAGE_BYTES, type ReceivedResult, SendQueue, decodeWorkerMessage, encode } from '../protocol/messages.js';
 import { Launcher, type Replacement, type SpawnFn } from './launcher.js';
 import { messageLimitProblem } from './limits.js';
@@ -70,6 +71,8 @@ export interface PoolOptions {
   maxShardSamples?: number;
   /** Augmentation the workers apply (config.augment). */
   augment?: AugmentOptions;
+  /** What weights and gradients travel as (--grad-dtype; default float32). */
+  gradDtype?: GradDtype;
   logger: Logger;
   heartbeatMs?: number;
   /** A worker silent this long is declared lost. */
@@ -177,6 +180,12 @@ function quantile(xs: readonly number[], q: number): number {
 type Optional = 'keys' | 'keysDir' | 'workerArgs' | 'verifyShard' | 'augment' | 'engine' | 'spawnProcess' | 'onBound' | 'minWorkers' | 'identity' | 'recomputeShard' | 'coordinatorEngine';
 type Options = Required<Omit<PoolOptions, Optional>> & Pick<PoolOptions, Optional>;
 
+/** A step's weights as they travel: encoded once per step, whatever the number of assignments. */
+interface TravellingWeights {
+  step: number;
+  tensor: Float32Array | Uint16Array;
+}
+
 /** Shards in a row that backups return first before their member leaves the pool. */
 const STRIKES_TO_LEAVE = 3;
 /** However slow the shards so far, a shard this late (ms) has its member given up on. */
@@ -230,6 +239,9 @@ export class WorkerPool implements GradientSource {
   private stepStartedAt: number | undefined;
   private readonly stepCompute = new Map<string, number>();
   private readonly stepOverheads: number[] = [];
+  /** The current step's weights in --grad-dtype, and the buffer a 16-bit encoding goes into. */
+  private travelling: TravellingWeights | undefined;
+  private weights16 = new Uint16Array(0);
   endpoint = '';
 
   private constructor(opts: PoolOptions) {
@@ -240,6 +252,7 @@ export class WorkerPool implements GradientSource {
       allGoneTimeoutMs: 30000,
       maxShardSamples: 0,
       verifyFraction: 0,
+      gradDtype: 'float32',
       ...opts,
     };
     this.spotChecker = new SpotChecker(this.opts.verifyFraction);
@@ -250,7 +263,7 @@ export class WorkerPool implements GradientSource {
     // first step, or a GPU's first shaders, has no history). Given up on: 10 × that, at least 2 min.
     this.deadlines = { floorMs: this.opts.workerTimeoutMs, factor: 4, hardFactor: 10, hardFloorMs: HARD_SHARD_TIMEOUT_FLOOR_MS };
     this.membership = new Membership(this.opts.workerTimeoutMs, opts.identity);
-    this.reducer = new Reducer(opts.params);
+    this.reducer = new Reducer(opts.params, this.opts.gradDtype);
     const curve: Partial<Router> = opts.keys
       ? {
           curveServer: true,
@@ -456,11 +469,22 @@ export class WorkerPool implements GradientSource {
       step: flight.step,
       shard: a.shard,
       weightsVersion: flight.step,
-      ...(a.withWeights ? { weights: flight.weights } : {}),
+      ...(a.withWeights ? this.weightsToSend(flight) : {}),
       pixels: data.pixels,
       labels: data.labels,
       keys: data.keys,
     });
+  }
+
+  /** The step's weights as an assignment carries them: float32 as they are, else encoded once per step. */
+  private weightsToSend(flight: StepInFlight): { weights: Float32Array | Uint16Array; weightsDtype?: GradDtype } {
+    const dtype = this.opts.gradDtype;
+    if (dtype === 'float32') return { weights: flight.weights };
+    if (this.travelling?.step !== flight.step) {
+      if (this.weights16.length < flight.weights.length) this.weights16 = new Uint16Array(flight.weights.length);
+      this.travelling = { step: flight.step, tensor: encodeTensor(flight.weights, dtype, this.weights16) };
+    }
+    return { weights: this.travelling.tensor, weightsDtype: dtype };
   }
 
   private sendTo(id: string, message: CoordinatorMessage): void {
@@ -562,6 +586,7 @@ export class WorkerPool implements GradientSource {
       // the coordinator mid-step, on a core a worker needs. Workers that joined from elsewhere
       // do not share the coordinator's cores, and their transfers take longer: they stream.
       streamGradients: member.local === undefined,
+      ...(this.opts.gradDtype !== 'float32' ? { gradDtype: this.opts.gradDtype } : {}),
     });
     this.opts.logger.info(
       { worker: memberName(member), routingId: id, backend: hello.backend, device: hello.device, engine: hello.engine, build: hello.build },

@@ -10,8 +10,9 @@
  * It judges results, not senders: whether a result comes from the member its shard is assigned
  * to is the hub's question (the scheduler's plan), asked before the reducer sees it.
  */
-import { type ReceivedResult, copyTensor } from '../protocol/messages.js';
-import { reduceInShardOrder } from '../training/source.js';
+import { type GradDtype, bytesPerElement, decodeTensor } from '../protocol/grad-dtype.js';
+import type { ReceivedResult } from '../protocol/messages.js';
+import { divergenceHint, reduceInShardOrder } from '../training/source.js';
 
 /** One shard's place in a step; one per shard index, reused every step. */
 interface ShardSlot {
@@ -51,7 +52,11 @@ export class Reducer {
   private expected: readonly { labels: { length: number } }[] = [];
   private remaining = 0;
 
-  constructor(private readonly params: number) {}
+  /** `gradDtype`: what every result's gradient must travel as (--grad-dtype). */
+  constructor(
+    private readonly params: number,
+    private readonly gradDtype: GradDtype = 'float32',
+  ) {}
 
   /** A new step: the first `shards.length` slots are emptied (created the first time a step has this many). */
   begin(step: number, shards: readonly { labels: { length: number } }[]): void {
@@ -88,14 +93,15 @@ export class Reducer {
   accept(r: ReceivedResult): Verdict {
     const slot = this.slots[r.shard];
     const from = r.from ?? 0;
-    const length = r.gradSum.byteLength / 4;
+    const dtype = r.gradDtype ?? 'float32';
+    const length = r.gradSum.byteLength / bytesPerElement(dtype);
     // The first valid result wins: a copy of what is in already changes nothing and says nothing
     // against its sender (a retry, a replay, a backup that came second).
     if (slot.done || slot.verifying || (from >= slot.from && from + length <= this.params && length > 0)) return { kind: 'duplicate' };
-    const problem = this.check(r, from, length);
+    const problem = dtype === this.gradDtype ? this.check(r, from, length) : `a ${dtype} gradient, this run's travel as ${this.gradDtype}`;
     if (problem) return { kind: 'invalid', problem };
-    // Straight from the received frame into the shard's buffer, kept from step to step.
-    copyTensor(r.gradSum, slot.buffer, from);
+    // Straight from the received frame into the shard's buffer (widened to float32), kept from step to step.
+    decodeTensor(r.gradSum, dtype, slot.buffer, from);
     if (!Number.isFinite(r.lossSum) || !allFinite(slot.buffer, from, slot.from)) {
       // Either the sender is faulty or the model has diverged: recomputing the shard tells which.
       // It may run on a GPU, so the verdict comes later; the shard stays open until then.
@@ -145,7 +151,7 @@ export class Reducer {
     if (reproduced) {
       return {
         kind: 'diverged',
-        message: `training diverged at step ${step}: non-finite gradients for shard ${shard} (try a lower --lr)`,
+        message: `training diverged at step ${step}: non-finite gradients for shard ${shard} (${divergenceHint(this.gradDtype)})`,
         error: `non-finite gradient for shard ${shard} of step ${step}: the model diverged`,
       };
     }

@@ -13,7 +13,8 @@ import { type GradientOptions, type ShardData, createGradientComputer } from '..
 import { CHECKPOINT_FILE, loadLatestCheckpoint } from '../training/checkpoint.js';
 import { type RunSummary, SUMMARY_FILE, freshState, runTraining, truncateMetrics } from '../training/loop.js';
 import { evenShards, fixedSizeShards } from '../training/schedule.js';
-import { type GradientSource, createLocalSource } from '../training/source.js';
+import { type GradientSource, createLocalSource, travelledWeights } from '../training/source.js';
+import { type GradDtype, roundTrip } from '../protocol/grad-dtype.js';
 import { UsageError, UserError } from '../util/errors.js';
 import { type CoordinatorKeys, loadCoordinatorKeys } from '../protocol/keys.js';
 import { type Logger, closeLogger, createLogger } from '../util/logger.js';
@@ -26,23 +27,37 @@ import { type MetricsServer, RunMetrics, parseMetricsAddress, serveMetrics } fro
 
 export const LOG_FILE = 'log.jsonl';
 
-/** Recomputes a shard in this process: is its gradient non-finite here too? (see PoolOptions.verifyShard) */
-function shardVerifier(model: ModelDef, opts: GradientOptions): (weights: Float32Array, shard: ShardData) => Promise<boolean> {
+/**
+ * Recomputes a shard in this process: is its gradient non-finite here too? (see PoolOptions.verifyShard)
+ * Under a 16-bit --grad-dtype, on the weights and with the gradient rounded as they travel: a float16
+ * overflow is then reproduced, a verdict of divergence, not of a faulty worker.
+ */
+function shardVerifier(model: ModelDef, opts: GradientOptions, gradDtype: GradDtype): (weights: Float32Array, shard: ShardData) => Promise<boolean> {
   // In one piece: the verdict then comes before the sender's next message is read.
   const computer = createGradientComputer(model, { ...opts, yielding: false });
+  const rounded = new Float32Array(gradDtype === 'float32' ? 0 : paramLayout(model).total);
   return async (weights, shard) => {
-    const r = await computer.compute(weights, shard);
+    const r = await computer.compute(travelledWeights(weights, gradDtype, rounded), shard);
+    roundTrip(r.gradSum, gradDtype);
     return !(Number.isFinite(r.lossSum) && r.gradSum.every(Number.isFinite));
   };
 }
 
 /** Computes a shard here for a spot check (--verify-fraction), pausing for the event loop as it goes. */
-function shardRecomputer(model: ModelDef, opts: GradientOptions): (weights: Float32Array, shard: ShardData) => Promise<{ gradSum: Float32Array; lossSum: number }> {
+function shardRecomputer(
+  model: ModelDef,
+  opts: GradientOptions,
+  gradDtype: GradDtype,
+): (weights: Float32Array, shard: ShardData) => Promise<{ gradSum: Float32Array; lossSum: number }> {
   // Its own computer (and engine memory): the spot checks run one at a time, beside the non-finite
   // verifier's, and yield so that heartbeats and results are served during a recomputation.
+  // Under a 16-bit --grad-dtype, on the weights and with the gradient rounded as they travel: what
+  // an honest worker's result is once the reducer has widened it.
   const computer = createGradientComputer(model, { ...opts, yielding: true });
+  const rounded = new Float32Array(gradDtype === 'float32' ? 0 : paramLayout(model).total);
   return async (weights, shard) => {
-    const r = await computer.compute(weights, shard);
+    const r = await computer.compute(travelledWeights(weights, gradDtype, rounded), shard);
+    roundTrip(r.gradSum, gradDtype);
     return { gradSum: r.gradSum, lossSum: r.lossSum };
   };
 }
@@ -204,7 +219,7 @@ async function trainLocked(
   const gradientOptions: GradientOptions = config.augment ? { augment: AUGMENTATION } : {};
   const source: GradientSource =
     config.workers === 0
-      ? createLocalSource(model, size, gradientOptions)
+      ? createLocalSource(model, size, gradientOptions, config.gradDtype)
       : await WorkerPool.start({
           listen,
           workers: config.workers,
@@ -230,12 +245,13 @@ async function trainLocked(
           ...(dist.emptyPoolTimeoutS ? { allGoneTimeoutMs: dist.emptyPoolTimeoutS * 1000 } : {}),
           keys,
           keysDir: dist.keysDir ? resolve(dist.keysDir) : undefined,
-          verifyShard: shardVerifier(model, gradientOptions),
+          verifyShard: shardVerifier(model, gradientOptions, config.gradDtype ?? 'float32'),
           verifyFraction: dist.verifyFraction ?? 0,
-          ...(dist.verifyFraction ? { recomputeShard: shardRecomputer(model, gradientOptions) } : {}),
+          ...(dist.verifyFraction ? { recomputeShard: shardRecomputer(model, gradientOptions, config.gradDtype ?? 'float32') } : {}),
           coordinatorEngine: { backend: engine.name, device: engine.device, engine: engineIdentity(engine), build: buildId(), ...(engine.adapter ? { adapter: engine.adapter } : {}) },
           augment: gradientOptions.augment,
           onBound: (pool) => served?.metrics.watchPool(pool),
+          gradDtype: config.gradDtype ?? 'float32',
         });
 
   const abort = new AbortController();
@@ -287,6 +303,9 @@ async function trainLocked(
  * it is executed (workers, output, data location, logging) and how long it runs may change.
  */
 function resumedConfig(stored: TrainConfig, requested: TrainConfig, given: ReadonlySet<string>, logger: Logger): TrainConfig {
+  if (stored.batchSizePerWorker !== undefined && requested.workers !== stored.workers && given.has('workers')) {
+    logger.warn(`weak scaling: the run keeps its global batch of ${stored.batchSize} (${stored.batchSizePerWorker} per worker × ${stored.batchSize / stored.batchSizePerWorker}) and its learning rate with ${requested.workers} workers`);
+  }
   const changeable = new Set(['workers', 'noCuda', 'cuda', 'engine', 'dataDir', 'data', 'logInterval', 'checkpointEvery', 'epochs', 'out']);
   const ignored = [...given].filter((name) => !changeable.has(name) && name in stored && (stored as unknown as Record<string, unknown>)[name] !== (requested as unknown as Record<string, unknown>)[name]);
   if (ignored.length > 0) logger.warn(`--resume keeps the run's configuration; ignoring ${ignored.map((n) => `--${n.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`).join(', ')}`);

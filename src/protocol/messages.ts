@@ -6,15 +6,17 @@
  *   worker → coordinator: hello, result, heartbeat, bye
  *   coordinator → worker: welcome, reject, assign, heartbeat, shutdown
  *
- * Tensors travel as msgpack `bin`: their raw little-endian bytes, never lists of numbers. A
+ * Tensors travel as msgpack `bin`: their raw little-endian bytes, never lists of numbers, in the
+ * dtype their message names (float32 when it names none; see grad-dtype.ts). A
  * received tensor is a view of those bytes inside the received frame (`Received*` types): the
  * receiver copies it once, straight into a buffer it keeps from step to step (`copyTensor`), so
  * that no step leaves a tensor-sized allocation behind on either side.
  */
 import { createCodec } from '../util/codec.js';
+import { type GradDtype, bytesPerElement, isGradDtype } from './grad-dtype.js';
 
 /** Bumped whenever a message changes shape; a worker of another version is refused. */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 4;
 
 /** Bytes of one image in an assignment: 28 × 28 uint8 pixels. */
 const IMAGE_BYTES = 28 * 28;
@@ -71,6 +73,11 @@ export interface Welcome {
    * it (see Result): its transfer then overlaps the first layers' gradients.
    */
   streamGradients?: boolean;
+  /**
+   * What this run's weights and gradients travel as (--grad-dtype; absent: float32): the worker
+   * sends its gradients so, and receives weights so.
+   */
+  gradDtype?: GradDtype;
 }
 
 export interface Reject {
@@ -90,7 +97,10 @@ export interface Assign {
   /** Index of the shard within the step's batch. */
   shard: number;
   weightsVersion: number;
-  weights?: Float32Array;
+  /** The weights, as `weightsDtype` (16-bit patterns in a Uint16Array for float16 and bfloat16). */
+  weights?: Float32Array | Uint16Array;
+  /** The dtype of `weights` (absent: float32). */
+  weightsDtype?: GradDtype;
   /** [n × 28 × 28] uint8 pixels, labels, per-sample dropout keys. */
   pixels: Uint8Array;
   labels: Uint8Array;
@@ -99,7 +109,7 @@ export interface Assign {
 
 /** An assignment as the worker receives it: its tensors are views of the frame's bytes. */
 export interface ReceivedAssign extends Omit<Assign, 'weights' | 'keys'> {
-  /** float32 weights, little-endian, when they ride along. */
+  /** The weights' little-endian bytes (of `weightsDtype`), when they ride along. */
   weights?: Uint8Array;
   /** uint32 keys, little-endian. */
   keys: Uint8Array;
@@ -114,9 +124,12 @@ export interface Result {
    * Σ over the shard's samples of the loss gradient, canonical parameter order: entries
    * [from, from + gradSum.length) of it. A worker may send a shard's gradient in parts, tail first
    * (the backward pass finishes the last layers first): each part ends where the previous began,
-   * and the part with from = 0 completes the shard.
+   * and the part with from = 0 completes the shard. In `gradDtype` (16-bit patterns in a Uint16Array
+   * for float16 and bfloat16).
    */
-  gradSum: Float32Array;
+  gradSum: Float32Array | Uint16Array;
+  /** The dtype of `gradSum` (absent: float32). */
+  gradDtype?: GradDtype;
   /** Where gradSum starts in the flat gradient; absent means 0. */
   from?: number;
   lossSum: number;
@@ -169,7 +182,7 @@ export interface Bye {
 
 /** A result as the coordinator receives it: the gradient is a view of the frame's bytes. */
 export interface ReceivedResult extends Omit<Result, 'gradSum'> {
-  /** float32 gradient entries [from, from + gradSum.byteLength / 4), little-endian. */
+  /** Gradient entries [from, from + gradSum.byteLength / bytes per element), little-endian, in `gradDtype`. */
   gradSum: Uint8Array;
 }
 
@@ -269,7 +282,11 @@ export function decodeWorkerMessage(frame: Uint8Array): ReceivedWorkerMessage {
       return msg as unknown as Hello;
     case 'result':
       need(isCount(msg.step) && isCount(msg.shard) && isCount(msg.weightsVersion), 'result with bad step/shard/version');
-      need(isTensorBytes(msg.gradSum, 4), 'result without a float32 gradient');
+      need(msg.gradDtype === undefined || isGradDtype(msg.gradDtype), 'result with an unknown gradDtype');
+      {
+        const dtype = (msg.gradDtype as GradDtype | undefined) ?? 'float32';
+        need(isTensorBytes(msg.gradSum, bytesPerElement(dtype)), `result without a ${dtype} gradient`);
+      }
       need(msg.from === undefined || isCount(msg.from), 'result with a bad part offset');
       need(typeof msg.lossSum === 'number' && isCount(msg.count) && (msg.count as number) > 0, 'result with bad loss/count');
       return msg as unknown as ReceivedResult;
@@ -288,6 +305,7 @@ export function decodeCoordinatorMessage(frame: Uint8Array): ReceivedCoordinator
   switch (msg.type) {
     case 'welcome':
       need(typeof msg.model === 'string' && isCount(msg.params), 'welcome without model');
+      need(msg.gradDtype === undefined || isGradDtype(msg.gradDtype), 'welcome with an unknown gradDtype');
       return msg as unknown as Welcome;
     case 'assign':
       need(isCount(msg.step) && isCount(msg.shard) && isCount(msg.weightsVersion), 'assign with bad step/shard/version');
@@ -296,7 +314,8 @@ export function decodeCoordinatorMessage(frame: Uint8Array): ReceivedCoordinator
         const n = (msg.labels as Uint8Array).byteLength;
         need((msg.keys as Uint8Array).byteLength === n * 4 && (msg.pixels as Uint8Array).byteLength === n * IMAGE_BYTES, 'assign with shard data of mismatched sizes');
       }
-      need(msg.weights === undefined || isTensorBytes(msg.weights, 4), 'assign with bad weights');
+      need(msg.weightsDtype === undefined || isGradDtype(msg.weightsDtype), 'assign with an unknown weightsDtype');
+      need(msg.weights === undefined || isTensorBytes(msg.weights, bytesPerElement((msg.weightsDtype as GradDtype | undefined) ?? 'float32')), 'assign with bad weights');
       return msg as unknown as ReceivedAssign;
     case 'reject':
     case 'heartbeat':

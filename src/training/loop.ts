@@ -6,7 +6,7 @@
 import { createHash } from 'node:crypto';
 import { appendFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type TrainConfig, lrAt, momentumAt } from '../config.js';
+import { DEFAULTS, type TrainConfig, lrAt, lrScaleFactor, momentumAt, warmupSteps } from '../config.js';
 import { IMAGE_PIXELS, type MnistData, gatherSamples } from '../data/mnist.js';
 import { paramLayout } from '../models/index.js';
 import type { ModelDef } from '../models/types.js';
@@ -125,11 +125,42 @@ export interface RunSummary {
   weights_sha256: string;
   worker_failures: number;
   momentum: { start: number; final: number | null; ramp_steps: number | null };
+  /** The batch and the learning rate: weak scaling's per-worker batch and linear scaling's warm-up. */
+  batch: BatchSummary;
+  /** What gradients and weights travelled as (--grad-dtype). */
+  grad_dtype: string;
   interrupted: boolean;
   /** The exchange with workers: bytes and times per step (distributed runs only). */
   distributed?: object;
   config: TrainConfig;
   finished_at: string;
+}
+
+export interface BatchSummary {
+  /** Samples per step, over all workers. */
+  global: number;
+  /** --batch-size-per-worker (weak scaling), or null. */
+  per_worker: number | null;
+  lr_scaling: string;
+  /** --lr, and what it is multiplied by after the warm-up (1 without scaling). */
+  lr: number;
+  lr_factor: number;
+  warmup_epochs: number | null;
+  warmup_steps: number;
+}
+
+/** summary.json's `batch`. */
+export function batchSummary(config: TrainConfig, stepsPerEpoch: number): BatchSummary {
+  const factor = lrScaleFactor(config);
+  return {
+    global: config.batchSize,
+    per_worker: config.batchSizePerWorker ?? null,
+    lr_scaling: config.lrScaling ?? DEFAULTS.lrScaling,
+    lr: config.lr,
+    lr_factor: factor,
+    warmup_epochs: factor > 1 ? (config.warmupEpochs ?? DEFAULTS.warmupEpochs) : null,
+    warmup_steps: warmupSteps(config, stepsPerEpoch),
+  };
 }
 
 /** Hex SHA-256 of every parameter as little-endian float32, in canonical order. */
@@ -221,6 +252,16 @@ export async function runTraining(ctx: RunContext): Promise<RunSummary> {
 
   let evaluation: Evaluation | undefined;
   let interrupted = false;
+  const batching = batchSummary(config, perEpoch);
+  if (batching.per_worker !== null) {
+    logger.info(
+      { batch: batching },
+      `weak scaling: global batch ${batching.global} = ${batching.per_worker} per worker × ${batching.global / batching.per_worker}; ` +
+        (batching.lr_factor > 1
+          ? `learning rate ${config.lr} × ${batching.lr_factor} = ${config.lr * batching.lr_factor}, reached by a linear warm-up over ${batching.warmup_steps} steps (${batching.warmup_epochs} epoch)`
+          : `learning rate ${config.lr} (--lr-scaling ${batching.lr_scaling})`),
+    );
+  }
 
   outer: while (state.epoch <= config.epochs) {
     const epoch = state.epoch;
@@ -274,10 +315,10 @@ export async function runTraining(ctx: RunContext): Promise<RunSummary> {
       if (b % config.logInterval === 0) {
         const seen = b * config.batchSize;
         logger.info(
-          { type: 'train', epoch, batch: b, step: state.step, loss },
+          { type: 'train', epoch, batch: b, step: state.step, loss, lr },
           `Train Epoch: ${epoch} [${seen}/${trainCount} (${((100 * b) / perEpoch).toFixed(0)}%)]\tLoss: ${loss.toFixed(6)}`,
         );
-        writeMetric({ type: 'train', epoch, batch: b, step: state.step, samples: state.samplesSeen, loss, elapsed_s: state.trainSeconds });
+        writeMetric({ type: 'train', epoch, batch: b, step: state.step, samples: state.samplesSeen, loss, lr, elapsed_s: state.trainSeconds });
       }
       terminal.progress(`epoch ${epoch}/${config.epochs}`, b + 1, perEpoch, epochSamples / ((performance.now() - epochStart) / 1000));
       if (config.checkpointEvery > 0 && state.step % config.checkpointEvery === 0) checkpoint();
@@ -331,6 +372,8 @@ export async function runTraining(ctx: RunContext): Promise<RunSummary> {
     weights_sha256: weightsSha256(state.weights),
     worker_failures: source.workerFailures(),
     momentum: { start: config.momentum, final: config.momentumFinal ?? null, ramp_steps: config.momentumFinal === undefined ? null : (config.momentumRampSteps ?? totalSteps) },
+    batch: batching,
+    grad_dtype: config.gradDtype ?? DEFAULTS.gradDtype,
     interrupted,
     ...(source.poolStats ? { distributed: source.poolStats() } : {}),
     config,

@@ -3,6 +3,7 @@
  * and for distributed training; only this source differs.
  */
 import type { ModelDef } from '../models/types.js';
+import { type GradDtype, roundTrip } from '../protocol/grad-dtype.js';
 import { UserError } from '../util/errors.js';
 import { type GradientOptions, type ShardData, accumulate, createGradientComputer } from './gradients.js';
 
@@ -54,25 +55,48 @@ export function reduceInShardOrder(shardGrads: readonly Float32Array[], count: n
   for (let i = 0; i < count; i++) accumulate(out, shardGrads[i]);
 }
 
-/** The single-node fallback: every shard computed here, one after another. */
-export function createLocalSource(model: ModelDef, size: number, opts: GradientOptions = {}): GradientSource {
+/**
+ * `weights` as a worker receives them under `gradDtype`: rounded, into `into` (the weights
+ * themselves for float32).
+ */
+export function travelledWeights(weights: Float32Array, gradDtype: GradDtype, into: Float32Array): Float32Array {
+  if (gradDtype === 'float32') return weights;
+  into.set(weights);
+  roundTrip(into, gradDtype);
+  return into;
+}
+
+/** What to try when gradients are not finite. */
+export function divergenceHint(gradDtype: GradDtype): string {
+  return gradDtype === 'float16' ? 'try a lower --lr, or --grad-dtype bfloat16: float16 overflows past 65504' : 'try a lower --lr';
+}
+
+/**
+ * The single-node fallback: every shard computed here, one after another. Under a 16-bit
+ * `gradDtype` the weights and each shard's gradient are rounded as if they had travelled, so that
+ * the bits equal those of distributed training.
+ */
+export function createLocalSource(model: ModelDef, size: number, opts: GradientOptions = {}, gradDtype: GradDtype = 'float32'): GradientSource {
   const computer = createGradientComputer(model, opts);
   const scratch: Float32Array[] = [];
+  const rounded = new Float32Array(gradDtype === 'float32' ? 0 : size);
   return {
     workers: 0,
     async computeBatch(step, weights, shards, gradSum) {
       let lossSum = 0;
       let count = 0;
       while (scratch.length < shards.length) scratch.push(new Float32Array(size));
+      const used = travelledWeights(weights, gradDtype, rounded);
       for (let i = 0; i < shards.length; i++) {
-        const r = await computer.compute(weights, shards[i], scratch[i]);
+        const r = await computer.compute(used, shards[i], scratch[i]);
+        roundTrip(scratch[i], gradDtype);
         lossSum += r.lossSum;
         count += r.count;
       }
       reduceInShardOrder(scratch, shards.length, gradSum);
       // As in distributed training, a non-finite gradient is never applied.
       if (!Number.isFinite(lossSum) || !gradSum.every(Number.isFinite)) {
-        throw new UserError(`training diverged at step ${step}: non-finite gradients (try a lower --lr)`);
+        throw new UserError(`training diverged at step ${step}: non-finite gradients (${divergenceHint(gradDtype)})`);
       }
       return { lossSum, count };
     },

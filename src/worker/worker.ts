@@ -21,6 +21,7 @@ import {
   encode,
 } from '../protocol/messages.js';
 import { createGradientComputer } from '../training/gradients.js';
+import { type GradDtype, bytesPerElement, decodeTensor, encodeTensor } from '../protocol/grad-dtype.js';
 import { UserError } from '../util/errors.js';
 import { buildId } from '../util/build.js';
 import { type WorkerKeys, helloProof } from '../protocol/keys.js';
@@ -85,6 +86,15 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
   let weightsVersion = -1;
   let gradBuffer = new Float32Array(0);
   let keys = new Uint32Array(0);
+  // What gradients travel as (the coordinator's --grad-dtype, told in its welcome), and the buffer
+  // a 16-bit encoding goes into.
+  let gradDtype: GradDtype = 'float32';
+  let grad16 = new Uint16Array(0);
+  /** gradBuffer[from, to) as it travels. */
+  const gradPart = (from: number, to: number): { gradSum: Float32Array | Uint16Array; gradDtype?: GradDtype } =>
+    gradDtype === 'float32'
+      ? { gradSum: gradBuffer.subarray(from, to) }
+      : { gradSum: encodeTensor(gradBuffer.subarray(from, to), gradDtype, grad16.subarray(from, to)), gradDtype };
 
   // Joined once, this worker rejoins rather than leaves: when its coordinator falls silent (it
   // vanished, or dropped this worker) or stops a run early, it says hello again, every few seconds,
@@ -175,8 +185,11 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
   const handleAssign = async (m: ReceivedAssign): Promise<void> => {
     if (!computer) throw new ProtocolError('assignment before welcome');
     if (m.weights) {
-      if (m.weights.byteLength !== paramCount * 4) throw new ProtocolError(`weights of length ${m.weights.byteLength / 4}, expected ${paramCount}`);
-      copyTensor(m.weights, weights);
+      const dtype = m.weightsDtype ?? 'float32';
+      const length = m.weights.byteLength / bytesPerElement(dtype);
+      if (length !== paramCount) throw new ProtocolError(`weights of length ${length}, expected ${paramCount}`);
+      // The coordinator's weights rounded to the run's dtype: what this worker computes on.
+      decodeTensor(m.weights, dtype, weights);
       weightsVersion = m.weightsVersion;
     }
     if (m.weightsVersion !== weightsVersion) throw new ProtocolError(`assignment for weights v${m.weightsVersion}, worker holds v${weightsVersion}`);
@@ -192,7 +205,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
       if (!streamGradients || sentFrom < paramCount || from > paramCount / 2) return;
       sentFrom = from;
       const part = { type: 'result', step: m.step, shard: m.shard, weightsVersion: m.weightsVersion, from, lossSum, count, computeMs: 0 } as const;
-      send({ ...part, gradSum: gradBuffer.subarray(from) }).catch(() => {});
+      send({ ...part, ...gradPart(from, paramCount) }).catch(() => {});
     };
     const r = await computer.compute(weights, { pixels: m.pixels, labels: m.labels, keys: keys.subarray(0, count) }, gradBuffer, sendTail);
     await send({
@@ -200,7 +213,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
       step: m.step,
       shard: m.shard,
       weightsVersion: m.weightsVersion,
-      gradSum: r.gradSum.subarray(0, sentFrom),
+      ...gradPart(0, sentFrom),
       from: 0,
       lossSum: r.lossSum,
       count: r.count,
@@ -249,6 +262,8 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
           computer = createGradientComputer(model, { augment: msg.augment });
           gradBuffer = new Float32Array(paramCount);
           weights = new Float32Array(paramCount);
+          gradDtype = msg.gradDtype ?? 'float32';
+          grad16 = new Uint16Array(gradDtype === 'float32' ? 0 : paramCount);
           weightsVersion = -1;
           timeoutMs = msg.timeoutMs;
           streamGradients = msg.streamGradients === true;
