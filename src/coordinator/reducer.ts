@@ -1,7 +1,9 @@
 /**
  * Results in: checks each result against its step and shard, copies its gradient straight from the
  * received frame into the shard's slot (kept from step to step; a gradient sent in parts is put
- * together there, tail first), and adds the slots in shard order once every shard is in. A
+ * together there, tail first), and adds the slots in shard order: given the step's output at
+ * `begin`, each shard is added the moment it and every shard before it are in, so that only the
+ * shards after the last one to arrive are left to add once the step is complete. A
  * non-finite gradient is held for a recomputation, whose verdict tells a faulty sender from a
  * diverged model. The first valid result of a shard wins: a later copy is a duplicate, ignored.
  * A result a spot check (spot-check.ts) finds false is replaced by the recomputation, and the
@@ -12,6 +14,7 @@
  */
 import { type GradDtype, bytesPerElement, decodeTensor } from '../protocol/grad-dtype.js';
 import type { ReceivedResult } from '../protocol/messages.js';
+import { accumulate } from '../training/gradients.js';
 import { divergenceHint, reduceInShardOrder } from '../training/source.js';
 
 /** One shard's place in a step; one per shard index, reused every step. */
@@ -51,6 +54,9 @@ export class Reducer {
   private step = -1;
   private expected: readonly { labels: { length: number } }[] = [];
   private remaining = 0;
+  /** Where this step's shard-ordered sum goes as shards come in (see `begin`), and how many shards it holds. */
+  private out: Float32Array | undefined;
+  private summed = 0;
 
   /** `gradDtype`: what every result's gradient must travel as (--grad-dtype). */
   constructor(
@@ -58,11 +64,17 @@ export class Reducer {
     private readonly gradDtype: GradDtype = 'float32',
   ) {}
 
-  /** A new step: the first `shards.length` slots are emptied (created the first time a step has this many). */
-  begin(step: number, shards: readonly { labels: { length: number } }[]): void {
+  /**
+   * A new step: the first `shards.length` slots are emptied (created the first time a step has this
+   * many). With `out`, the shard-ordered sum is built there as the shards come in (`reduce(out)`
+   * then only finishes it); `out` must not be touched by anyone else until then.
+   */
+  begin(step: number, shards: readonly { labels: { length: number } }[], out?: Float32Array): void {
     this.step = step;
     this.expected = shards;
     this.remaining = shards.length;
+    this.out = out;
+    this.summed = 0;
     while (this.slots.length < shards.length) {
       const buffer = new Float32Array(this.params);
       this.slots.push({ buffer, from: this.params, done: false, verifying: false, lossSum: 0, count: 0 });
@@ -114,6 +126,7 @@ export class Reducer {
     slot.lossSum = r.lossSum;
     slot.count = r.count;
     this.remaining--;
+    this.sumReadyShards();
     return { kind: 'complete' };
   }
 
@@ -128,6 +141,7 @@ export class Reducer {
     const slot = this.slots[shard];
     slot.buffer.set(gradSum);
     slot.lossSum = lossSum;
+    this.unsum(shard);
   }
 
   /**
@@ -141,6 +155,7 @@ export class Reducer {
     slot.from = this.params;
     slot.verifying = false;
     this.remaining++;
+    this.unsum(shard);
   }
 
   /**
@@ -164,7 +179,8 @@ export class Reducer {
    */
   reduce(out: Float32Array): { lossSum: number; count: number } {
     const n = this.expected.length;
-    reduceInShardOrder(this.buffers, n, out);
+    if (out === this.out) this.sumReadyShards();
+    else reduceInShardOrder(this.buffers, n, out);
     let lossSum = 0;
     let count = 0;
     for (let i = 0; i < n; i++) {
@@ -172,6 +188,32 @@ export class Reducer {
       count += this.slots[i].count;
     }
     return { lossSum, count };
+  }
+
+  /**
+   * Adds to the step's output every shard that is in and follows, in shard order, those added
+   * already: ((0 + g₀) + g₁) + …, the same float32 additions as `reduceInShardOrder`, so the bits
+   * do not depend on when the shards arrive. A shard that is in stays in (`reopen` leaves it); one
+   * that a spot check replaces or retracts restarts the sum (`unsum`).
+   */
+  /**
+   * `shard`'s result changed after it was in (a spot check replaced or retracted it): if it is in the
+   * running sum already, the sum starts again from shard 0, from the slots, which hold every result
+   * that counts. The bits are those of a sum made once at the end.
+   */
+  private unsum(shard: number): void {
+    if (shard < this.summed) this.summed = 0;
+  }
+
+  private sumReadyShards(): void {
+    const out = this.out;
+    if (!out) return;
+    const n = this.expected.length;
+    while (this.summed < n && this.slots[this.summed].done) {
+      if (this.summed === 0) out.fill(0);
+      accumulate(out, this.buffers[this.summed]);
+      this.summed++;
+    }
   }
 
   /** What is wrong with a result for its shard, or undefined when it is sound. */
