@@ -22,3 +22,20 @@ test('momentum ramps linearly when a final value is set', () => {
   assert.equal(momentumAt(config, 500, 1000), 0.99);
   assert.equal(momentumAt({ ...config, momentumFinal: undefined }, 500, 1000), 0.5);
 });
+
+test('an update with gradScale gives the bits of scaling the gradient first, then updating', () => {
+  const n = 1000;
+  const grad = Float32Array.from({ length: n }, (_, i) => Math.sin(i * 12.9898) * 43758.5453);
+  const w1 = Float32Array.from({ length: n }, (_, i) => Math.cos(i));
+  const w2 = Float32Array.from(w1);
+  const fused = new MomentumSgd(n);
+  const scaledFirst = new MomentumSgd(n);
+  for (const [lr, momentum, count] of [[0.01, 0.5, 64], [0.03, 0.9, 60], [0.1, 0.7, 3]]) {
+    fused.step(w1, grad, lr, momentum, 1 / count);
+    const scaled = grad.map((g) => g * (1 / count));
+    scaledFirst.step(w2, scaled, lr, momentum);
+  }
+  assert.deepEqual(w1, w2);
+  assert.deepEqual(fused.velocity, scaledFirst.velocity);
+  assert.equal(grad[1], Math.fround(Math.sin(12.9898) * 43758.5453), 'the gradient is left as it was');
+});

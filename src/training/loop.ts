@@ -297,11 +297,9 @@ export async function runTraining(ctx: RunContext): Promise<RunSummary> {
       }
       const { lossSum, count } = batch;
       // The update uses the mean gradient over the global batch, as single-node training would.
-      const scale = 1 / count;
-      for (let i = 0; i < gradSum.length; i++) gradSum[i] *= scale;
       const lr = lrAt(config, state.step, totalSteps);
       const momentum = momentumAt(config, state.step, totalSteps);
-      optimizer.step(state.weights, gradSum, lr, momentum);
+      optimizer.step(state.weights, gradSum, lr, momentum, 1 / count);
       const stepSeconds = (performance.now() - started) / 1000;
       state.trainSeconds += stepSeconds;
       state.step++;

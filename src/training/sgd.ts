@@ -6,11 +6,19 @@ export class MomentumSgd {
     this.velocity = velocity ?? new Float32Array(size);
   }
 
-  step(weights: Float32Array, grad: Float32Array, lr: number, momentum: number): void {
+  /**
+   * One update with the gradient `grad × gradScale` (the mean of a summed gradient: scale 1/count).
+   * The scaling is done here, in the same pass, rather than in a pass of its own over `grad` (one
+   * pass over the parameters instead of two, on the step's critical path); each value is rounded
+   * to float32 where a stored copy would be, so the bits are those of scaling first, then updating.
+   * `grad` is left as it was.
+   */
+  step(weights: Float32Array, grad: Float32Array, lr: number, momentum: number, gradScale = 1): void {
     const v = this.velocity;
     for (let i = 0; i < weights.length; i++) {
-      v[i] = momentum * v[i] + grad[i];
-      weights[i] -= lr * v[i];
+      const vi = Math.fround(momentum * v[i] + Math.fround(grad[i] * gradScale));
+      v[i] = vi;
+      weights[i] -= lr * vi;
     }
   }
 }
