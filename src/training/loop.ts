@@ -269,8 +269,10 @@ export async function runTraining(ctx: RunContext): Promise<RunSummary> {
     const epochStart = performance.now();
     let epochSamples = 0;
     for (let b = state.batchInEpoch; b < perEpoch; b++) {
-      // Let signal handlers and timers run: the single-node source never waits on anything.
-      await new Promise<void>((resolve) => setImmediate(resolve));
+      // Let signal handlers and timers run: the single-node source never waits on anything. A
+      // distributed step waits on its workers' messages, so the event loop turns during every step
+      // anyway; a pause here would only delay the next assignment (~0.04 ms a step).
+      if (source.workers === 0) await new Promise<void>((resolve) => setImmediate(resolve));
       if (ctx.signal?.aborted) {
         interrupted = true;
         break outer;
