@@ -2,14 +2,17 @@
 /**
  * `coordinator`: trains MNIST, alone (--workers 0) or with workers over ZeroMQ.
  * Subcommands: keygen, sweep, visualize (see --help).
+ *
+ * Only commander and the flags' own checks load at start: tfjs, the engines and ZeroMQ are
+ * imported (dynamically) once the command line has been checked, so that --help and a usage error
+ * come at once.
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { mkdirSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { makeDirs } from '../util/fs.js';
-import { train } from '../coordinator/train.js';
-import { generateKeys, generateWorkerKey } from '../protocol/keys.js';
+import type { DistributedOptions } from '../coordinator/train.js';
 import { UsageError, reportFatal } from '../util/errors.js';
 import { type TrainFlags, addTrainingFlags, configFromFlags, defaultWorkers, givenConfigKeys, givenFlags, positiveInt } from './flags.js';
 import { registerSweepCommand } from './sweep.js';
@@ -91,22 +94,26 @@ export function buildProgram(): Command {
       if (flags.listen && !/^(tcp|ipc):\/\/.+/.test(flags.listen)) throw new UsageError(`--listen ${flags.listen}: expected an address like tcp://0.0.0.0:5555`);
       if (!flags.spawn && flags.workers === 0) throw new UsageError('--no-spawn needs --workers N with N ≥ 1');
       const config = configFromFlags(flags, { workers: defaultWorkers(!flags.cuda), outDir: flags.out ?? claimRunFolder(flags.model) }, givenConfigKeys(cmd));
-      await train(config, {
-        resume: flags.resume,
-        metrics: flags.metrics,
-        given: new Set(givenFlags(cmd)),
-        distributed: {
-          spawn: flags.spawn,
-          listen: flags.listen,
-          connectTimeoutS: flags.connectTimeout,
-          workerTimeoutS: flags.workerTimeout,
-          emptyPoolTimeoutS: flags.emptyPoolTimeout,
-          minWorkers: flags.minWorkers,
-          keysDir: flags.keys,
-          insecure: flags.insecure,
-          verifyFraction: flags.verifyFraction,
-        },
-      });
+      const distributed: DistributedOptions = {
+        spawn: flags.spawn,
+        listen: flags.listen,
+        connectTimeoutS: flags.connectTimeout,
+        workerTimeoutS: flags.workerTimeout,
+        emptyPoolTimeoutS: flags.emptyPoolTimeout,
+        minWorkers: flags.minWorkers,
+        keysDir: flags.keys,
+        insecure: flags.insecure,
+        verifyFraction: flags.verifyFraction,
+      };
+      const given = new Set(givenFlags(cmd));
+      const { checkListen, checkMetrics, checkMinWorkers, prepareOutDir } = await import('../coordinator/preflight.js');
+      // A resumed run may take its worker count from its checkpoint: train checks that once read.
+      if (!flags.resume || given.has('workers')) checkMinWorkers(distributed.minWorkers, config.workers);
+      checkListen(config.workers, distributed);
+      checkMetrics(flags.metrics, distributed);
+      prepareOutDir(config.outDir, flags.resume);
+      const { train } = await import('../coordinator/train.js');
+      await train(config, { resume: flags.resume, metrics: flags.metrics, given, distributed });
     });
   program
     .command('keygen')
@@ -114,7 +121,8 @@ export function buildProgram(): Command {
     .option('--out <dir>', 'where to write the keys (secrets: keep them out of any repository)', defaultKeysDir())
     .option('--worker <name>', 'add a key pair for worker NAME to the keys in DIR: DIR/allowed/NAME.public (the allow-list entry) and DIR/workers/NAME (its --keys folder)')
     .option('--force', 'replace keys already in DIR', false)
-    .action((flags: { out: string; force: boolean; worker?: string }) => {
+    .action(async (flags: { out: string; force: boolean; worker?: string }) => {
+      const { generateKeys, generateWorkerKey } = await import('../protocol/keys.js');
       if (flags.worker !== undefined) {
         const { files } = generateWorkerKey(flags.out, flags.worker, flags.force);
         const own = join(flags.out, 'workers', flags.worker);

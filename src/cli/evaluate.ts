@@ -2,14 +2,11 @@
 import { Command, Option } from 'commander';
 import { writeFileSync } from 'node:fs';
 import { basename, extname, join } from 'node:path';
-import pngjs from 'pngjs';
 import { IMAGE_SIZE } from '../data/mnist.js';
-import { EVALUATION_FILE, evaluateRun, formatEvaluation, formatPredictions, predictImages } from '../study/evaluate.js';
+import { EVALUATION_FILE } from '../study/files.js';
 import { UserError } from '../util/errors.js';
 import { positiveInt } from './flags.js';
 import { makeDirs } from '../util/fs.js';
-
-const { PNG } = pngjs;
 
 export function registerEvaluateCommand(program: Command): Command {
   return program
@@ -20,6 +17,7 @@ export function registerEvaluateCommand(program: Command): Command {
     .addOption(new Option('--test-limit <n>', 'use only the first N test samples (default: as many as the run used)').argParser(positiveInt))
     .option('--json', `print the evaluation as JSON (what ${EVALUATION_FILE} holds)`, false)
     .action(async (flags: { run: string; data?: string; testLimit?: number; json: boolean }) => {
+      const { evaluateRun, formatEvaluation } = await import('../study/evaluate.js');
       const { report, run } = await evaluateRun(flags);
       for (const w of run.warnings) process.stderr.write(`evaluate: warning: ${w}\n`);
       process.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : `${formatEvaluation(report)}\n\nwrote ${join(run.dir, EVALUATION_FILE)}\n`);
@@ -35,6 +33,7 @@ export function registerPredictCommand(program: Command): Command {
     .option('--json', 'print the predictions as JSON', false)
     .option('--save-inputs <dir>', 'also write the 28×28 images the model saw, as PNG')
     .action(async (images: string[], flags: { run: string; json: boolean; saveInputs?: string }) => {
+      const { formatPredictions, predictImages } = await import('../study/evaluate.js');
       const { predictions, run } = await predictImages(flags.run, images);
       for (const w of run.warnings) process.stderr.write(`predict: warning: ${w}\n`);
       if (flags.saveInputs) {
@@ -43,6 +42,7 @@ export function registerPredictCommand(program: Command): Command {
         } catch (e) {
           throw new UserError(`--save-inputs ${flags.saveInputs}: cannot write there (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
         }
+        const { PNG } = (await import('pngjs')).default;
         predictions.forEach((p, i) => {
           const png = new PNG({ width: IMAGE_SIZE, height: IMAGE_SIZE, colorType: 0, inputColorType: 0, inputHasAlpha: false });
           png.data = Buffer.from(p.sample);

@@ -4,9 +4,10 @@
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { availableParallelism } from 'node:os';
-import { ENGINE_CHOICES, type EngineChoice, visibleGpuCount } from '../engine/backend.js';
+import { ENGINE_CHOICES, type EngineChoice } from '../engine/choices.js';
+import { visibleGpuCount } from '../engine/gpus.js';
 import { DEFAULTS, type LrSchedule, type LrScaling, type TrainConfig, applyModelDefaults } from '../config.js';
-import { MODEL_NAMES, isModelName } from '../models/index.js';
+import { MODEL_NAMES, isModelName } from '../models/types.js';
 import { GRAD_DTYPES, type GradDtype } from '../protocol/grad-dtype.js';
 import { UsageError } from '../util/errors.js';
 

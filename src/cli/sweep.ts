@@ -4,10 +4,8 @@
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { join } from 'node:path';
-import {
-  ACCURACY_BARS, type FlagValue, LOSS_CURVES, SWEEP_JSON, SWEEP_MD, type SweepRunSpec, TEST_ACCURACY_CURVES,
-  runSweep, sweepGrid,
-} from '../study/sweep.js';
+import type { FlagValue, SweepRunSpec } from '../study/sweep.js';
+import { ACCURACY_BARS, LOSS_CURVES, SWEEP_JSON, SWEEP_MD, TEST_ACCURACY_CURVES } from '../study/files.js';
 import { UserError } from '../util/errors.js';
 import { type TrainFlags, addTrainingFlags, configFromFlags, configKey, defaultWorkers, givenConfigKeys, givenFlags } from './flags.js';
 
@@ -53,6 +51,8 @@ export function registerSweepCommand(program: Command): Command {
   cmd
     .requiredOption('--out <dir>', `the sweep's folder: runs/<name> per run, ${SWEEP_JSON}, ${SWEEP_MD}, plots`)
     .action(async (flags: Record<string, unknown>, c: Command) => {
+      // The sweep itself loads tfjs: only once the command line has been read.
+      const { runSweep, sweepGrid } = await import('../study/sweep.js');
       const given = new Set(givenFlags(c));
       const axes = listable
         .filter((o) => Array.isArray(flags[o.attributeName()]))

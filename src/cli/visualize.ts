@@ -1,6 +1,5 @@
 /** `coordinator visualize`: the conv layers' outputs of a finished run, as PNG pictures. */
 import { Command, Option } from 'commander';
-import { visualizeRun } from '../study/visualize.js';
 import { positiveInt } from './flags.js';
 
 export function registerVisualizeCommand(program: Command): Command {
@@ -12,6 +11,7 @@ export function registerVisualizeCommand(program: Command): Command {
     .requiredOption('--out <dir>', 'where to write the pictures')
     .option('--data <dir>', "read MNIST from DIR (default: the run's data)")
     .action(async (flags: { run: string; samples: number; out: string; data?: string }) => {
+      const { visualizeRun } = await import('../study/visualize.js');
       const result = await visualizeRun(flags);
       for (const w of result.warnings) process.stderr.write(`visualize: warning: ${w}\n`);
       process.stdout.write(`layers: ${result.layers.map((l) => `${l.name} ${l.channels}×${l.height}×${l.width}`).join(', ')}\n`);

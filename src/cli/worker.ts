@@ -1,12 +1,11 @@
 #!/usr/bin/env node
-/** `worker --connect tcp://HOST:PORT`: joins a coordinator and computes gradients for it. */
+/**
+ * `worker --connect tcp://HOST:PORT`: joins a coordinator and computes gradients for it. The
+ * worker proper (tfjs, the engines, ZeroMQ) loads once the command line has been checked.
+ */
 import { Command, CommanderError, Option } from 'commander';
-import { createLogger } from '../util/logger.js';
 import { UsageError, reportFatal } from '../util/errors.js';
-import { runWorker } from '../worker/worker.js';
-import { loadWorkerKeys } from '../protocol/keys.js';
-import { WORKER_SECRET_ENV } from '../protocol/messages.js';
-import type { EngineChoice } from '../engine/backend.js';
+import type { EngineChoice } from '../engine/choices.js';
 import { engineOption, nonNegativeInt, positiveInt } from './flags.js';
 
 const PROG = 'worker';
@@ -30,6 +29,12 @@ async function main(): Promise<void> {
       if (!/^(tcp|ipc|inproc):\/\/.+/.test(flags.connect)) throw new UsageError(`--connect ${flags.connect}: expected an address like tcp://HOST:PORT`);
       // Spawned by a local coordinator: leave as soon as it is gone, whatever killed it.
       if (process.send) process.on('disconnect', () => process.exit(0));
+      const [{ createLogger }, { runWorker }, { loadWorkerKeys }, { WORKER_SECRET_ENV }] = await Promise.all([
+        import('../util/logger.js'),
+        import('../worker/worker.js'),
+        import('../protocol/keys.js'),
+        import('../protocol/messages.js'),
+      ]);
       const logger = createLogger({ name: PROG });
       const keys = flags.keys ? loadWorkerKeys(flags.keys) : undefined;
       // A spawning coordinator's secret for this worker: kept from anything this process starts.

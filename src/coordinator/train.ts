@@ -2,7 +2,7 @@
  * One training run, start to finish: output folder, logging, engine, data, model, state (fresh or
  * resumed), the gradient source (this process, or workers over ZeroMQ), signals, the loop.
  */
-import { accessSync, constants, existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { AUGMENTATION, type TrainConfig } from '../config.js';
 import { loadMnist } from '../data/mnist.js';
@@ -10,20 +10,20 @@ import { engineIdentity, initEngine, visibleGpuCount } from '../engine/backend.j
 import { type ModelDef, createModel, describeModel, initialWeights, modelDigest, paramLayout } from '../models/index.js';
 import { buildId } from '../util/build.js';
 import { type GradientOptions, type ShardData, createGradientComputer } from '../training/gradients.js';
-import { CHECKPOINT_FILE, loadLatestCheckpoint } from '../training/checkpoint.js';
+import { loadLatestCheckpoint } from '../training/checkpoint.js';
+import { UsageError } from '../util/errors.js';
 import { type RunSummary, SUMMARY_FILE, freshState, runTraining, truncateMetrics } from '../training/loop.js';
 import { evenShards, fixedSizeShards } from '../training/schedule.js';
 import { type GradientSource, createLocalSource, travelledWeights } from '../training/source.js';
 import { type GradDtype, roundTrip } from '../protocol/grad-dtype.js';
-import { UsageError, UserError } from '../util/errors.js';
 import { type CoordinatorKeys, loadCoordinatorKeys } from '../protocol/keys.js';
 import { type Logger, closeLogger, createLogger } from '../util/logger.js';
 import { Terminal } from '../util/terminal.js';
 import { writeRunArtifacts } from './artifacts.js';
 import { lockRunFolder } from './run-lock.js';
 import { WorkerPool } from './pool.js';
-import { makeDirs } from '../util/fs.js';
-import { type MetricsServer, RunMetrics, parseMetricsAddress, serveMetrics } from './metrics.js';
+import { type MetricsServer, RunMetrics, serveMetrics } from './metrics.js';
+import { checkListen, checkMetrics, checkMinWorkers, listenAddress, prepareOutDir } from './preflight.js';
 
 export const LOG_FILE = 'log.jsonl';
 
@@ -91,16 +91,7 @@ export interface DistributedOptions {
   verifyFraction?: number;
 }
 
-/** True for addresses only this machine can reach. */
-export function isLoopbackAddress(addr: string): boolean {
-  if (addr.startsWith('ipc://') || addr.startsWith('inproc://')) return true;
-  return isLoopbackHost(/^tcp:\/\/(\[[^\]]+\]|[^:]+)/.exec(addr)?.[1] ?? '');
-}
-
-/** True for a host name or address (IPv6 in brackets) only this machine can reach. */
-export function isLoopbackHost(host: string): boolean {
-  return /^127\./.test(host) || host === 'localhost' || host === '[::1]';
-}
+export { checkMinWorkers, isLoopbackAddress, isLoopbackHost, prepareOutDir } from './preflight.js';
 
 export interface TrainOptions {
   resume: boolean;
@@ -112,46 +103,15 @@ export interface TrainOptions {
   metrics?: string;
 }
 
-/** Creates --out (or checks it) and proves it can be written, before any work starts. */
-export function prepareOutDir(outDir: string, resume: boolean): void {
-  try {
-    makeDirs(outDir);
-    accessSync(outDir, constants.W_OK);
-    const probe = join(outDir, `.write-test-${process.pid}`);
-    writeFileSync(probe, '');
-    rmSync(probe, { force: true });
-  } catch (e) {
-    throw new UserError(`--out ${outDir}: cannot write there (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
-  if (!resume && existsSync(join(outDir, CHECKPOINT_FILE))) {
-    throw new UserError(`--out ${outDir} already holds a run; continue it with --resume or choose another --out`);
-  }
-  if (resume && !existsSync(join(outDir, CHECKPOINT_FILE)) && !existsSync(join(outDir, 'checkpoint.prev.bin'))) {
-    throw new UserError(`--resume: no checkpoint in ${outDir}`);
-  }
-}
-
-/** --min-workers against --workers: one line naming what is wrong. */
-export function checkMinWorkers(minWorkers: number | undefined, workers: number): void {
-  if (minWorkers === undefined) return;
-  if (workers === 0) throw new UsageError('--min-workers needs --workers N with N ≥ 1 (--workers 0 trains in one process)');
-  if (minWorkers < 1 || minWorkers > workers) throw new UsageError(`--min-workers ${minWorkers}: must be from 1 to --workers (${workers})`);
-}
-
 export async function train(requested: TrainConfig, opts: TrainOptions): Promise<RunSummary> {
   requested = { ...requested, outDir: resolve(requested.outDir) };
   const dist = opts.distributed;
   // A resumed run may take its worker count from its checkpoint: checked again once that is read.
   if (!opts.resume || opts.given?.has('workers')) checkMinWorkers(dist.minWorkers, requested.workers);
-  const listen = dist.listen ?? 'tcp://127.0.0.1:*';
-  if (requested.workers > 0 && !dist.keysDir && !dist.insecure && !isLoopbackAddress(listen)) {
-    throw new UsageError(`--listen ${listen} reaches beyond this machine: give --keys DIR (see coordinator keygen), or --insecure to train unauthenticated`);
-  }
-  const metricsAddress = opts.metrics === undefined ? undefined : parseMetricsAddress(opts.metrics);
+  const listen = listenAddress(dist);
+  checkListen(requested.workers, dist);
   // The same rule as --listen: whoever deploys beyond this machine says so with --keys or --insecure.
-  if (metricsAddress && !dist.keysDir && !dist.insecure && !isLoopbackHost(metricsAddress.host)) {
-    throw new UsageError(`--metrics ${opts.metrics} reaches beyond this machine: give --keys DIR (a deployment across machines), or --insecure`);
-  }
+  const metricsAddress = checkMetrics(opts.metrics, dist);
   const keys = dist.keysDir ? loadCoordinatorKeys(dist.keysDir) : undefined;
   if (dist.keysDir && dist.spawn && requested.workers > 0 && !existsSync(join(dist.keysDir, 'worker.secret'))) {
     throw new UsageError(`--keys ${dist.keysDir} holds no worker.secret: the workers this coordinator starts use the shared pair (or give --no-spawn)`);

@@ -31,15 +31,8 @@ import { EngineUnavailable, type GpuAdapterDescription, adapterLabel, startWebGp
 export { visibleGpuCount } from './gpus.js';
 export type { GpuAdapterDescription } from './webgpu/start.js';
 
-export const ENGINE_NAMES = ['webgpu', 'wasm', 'tfjs-node', 'tfjs-node-gpu'] as const;
-export type EngineName = (typeof ENGINE_NAMES)[number];
-/** What --engine accepts. */
-export type EngineChoice = EngineName | 'auto';
-export const ENGINE_CHOICES: readonly EngineChoice[] = ['auto', ...ENGINE_NAMES];
-
-export function isEngineChoice(s: string): s is EngineChoice {
-  return (ENGINE_CHOICES as readonly string[]).includes(s);
-}
+import type { EngineChoice, EngineName } from './choices.js';
+export { ENGINE_CHOICES, ENGINE_NAMES, type EngineChoice, type EngineName, isEngineChoice } from './choices.js';
 
 export interface EngineInfo {
   /** The package that computes: what summary.json calls `backend`. */

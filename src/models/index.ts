@@ -23,9 +23,6 @@ export function createModel(name: ModelName): ModelDef {
   }
 }
 
-export function isModelName(s: string): s is ModelName {
-  return (MODEL_NAMES as readonly string[]).includes(s);
-}
 
 export function paramSize(spec: ParamSpec): number {
   return spec.shape.reduce((a, b) => a * b, 1);

@@ -5,6 +5,10 @@ import type { LayerSpec } from '../engine/layers.js';
 export type ModelName = 'net' | 'lenet' | 'strong';
 export const MODEL_NAMES: readonly ModelName[] = ['net', 'lenet', 'strong'];
 
+export function isModelName(s: string): s is ModelName {
+  return (MODEL_NAMES as readonly string[]).includes(s);
+}
+
 /** One trainable tensor. Shapes are tfjs's: conv kernels [kh, kw, in, out], dense kernels [in, out]. */
 export interface ParamSpec {
   name: string;

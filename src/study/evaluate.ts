@@ -11,7 +11,8 @@ import { UserError } from '../util/errors.js';
 import { type MnistSample, ImageFormatError, NoDigitError, decodeImage, toMnistSample } from './digit-image.js';
 import { type LoadedRun, forwardImages, loadRun } from './run-model.js';
 
-export const EVALUATION_FILE = 'evaluation.json';
+import { EVALUATION_FILE } from './files.js';
+export { EVALUATION_FILE };
 
 export interface ClassResult {
   digit: number;

@@ -17,12 +17,8 @@ import { METRICS_FILE, type RunSummary, SUMMARY_FILE } from '../training/loop.js
 import { UsageError, UserError } from '../util/errors.js';
 import { makeDirs } from '../util/fs.js';
 
-export const SWEEP_JSON = 'sweep.json';
-export const SWEEP_MD = 'sweep.md';
-export const RUNS_DIR = 'runs';
-export const ACCURACY_BARS = 'accuracy.png';
-export const LOSS_CURVES = 'loss.png';
-export const TEST_ACCURACY_CURVES = 'test-accuracy-curves.png';
+import { ACCURACY_BARS, LOSS_CURVES, RUNS_DIR, SWEEP_JSON, SWEEP_MD, TEST_ACCURACY_CURVES } from './files.js';
+export { ACCURACY_BARS, LOSS_CURVES, RUNS_DIR, SWEEP_JSON, SWEEP_MD, TEST_ACCURACY_CURVES };
 
 export type FlagValue = number | string | boolean;
 

@@ -1,6 +1,7 @@
 /** File-system helpers for the folders a user names. */
-import { mkdirSync, statSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { accessSync, constants, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { UserError } from './errors.js';
 
 /**
  * mkdir -p, one level at a time. Node's own `mkdirSync(path, { recursive: true })` never returns
@@ -31,5 +32,21 @@ export function makeDirs(path: string, mode?: number): void {
       // Made meanwhile by another process: fine.
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
     }
+  }
+}
+
+/**
+ * Makes the folder a flag names (mkdir -p) and proves a file can be written there, or throws one
+ * line naming the flag and why not (`--out /proc/foo: cannot write there (ENOENT)`).
+ */
+export function makeWritableDir(dir: string, flag: string): void {
+  try {
+    makeDirs(dir);
+    accessSync(dir, constants.W_OK);
+    const probe = join(dir, `.write-test-${process.pid}`);
+    writeFileSync(probe, '');
+    rmSync(probe, { force: true });
+  } catch (e) {
+    throw new UserError(`${flag} ${dir}: cannot write there (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
   }
 }
