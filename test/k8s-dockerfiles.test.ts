@@ -22,9 +22,13 @@ import {
   findObject,
   parseDockerfile,
   readDockerignore,
+  needsKustomize,
   render,
   repoPath,
 } from './k8s-helpers.js';
+
+/** What renders k8s/ (the overlays each image serves) skips without kubectl's kustomize, and fails under CI. */
+const KUSTOMIZE = needsKustomize();
 
 interface PackageJson {
   version: string;
@@ -198,6 +202,10 @@ for (const [kind, { file, base, overlay, tag, engine }] of Object.entries(DOCKER
     assert.match(final.user ?? '', /^(\d+):(\d+)$/);
     const [uid, gid] = (final.user ?? '').split(':').map(Number);
     assert.ok(uid > 0 && gid > 0);
+  });
+
+  test(`${kind} image: the ${relative(K8S, overlay)} overlay's pods run as its user`, KUSTOMIZE, () => {
+    const [uid, gid] = ((stages(file).at(-1) as Stage).user ?? '').split(':').map(Number);
     for (const o of render(overlay).filter((x) => x.kind === 'Job')) {
       const sc = (o as KObject).spec.template.spec.securityContext;
       assert.equal(sc.runAsUser, uid, `${o.metadata.name}: runAsUser`);
@@ -205,7 +213,7 @@ for (const [kind, { file, base, overlay, tag, engine }] of Object.entries(DOCKER
     }
   });
 
-  test(`${kind} image: it holds every command the ${relative(K8S, overlay)} overlay's pods run`, () => {
+  test(`${kind} image: it holds every command the ${relative(K8S, overlay)} overlay's pods run`, KUSTOMIZE, () => {
     const final = stages(file).at(-1) as Stage;
     for (const o of render(overlay).filter((x) => x.kind === 'Job')) {
       for (const c of containersOf(o)) {
@@ -223,7 +231,7 @@ for (const [kind, { file, base, overlay, tag, engine }] of Object.entries(DOCKER
     }
   });
 
-  test(`${kind} image: the ${relative(K8S, overlay)} overlay runs it (mnist-ddp:${pkg.version}-${tag}), its workers on the engine it holds`, () => {
+  test(`${kind} image: the ${relative(K8S, overlay)} overlay runs it (mnist-ddp:${pkg.version}-${tag}), its workers on the engine it holds`, KUSTOMIZE, () => {
     const objects = render(overlay);
     const [coordinator, worker] = ['mnist-coordinator', 'mnist-worker'].map((name) => findObject(objects, 'Job', name).spec.template.spec.containers[0] as KObject);
     // The overlay pins the release: package.json's version, then the image's variant.
@@ -243,7 +251,7 @@ for (const [kind, { file, base, overlay, tag, engine }] of Object.entries(DOCKER
 }
 
 test('webgpu image: Debian and Node.js 20, no CUDA; the Vulkan loader, and the NVIDIA driver\'s graphics capability', () => {
-  const { file, base, overlay } = DOCKERFILES.webgpu;
+  const { file, base } = DOCKERFILES.webgpu;
   const all = stages(file);
   const final = all.at(-1) as Stage;
   // No CUDA anywhere: every stage is the Node.js image itself, and nothing installs CUDA or tfjs-node.
@@ -267,23 +275,6 @@ test('webgpu image: Debian and Node.js 20, no CUDA; the Vulkan loader, and the N
   assert.equal(final.env.get('NVIDIA_VISIBLE_DEVICES'), 'all');
   assert.equal(final.env.get('NODE_ENV'), 'production');
 
-  // The Vulkan loader's runtime folder and HOME: a folder that every pod mounts writable (an
-  // emptyDir), their root filesystem being read-only.
-  const jobs = render(overlay).filter((o) => o.kind === 'Job');
-  for (const name of ['XDG_RUNTIME_DIR', 'HOME']) {
-    const dir = final.env.get(name);
-    assert.ok(dir?.startsWith('/'), `${name}=${dir}`);
-    for (const job of jobs) {
-      const pod = job.spec.template.spec;
-      for (const c of containersOf(job)) {
-        const mount = (c.volumeMounts as KObject[]).find((m) => m.mountPath === dir);
-        assert.ok(mount && !mount.readOnly, `${job.metadata.name}: ${name}=${dir} is mounted writable`);
-        assert.ok((pod.volumes as KObject[]).find((v) => v.name === mount.name)?.emptyDir, `${job.metadata.name}: ${dir} is an emptyDir`);
-        assert.ok(!(c.env as KObject[] | undefined)?.some((e) => e.name === name && e.value !== dir), `${job.metadata.name}: ${name} is not set elsewhere`);
-      }
-    }
-  }
-
   // The engine's two packages come from package-lock.json with `npm ci`, no install script run:
   // Dawn's binding for Node (its binary prebuilt in the package) and tfjs's WebGPU backend, the
   // version of tfjs-core. The build stops if either is missing.
@@ -300,6 +291,27 @@ test('webgpu image: Debian and Node.js 20, no CUDA; the Vulkan loader, and the N
   const checks = buildStage.runs.flatMap((r) => r.split(/\s+&&\s+/)).filter((p) => p.startsWith('test -f '));
   assert.ok(checks.some((c) => c.includes('node_modules/webgpu/dist/') && c.endsWith('/dawn.node"')), checks.join('\n'));
   assert.ok(checks.includes('test -f node_modules/@tensorflow/tfjs-backend-webgpu/package.json'), checks.join('\n'));
+});
+
+test('webgpu image: the Vulkan loader\'s runtime folder and HOME are writable in every pod of its overlay', KUSTOMIZE, () => {
+  const { file, overlay } = DOCKERFILES.webgpu;
+  const final = stages(file).at(-1) as Stage;
+  // The Vulkan loader's runtime folder and HOME: a folder that every pod mounts writable (an
+  // emptyDir), their root filesystem being read-only.
+  const jobs = render(overlay).filter((o) => o.kind === 'Job');
+  for (const name of ['XDG_RUNTIME_DIR', 'HOME']) {
+    const dir = final.env.get(name);
+    assert.ok(dir?.startsWith('/'), `${name}=${dir}`);
+    for (const job of jobs) {
+      const pod = job.spec.template.spec;
+      for (const c of containersOf(job)) {
+        const mount = (c.volumeMounts as KObject[]).find((m) => m.mountPath === dir);
+        assert.ok(mount && !mount.readOnly, `${job.metadata.name}: ${name}=${dir} is mounted writable`);
+        assert.ok((pod.volumes as KObject[]).find((v) => v.name === mount.name)?.emptyDir, `${job.metadata.name}: ${dir} is an emptyDir`);
+        assert.ok(!(c.env as KObject[] | undefined)?.some((e) => e.name === name && e.value !== dir), `${job.metadata.name}: ${name} is not set elsewhere`);
+      }
+    }
+  }
 });
 
 test('images: of the webgpu package\'s prebuilt Dawn, each keeps the binary the package loads on its platform', { skip: process.platform !== 'linux' && 'the images are Linux' }, () => {

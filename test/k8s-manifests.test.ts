@@ -1,7 +1,6 @@
 /**
- * k8s/: renders offline (kustomize's own output where kubectl is installed, the tests' renderer
- * otherwise, and both agree), every object passes Kubernetes' schemas, and the deployment's
- * invariants hold.
+ * k8s/: renders with kustomize (`kubectl kustomize`, offline), every object passes Kubernetes'
+ * schemas, and the deployment's invariants hold.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -14,15 +13,11 @@ import {
   REPO,
   containersOf,
   findObject,
-  getField,
-  kubectlAvailable,
+  needsKustomize,
   objectId,
   parseYamlFile,
   render,
-  renderKustomization,
-  renderWithKubectl,
   schemaProblems,
-  strategicMerge,
 } from './k8s-helpers.js';
 import { COORDINATOR, WORKER, tempDir } from './helpers.js';
 
@@ -31,7 +26,12 @@ const OVERLAYS = {
   'gpu-tfjs-node-gpu': join(K8S, 'overlays', 'gpu-tfjs-node-gpu'),
   cpu: join(K8S, 'overlays', 'cpu'),
 } as const;
-const rendered = { gpu: render(OVERLAYS.gpu), 'gpu-tfjs-node-gpu': render(OVERLAYS['gpu-tfjs-node-gpu']), cpu: render(OVERLAYS.cpu) };
+type Overlay = keyof typeof OVERLAYS;
+/** Every test here renders k8s/: without kubectl's kustomize they skip (and fail under CI). */
+const KUSTOMIZE = needsKustomize();
+const rendered: Record<Overlay, KObject[]> = KUSTOMIZE.skip
+  ? { gpu: [], 'gpu-tfjs-node-gpu': [], cpu: [] }
+  : { gpu: render(OVERLAYS.gpu), 'gpu-tfjs-node-gpu': render(OVERLAYS['gpu-tfjs-node-gpu']), cpu: render(OVERLAYS.cpu) };
 /** The release the images are tagged with: package.json's version. */
 const VERSION = (JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { version: string }).version;
 /** The GPU overlays: the image each runs and the engine its workers pin. */
@@ -94,17 +94,11 @@ function labelsMatch(selector: Record<string, string>, labels: Record<string, st
   return Object.entries(selector).every(([k, v]) => labels?.[k] === v);
 }
 
-test('the tests\' renderer gives what kubectl kustomize gives', { skip: !kubectlAvailable() && 'kubectl is not installed here' }, () => {
-  for (const dir of [K8S, ...Object.values(OVERLAYS), join(K8S, 'monitoring')]) {
-    assert.deepStrictEqual(byId(renderKustomization(dir)), byId(renderWithKubectl(dir) ?? []), dir);
-  }
-});
-
-test('k8s/ itself deploys the gpu overlay', () => {
+test('k8s/ itself deploys the gpu overlay', KUSTOMIZE, () => {
   assert.deepStrictEqual(byId(render(K8S)), byId(rendered.gpu));
 });
 
-test('every rendered object passes Kubernetes\' schemas, without unknown fields', async () => {
+test('every rendered object passes Kubernetes\' schemas, without unknown fields', KUSTOMIZE, async () => {
   const objects = [...Object.values(rendered).flat(), ...parseYamlFile(join(K8S, 'tools', 'runs-reader.yaml'))];
   const problems = (await Promise.all(objects.map(schemaProblems))).flat();
   assert.deepEqual(problems, []);
@@ -117,7 +111,7 @@ test('every rendered object passes Kubernetes\' schemas, without unknown fields'
   }
 });
 
-test('the schema check catches a wrong type and an unknown field', async () => {
+test('the schema check catches a wrong type and an unknown field', KUSTOMIZE, async () => {
   const worker = structuredClone(findObject(rendered.gpu, 'Job', 'mnist-worker'));
   worker.spec.parallelism = '2';
   worker.spec.completionmode = 'Indexed';
@@ -129,12 +123,14 @@ test('the schema check catches a wrong type and an unknown field', async () => {
   assert.match(problems.join('\n'), /unknown field \/spec\/template\/spec\/containers\/0\/imagePolicy/);
 });
 
-test('the number of workers, and how many of them may fail for good, are set once, in k8s/base/settings.yaml', () => {
+test('the number of workers, and how many of them may fail for good, are set once, in k8s/base/settings.yaml', KUSTOMIZE, () => {
   const check = (objects: KObject[], n: number, maxFailed: number): void => {
     const { coordinator, worker } = jobs(objects);
     const args = coordinator.spec.template.spec.containers[0].args as string[];
     assert.equal(args[0], '--workers');
+    // kustomize's replacements keep the target's type: a string in args, integers in the Job.
     assert.equal(args[1], String(n));
+    assert.equal(typeof args[1], 'string');
     assert.equal(worker.spec.parallelism, n);
     assert.equal(worker.spec.completions, n);
     assert.equal(worker.spec.maxFailedIndexes, maxFailed);
@@ -150,15 +146,12 @@ test('the number of workers, and how many of them may fail for good, are set onc
     const copy = k8sCopyWith({ workers: String(n), maxFailedWorkers: String(maxFailed) });
     assert.equal(settingsWorkers(copy), n);
     for (const overlay of Object.keys(OVERLAYS)) {
-      const dir = join(copy, 'overlays', overlay);
-      check(renderKustomization(dir), n, maxFailed);
-      const viaKubectl = renderWithKubectl(dir);
-      if (viaKubectl) check(viaKubectl, n, maxFailed);
+      check(render(join(copy, 'overlays', overlay)), n, maxFailed);
     }
   }
 });
 
-test('--min-workers is set once, in settings.yaml, and passed right after --workers N; maxFailedWorkers leaves at least M workers', () => {
+test('--min-workers is set once, in settings.yaml, and passed right after --workers N; maxFailedWorkers leaves at least M workers', KUSTOMIZE, () => {
   const help = execFileSync(process.execPath, [COORDINATOR, '--help'], { encoding: 'utf8' });
   assert.match(help, /--min-workers <m>/, 'the coordinator has the flag');
   const check = (objects: KObject[], n: number, m: number, maxFailed: number): void => {
@@ -174,14 +167,11 @@ test('--min-workers is set once, in settings.yaml, and passed right after --work
   const [n, m, maxFailed] = [256, 240, 16];
   const copy = k8sCopyWith({ workers: String(n), minWorkers: String(m), maxFailedWorkers: String(maxFailed) });
   for (const overlay of Object.keys(OVERLAYS)) {
-    const dir = join(copy, 'overlays', overlay);
-    check(renderKustomization(dir), n, m, maxFailed);
-    const viaKubectl = renderWithKubectl(dir);
-    if (viaKubectl) check(viaKubectl, n, m, maxFailed);
+    check(render(join(copy, 'overlays', overlay)), n, m, maxFailed);
   }
 });
 
-test('the Jobs: one coordinator pod, N indexed workers, failed pods replaced', () => {
+test('the Jobs: one coordinator pod, N indexed workers, failed pods replaced', KUSTOMIZE, () => {
   for (const objects of Object.values(rendered)) {
     const { coordinator, worker } = jobs(objects);
     const n = settingsWorkers();
@@ -224,7 +214,7 @@ test('the Jobs: one coordinator pod, N indexed workers, failed pods replaced', (
   }
 });
 
-test('the command lines: the coordinator listens with keys and writes to the volume; workers reach it through the Service', () => {
+test('the command lines: the coordinator listens with keys and writes to the volume; workers reach it through the Service', KUSTOMIZE, () => {
   for (const objects of Object.values(rendered)) {
     const { coordinator, worker, service } = jobs(objects);
     const c = coordinator.spec.template.spec.containers[0];
@@ -258,7 +248,7 @@ test('the command lines: the coordinator listens with keys and writes to the vol
   }
 });
 
-test('every flag the pods pass is one their program knows', () => {
+test('every flag the pods pass is one their program knows', KUSTOMIZE, () => {
   // The programs the containers run: the coordinator's entrypoint passes its arguments to `coordinator`.
   const programs: Record<string, string> = { '/app/deploy/coordinator-entrypoint.sh': COORDINATOR, coordinator: COORDINATOR, worker: WORKER };
   const help = new Map<string, Set<string>>();
@@ -280,7 +270,7 @@ test('every flag the pods pass is one their program knows', () => {
   }
 });
 
-test('the Service is headless and selects the coordinator pod only', () => {
+test('the Service is headless and selects the coordinator pod only', KUSTOMIZE, () => {
   for (const objects of Object.values(rendered)) {
     const { coordinator, worker, service } = jobs(objects);
     assert.equal(service.spec.clusterIP, 'None');
@@ -291,7 +281,7 @@ test('the Service is headless and selects the coordinator pod only', () => {
   }
 });
 
-test('metrics: the coordinator serves --metrics on the Service\'s port `metrics`, which the prometheus.io annotations and k8s/monitoring\'s ServiceMonitor name', async () => {
+test('metrics: the coordinator serves --metrics on the Service\'s port `metrics`, which the prometheus.io annotations and k8s/monitoring\'s ServiceMonitor name', KUSTOMIZE, async () => {
   const monitoring = render(join(K8S, 'monitoring'));
   assert.deepEqual(monitoring.map((o) => `${o.apiVersion} ${o.kind}/${o.metadata.name}`), ['monitoring.coreos.com/v1 ServiceMonitor/mnist-coordinator']);
   const [monitor] = monitoring;
@@ -329,7 +319,7 @@ function envOf(container: KObject): Record<string, string> {
   return Object.fromEntries(((container.env ?? []) as KObject[]).map((e) => [e.name as string, e.value as string]));
 }
 
-test('GPUs: one per worker pod in the gpu overlays, none for the coordinator, none in the cpu overlay', () => {
+test('GPUs: one per worker pod in the gpu overlays, none for the coordinator, none in the cpu overlay', KUSTOMIZE, () => {
   const cpu = jobs(rendered.cpu);
   const cpuWorker = cpu.worker.spec.template.spec.containers[0];
   const cpuCoordinator = cpu.coordinator.spec.template.spec.containers[0];
@@ -391,7 +381,7 @@ function images(objects: KObject[]): { where: string; image: string }[] {
   return objects.flatMap((o) => containersOf(o).map((c) => ({ where: `${o.kind}/${o.metadata.name} ${c.name}`, image: c.image as string })));
 }
 
-test('images: every container runs a pinned image (a release tag or a digest), the one its overlay names', () => {
+test('images: every container runs a pinned image (a release tag or a digest), the one its overlay names', KUSTOMIZE, () => {
   const reader = parseYamlFile(join(K8S, 'tools', 'runs-reader.yaml'));
   const problems = [...Object.values(rendered).flat(), ...reader].flatMap((o) => images([o]).map(({ where, image }) => (unpinned(image) ? `${where}: ${unpinned(image)}` : undefined))).filter(Boolean);
   assert.deepEqual(problems, []);
@@ -405,7 +395,7 @@ test('images: every container runs a pinned image (a release tag or a digest), t
 
   // The tag is set in one place, the overlay's `images:` entry: the base names the image without
   // one, and both Jobs of an overlay run what that entry gives (the release and the variant).
-  for (const o of renderKustomization(join(K8S, 'base')).filter((x) => x.kind === 'Job')) {
+  for (const o of render(join(K8S, 'base')).filter((x) => x.kind === 'Job')) {
     for (const { where, image } of images([o])) assert.equal(image, 'mnist-ddp', `${where}: the base leaves the tag to the overlays`);
   }
   const variants = { gpu: 'webgpu', 'gpu-tfjs-node-gpu': 'tfjs-node-gpu', cpu: 'cpu' } as const;
@@ -418,7 +408,7 @@ test('images: every container runs a pinned image (a release tag or a digest), t
   }
 });
 
-test('images: pinned by digest, as docs/kubernetes.md says, every container runs that digest; a mutable tag there is caught', () => {
+test('images: pinned by digest, as docs/kubernetes.md says, every container runs that digest; a mutable tag there is caught', KUSTOMIZE, () => {
   const digest = `sha256:${'0123456789abcdef'.repeat(4)}`;
   for (const [overlay, edit, expected] of [
     ['gpu', (k: string) => k.replace(/^    newTag: .*$/m, `    newName: registry.example.com/you/mnist-ddp\n    digest: ${digest}`), `registry.example.com/you/mnist-ddp@${digest}`],
@@ -432,19 +422,16 @@ test('images: pinned by digest, as docs/kubernetes.md says, every container runs
     writeFileSync(file, edit(before));
     assert.notEqual(readFileSync(file, 'utf8'), before, overlay);
     const dir = join(copy, 'overlays', overlay);
-    for (const objects of [renderKustomization(dir), renderWithKubectl(dir)]) {
-      if (!objects) continue;
-      const found = images(objects);
-      assert.equal(found.length, 2, overlay);
-      for (const { where, image } of found) {
-        assert.equal(image, expected, `${overlay} ${where}`);
-        assert.equal(unpinned(image) === undefined, expected.includes('@sha256:'), `${overlay} ${where}: ${image}`);
-      }
+    const found = images(render(dir));
+    assert.equal(found.length, 2, overlay);
+    for (const { where, image } of found) {
+      assert.equal(image, expected, `${overlay} ${where}`);
+      assert.equal(unpinned(image) === undefined, expected.includes('@sha256:'), `${overlay} ${where}: ${image}`);
     }
   }
 });
 
-test('the two gpu overlays differ only in the image, the engine and what the engine needs from the NVIDIA runtime', () => {
+test('the two gpu overlays differ only in the image, the engine and what the engine needs from the NVIDIA runtime', KUSTOMIZE, () => {
   const normalised = (objects: KObject[]): KObject[] =>
     byId(objects).map((o) => {
       const copy = structuredClone(o);
@@ -462,7 +449,7 @@ test('the two gpu overlays differ only in the image, the engine and what the eng
   assert.notDeepStrictEqual(normalised(changed), normalised(rendered.gpu));
 });
 
-test('pods run as a non-root user on a read-only root filesystem, with requests and limits', () => {
+test('pods run as a non-root user on a read-only root filesystem, with requests and limits', KUSTOMIZE, () => {
   const reader = parseYamlFile(join(K8S, 'tools', 'runs-reader.yaml'));
   for (const o of [...Object.values(rendered).flat(), ...reader].filter((x) => x.kind === 'Job' || x.kind === 'Pod')) {
     const pod = o.kind === 'Pod' ? o.spec : o.spec.template.spec;
@@ -488,7 +475,7 @@ test('pods run as a non-root user on a read-only root filesystem, with requests 
   }
 });
 
-test('keys: from the Secret, and each side mounts only the files it needs', () => {
+test('keys: from the Secret, and each side mounts only the files it needs', KUSTOMIZE, () => {
   for (const objects of Object.values(rendered)) {
     assert.ok(!objects.some((o) => o.kind === 'Secret'), 'no keys in the manifests');
     const items = (job: KObject): string[] => {
@@ -503,7 +490,7 @@ test('keys: from the Secret, and each side mounts only the files it needs', () =
   }
 });
 
-test('the run outlives its pods: a PersistentVolumeClaim for --out', () => {
+test('the run outlives its pods: a PersistentVolumeClaim for --out', KUSTOMIZE, () => {
   const pvc = findObject(rendered.gpu, 'PersistentVolumeClaim', 'mnist-runs');
   assert.deepEqual(pvc.spec.accessModes, ['ReadWriteOnce']);
   assert.ok(quantity(pvc.spec.resources.requests.storage) >= 1024 ** 3);
@@ -516,7 +503,7 @@ test('the run outlives its pods: a PersistentVolumeClaim for --out', () => {
   assert.equal(volume?.persistentVolumeClaim.readOnly, true);
 });
 
-test('labels: app.kubernetes.io/* on every object and pod template', () => {
+test('labels: app.kubernetes.io/* on every object and pod template', KUSTOMIZE, () => {
   for (const o of Object.values(rendered).flat()) {
     const sets = [o.metadata.labels, ...(o.spec?.template ? [o.spec.template.metadata.labels] : [])];
     for (const labels of sets) {
@@ -527,20 +514,27 @@ test('labels: app.kubernetes.io/* on every object and pod template', () => {
   }
 });
 
-test('the renderer: strategic merge pairs list elements by their merge key, replacements keep a field\'s type', () => {
-  const base = { spec: { containers: [{ name: 'a', env: [{ name: 'X', value: '1' }], args: ['--p'] }, { name: 'b' }] } };
-  const patch = { spec: { containers: [{ name: 'c' }, { name: 'a', env: [{ name: 'Y', value: '2' }, { name: 'X', value: '3' }], args: ['--q'] }] } };
-  assert.deepEqual(strategicMerge(base, patch, []), {
-    spec: {
-      containers: [
-        { name: 'c' },
-        { name: 'a', env: [{ name: 'Y', value: '2' }, { name: 'X', value: '3' }], args: ['--q'] },
-        { name: 'b' },
-      ],
-    },
-  });
-  assert.equal(getField(rendered.gpu[0], 'metadata.name'), rendered.gpu[0].metadata.name);
-  assert.equal(typeof jobs(rendered.gpu).worker.spec.parallelism, 'number');
-  assert.equal(typeof jobs(rendered.gpu).coordinator.spec.template.spec.containers[0].args[1], 'string');
-  assert.throws(() => strategicMerge({}, { $patch: 'delete' }, []), /not implemented/);
+test('a broken k8s/ fails: kustomize\'s error names what is wrong, and the schema check what it renders wrong', KUSTOMIZE, async () => {
+  /** A copy of k8s/ with one file edited; the edit must change it. */
+  const broken = (file: string, edit: (text: string) => string): string => {
+    const copy = join(tempDir('mnist-k8s-'), 'k8s');
+    cpSync(K8S, copy, { recursive: true });
+    const before = readFileSync(join(copy, file), 'utf8');
+    writeFileSync(join(copy, file), edit(before));
+    assert.notEqual(readFileSync(join(copy, file), 'utf8'), before, file);
+    return copy;
+  };
+  // A replacement into a field that is not there, a patch of a Job that is not there, bad YAML.
+  const replacement = broken('base/kustomization.yaml', (t) => t.replace('[name=coordinator].args.1', '[name=coordinator].args.99'));
+  assert.throws(() => render(join(replacement, 'overlays', 'cpu')), /kubectl kustomize .*args\.99/s);
+  const patch = broken('overlays/gpu/worker-gpu.yaml', (t) => t.replace('name: mnist-worker', 'name: mnist-workers'));
+  assert.throws(() => render(join(patch, 'overlays', 'gpu')), /kubectl kustomize .*mnist-workers/s);
+  const yaml = broken('base/settings.yaml', (t) => t.replace(/^data:$/m, 'data: ['));
+  assert.throws(() => render(join(yaml, 'overlays', 'cpu')), /kubectl kustomize /);
+  // kustomize renders a misspelt or mistyped field as it is; the schema check refuses it.
+  const field = broken('base/worker-job.yaml', (t) => t.replace(/^  backoffLimitPerIndex: /m, '  backoffLimitPerIndx: ').replace(/^(\s+)restartPolicy: Never$/m, '$1restartPolicy: 7'));
+  const worker = findObject(render(join(field, 'overlays', 'cpu')), 'Job', 'mnist-worker');
+  const problems = (await schemaProblems(worker)).join('\n');
+  assert.match(problems, /unknown field \/spec\/backoffLimitPerIndx/);
+  assert.match(problems, /restartPolicy must be string/);
 });

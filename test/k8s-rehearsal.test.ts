@@ -19,7 +19,10 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { COORDINATOR, WORKER, readJson, runCli, tempDir, waitFor } from './helpers.js';
-import { K8S, type KObject, REPO, findObject, render } from './k8s-helpers.js';
+import { K8S, type KObject, REPO, findObject, needsKustomize, render } from './k8s-helpers.js';
+
+/** The rehearsal runs the rendered Jobs: without kubectl's kustomize it skips (and fails under CI). */
+const KUSTOMIZE = needsKustomize();
 
 // Small data, and a short --worker-timeout: a worker that misses the coordinator's last message
 // leaves after 2 × --worker-timeout of silence (the manifests' 30 s would make that a minute).
@@ -263,7 +266,7 @@ function describe(pods: Pod[]): string {
   return pods.map((p) => `--- ${p.name}\n${p.stdout()}${p.stderr()}`).join('\n');
 }
 
-test('rehearsal: the rendered Jobs train together, N workers, and leave the model on the volume', async (t) => {
+test('rehearsal: the rendered Jobs train together, N workers, and leave the model on the volume', KUSTOMIZE, async (t) => {
   const cluster = await makeCluster();
   const coordinator = cluster.startPod(cluster.coordinatorJob, 'coordinator', SMALL);
   const workers = startWorkers(cluster);
@@ -287,7 +290,7 @@ test('rehearsal: the rendered Jobs train together, N workers, and leave the mode
   assert.ok(await waitFor(() => pidsMentioning(cluster.dir).length === 0, 5000), `left behind: ${pidsMentioning(cluster.dir).join(', ')}`);
 });
 
-test('rehearsal: an evicted coordinator (SIGTERM) checkpoints, and its next pod resumes the run', async () => {
+test('rehearsal: an evicted coordinator (SIGTERM) checkpoints, and its next pod resumes the run', KUSTOMIZE, async () => {
   const cluster = await makeCluster();
   const flags = ['--epochs', '1', '--train-limit', '1280', '--test-limit', '200', '--log-interval', '1', ...SPEED];
   const first = cluster.startPod(cluster.coordinatorJob, 'coordinator', flags);
@@ -319,7 +322,7 @@ test('rehearsal: an evicted coordinator (SIGTERM) checkpoints, and its next pod 
   assert.ok(await waitFor(() => pidsMentioning(cluster.dir).length === 0, 5000), `left behind: ${pidsMentioning(cluster.dir).join(', ')}`);
 });
 
-test('rehearsal: a worker pod crashes; the run goes on without it, and its replacement, started after the run ended, is stopped as the worker Job completes', async () => {
+test('rehearsal: a worker pod crashes; the run goes on without it, and its replacement, started after the run ended, is stopped as the worker Job completes', KUSTOMIZE, async () => {
   const cluster = await makeCluster();
   const flags = ['--epochs', '1', '--train-limit', '1280', '--test-limit', '200', '--log-interval', '1', ...SPEED];
   const coordinator = cluster.startPod(cluster.coordinatorJob, 'coordinator', flags);
