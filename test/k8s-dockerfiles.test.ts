@@ -18,7 +18,7 @@ import {
   type KObject,
   containersOf,
   copyParts,
-  dockerIgnored,
+  dockerIgnoredBy,
   findObject,
   parseDockerfile,
   readDockerignore,
@@ -113,7 +113,7 @@ function stages(file: string): Stage[] {
     if (ins.keyword === 'RUN') stage.runs.push(ins.args);
     if (ins.keyword === 'ENV') for (const [k, v] of envVariables(ins.args)) stage.env.set(k, v);
     if (ins.keyword === 'COPY' || ins.keyword === 'ADD') {
-      const { flags, sources, dest } = copyParts(ins.args);
+      const { flags, sources, dest } = copyParts(ins);
       const target = posix.resolve(workdir, dest);
       for (const source of sources) {
         const into = dest.endsWith('/') || sources.length > 1 ? posix.join(target, posix.basename(source)) : target;
@@ -130,12 +130,12 @@ function filesUnder(dir: string): string[] {
 
 for (const [kind, { file, base, overlay, tag, engine }] of Object.entries(DOCKERFILES)) {
   test(`${kind} image (${relative(repoPath(), file)}): what it copies exists and is in the build context`, () => {
-    const ignore = readDockerignore();
+    const dockerIgnored = dockerIgnoredBy(readDockerignore());
     const all = stages(file);
     const names = new Set<string>();
     for (const stage of all) {
       for (const ins of stage.instructions.filter((i) => i.keyword === 'COPY' || i.keyword === 'ADD')) {
-        const { flags, sources } = copyParts(ins.args);
+        const { flags, sources } = copyParts(ins);
         assert.notEqual(ins.keyword, 'ADD', `${file}:${ins.line}: COPY, not ADD`);
         if (flags.from) {
           assert.ok(names.has(flags.from) || flags.from.includes(':'), `${file}:${ins.line}: --from=${flags.from} is no earlier stage`);
@@ -146,7 +146,7 @@ for (const [kind, { file, base, overlay, tag, engine }] of Object.entries(DOCKER
           assert.ok(existsSync(path), `${file}:${ins.line}: COPY ${source}: no such file in the project`);
           const files = statSync(path).isDirectory() ? filesUnder(path) : [path];
           assert.ok(files.length > 0);
-          for (const f of files) assert.ok(!dockerIgnored(ignore, relative(repoPath(), f)), `${file}:${ins.line}: ${relative(repoPath(), f)} is left out by .dockerignore`);
+          for (const f of files) assert.ok(!dockerIgnored(relative(repoPath(), f)), `${file}:${ins.line}: ${relative(repoPath(), f)} is left out by .dockerignore`);
         }
       }
       if (stage.name) names.add(stage.name);
@@ -338,12 +338,12 @@ test('images: of the webgpu package\'s prebuilt Dawn, each keeps the binary the 
 });
 
 test('.dockerignore keeps keys, builds, runs and the git folder out of the build context', () => {
-  const ignore = readDockerignore();
+  const dockerIgnored = dockerIgnoredBy(readDockerignore());
   for (const path of ['keys/coordinator.secret', 'mnist-keys/worker.public', 'src/worker.secret', 'node_modules/zeromq/package.json', 'dist/src/cli/coordinator.js', 'runs/r/checkpoint.bin', 'scratch/t.mjs', '.git/config', 'test/helpers.ts', 'k8s/base/kustomization.yaml', 'npm-debug.log']) {
-    assert.ok(dockerIgnored(ignore, path), `${path} reaches the build context`);
+    assert.ok(dockerIgnored(path), `${path} reaches the build context`);
   }
   for (const path of ['package.json', 'package-lock.json', 'tsconfig.json', 'src/cli/coordinator.ts', 'src/models/net.ts', 'deploy/coordinator-entrypoint.sh']) {
-    assert.ok(!dockerIgnored(ignore, path), `${path} is left out of the build context`);
+    assert.ok(!dockerIgnored(path), `${path} is left out of the build context`);
   }
 });
 

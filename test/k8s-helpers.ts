@@ -1,6 +1,7 @@
 /**
  * Shared by the k8s-*.test.ts files: render k8s/ with kustomize itself (`kubectl kustomize`),
- * validate what it renders against Kubernetes' own schemas, and read the Dockerfiles.
+ * validate what it renders against Kubernetes' own schemas (kubernetes-models), and read the
+ * Dockerfiles (dockerfile-ast) and .dockerignore (@balena/dockerignore).
  *
  * k8s/ uses kustomize's `replacements` (the worker count, set once in settings.yaml, copied into
  * both Jobs, integers staying integers), which kustomize has from v4; the tests ask for v5, the
@@ -13,6 +14,8 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import dockerignoreModule from '@balena/dockerignore';
+import { DockerfileParser, JSONInstruction, ModifiableInstruction } from 'dockerfile-ast';
 import { parseAllDocuments } from 'yaml';
 
 /** The repository root (this file runs from dist/test/). */
@@ -195,86 +198,47 @@ function unknownFields(Model: ModelClass, o: KObject): string[] {
 
 export interface DockerInstruction {
   keyword: string;
+  /** The arguments, continuation lines joined, comments dropped, without the flags. */
   args: string;
+  /** The flags (`--from=build` → from: build; a flag without a value → 'true'). */
+  flags: Record<string, string>;
+  /** The arguments one by one: the JSON form's strings, or the words of the plain form. */
+  words: string[];
   line: number;
 }
 
-/** A Dockerfile's instructions: continuation lines joined, comments and blank lines dropped. */
+/** A Dockerfile's instructions, as Docker reads them (dockerfile-ast's parser). */
 export function parseDockerfile(path: string): DockerInstruction[] {
-  const lines = readFileSync(path, 'utf8').split('\n');
-  const out: DockerInstruction[] = [];
-  let buffer = '';
-  let start = 0;
-  for (let i = 0; i < lines.length; i++) {
-    const line = lines[i];
-    if (buffer === '' && /^\s*(#|$)/.test(line)) continue;
-    if (buffer !== '' && /^\s*#/.test(line)) continue; // comment inside a continued instruction
-    if (buffer === '') start = i + 1;
-    if (/\\\s*$/.test(line)) {
-      buffer += `${line.replace(/\\\s*$/, '')} `;
-      continue;
-    }
-    buffer += line;
-    const m = /^\s*([A-Za-z]+)\s+([\s\S]*)$/.exec(buffer);
-    if (!m) throw new Error(`${path}:${start}: cannot parse ${buffer}`);
-    out.push({ keyword: m[1].toUpperCase(), args: m[2].trim(), line: start });
-    buffer = '';
-  }
-  if (buffer !== '') throw new Error(`${path}: ends inside a continued line`);
-  return out;
+  return DockerfileParser.parse(readFileSync(path, 'utf8'))
+    .getInstructions()
+    .map((ins) => {
+      const flags = ins instanceof ModifiableInstruction ? Object.fromEntries(ins.getFlags().map((f) => [f.getName(), f.getValue() ?? 'true'])) : {};
+      const json = ins instanceof JSONInstruction ? ins.getJSONStrings().map((j) => j.getJSONValue()) : [];
+      const words = json.length > 0 ? json : ins.getArguments().map((a) => a.getValue());
+      return { keyword: ins.getKeyword().toUpperCase(), args: (ins.getArgumentsContent() ?? '').trim(), flags, words, line: ins.getRange().start.line + 1 };
+    });
 }
 
-/** COPY/ADD sources and destination, flags (--from=, --chown=, ...) apart. */
-export function copyParts(args: string): { flags: Record<string, string>; sources: string[]; dest: string } {
-  const flags: Record<string, string> = {};
-  let rest = args;
-  for (let m = /^--([\w-]+)(?:=(\S+))?\s+/.exec(rest); m; m = /^--([\w-]+)(?:=(\S+))?\s+/.exec(rest)) {
-    flags[m[1]] = m[2] ?? 'true';
-    rest = rest.slice(m[0].length);
-  }
-  const words = rest.startsWith('[') ? (JSON.parse(rest) as string[]) : rest.split(/\s+/);
-  return { flags, sources: words.slice(0, -1), dest: words[words.length - 1] };
+/** COPY/ADD: flags, sources and destination. */
+export function copyParts(ins: DockerInstruction): { flags: Record<string, string>; sources: string[]; dest: string } {
+  return { flags: ins.flags, sources: ins.words.slice(0, -1), dest: ins.words[ins.words.length - 1] };
 }
+
+// The package is CommonJS (`module.exports = factory`) but its types say `export default`: under
+// Node's ESM the default import is the factory itself.
+const dockerignore = dockerignoreModule as unknown as typeof dockerignoreModule.default;
 
 /**
- * Docker's .dockerignore rules: each line a pattern (`*`, `?`, `**`), `!` re-includes, the last
- * matching line wins, and a pattern that matches a folder matches everything in it.
+ * Whether `docker build` leaves a path (relative to the repository) out of the build context, by
+ * the repository's .dockerignore: @balena/dockerignore, a port of Docker's own matcher.
  */
-export function dockerIgnored(patterns: string[], path: string): boolean {
-  let ignored = false;
-  const parts = path.split('/');
-  for (const raw of patterns) {
-    const negate = raw.startsWith('!');
-    const pattern = (negate ? raw.slice(1) : raw).trim().replace(/^\/+|\/+$/g, '');
-    if (pattern === '') continue;
-    const re = globToRegExp(pattern);
-    let matches = false;
-    for (let n = 1; n <= parts.length && !matches; n++) matches = re.test(parts.slice(0, n).join('/'));
-    if (matches) ignored = !negate;
-  }
-  return ignored;
+export function dockerIgnoredBy(dockerignoreText: string): (path: string) => boolean {
+  const rules = dockerignore().add(dockerignoreText);
+  return (path) => rules.ignores(path);
 }
 
-function globToRegExp(glob: string): RegExp {
-  let re = '';
-  for (let i = 0; i < glob.length; i++) {
-    const ch = glob[i];
-    if (ch === '*' && glob[i + 1] === '*') {
-      re += '.*';
-      i++;
-      if (glob[i + 1] === '/') i++;
-    } else if (ch === '*') re += '[^/]*';
-    else if (ch === '?') re += '[^/]';
-    else re += ch.replace(/[.+^${}()|[\]\\]/g, '\\$&');
-  }
-  return new RegExp(`^${re}$`);
-}
-
-export function readDockerignore(): string[] {
-  return readFileSync(join(REPO, '.dockerignore'), 'utf8')
-    .split('\n')
-    .map((l) => l.trim())
-    .filter((l) => l !== '' && !l.startsWith('#'));
+export function readDockerignore(): string {
+  return readFileSync(join(REPO, '.dockerignore'), 'utf8');
 }
 
 export function repoPath(...parts: string[]): string {
