@@ -1,9 +1,9 @@
-/** HTML escaping for text content and (double- or single-quoted) attribute values. */
+/**
+ * HTML escaping for text content and (double- or single-quoted) attribute values: escape-html's
+ * five characters (& < > " '), for any value, as its text.
+ */
+import escape from 'escape-html';
+
 export function escapeHtml(value: unknown): string {
-  return String(value)
-    .replace(/&/g, '&amp;')
-    .replace(/</g, '&lt;')
-    .replace(/>/g, '&gt;')
-    .replace(/"/g, '&quot;')
-    .replace(/'/g, '&#39;');
+  return escape(String(value));
 }
