@@ -71,15 +71,18 @@ test('usage errors come before any engine loads: one line, exit 2', async () => 
   }
 });
 
-test('--out /proc/foo, and --resume without a checkpoint: one line, exit 1, before tfjs loads', async () => {
+test('--out /proc/foo (of a run and of a sweep), and --resume without a checkpoint: one line, exit 1, before tfjs loads', async () => {
   const out = await traced(COORDINATOR, ['--out', '/proc/foo', '--epochs', '1']);
   assert.equal(out.code, 1, out.stderr);
   assertOneLine(out.stderr, /^coordinator: error: --out \/proc\/foo: cannot write there \(ENOENT\)$/);
+  const sweep = await traced(COORDINATOR, ['sweep', '--out', '/proc/foo', '--lr', '0.01,0.1']);
+  assert.equal(sweep.code, 1, sweep.stderr);
+  assertOneLine(sweep.stderr, /^coordinator: error: --out \/proc\/foo: cannot write there \(ENOENT\)$/);
   const empty = tempDir();
   const resume = await traced(COORDINATOR, ['--out', empty, '--resume']);
   assert.equal(resume.code, 1, resume.stderr);
   assertOneLine(resume.stderr, /^coordinator: error: --resume: no checkpoint in /);
-  for (const r of [out, resume]) {
+  for (const r of [out, sweep, resume]) {
     assert.deepEqual(loadedOf(r.loaded, ENGINES), []);
   }
 });

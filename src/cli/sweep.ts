@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import type { FlagValue, SweepRunSpec } from '../study/sweep.js';
 import { ACCURACY_BARS, LOSS_CURVES, SWEEP_JSON, SWEEP_MD, TEST_ACCURACY_CURVES } from '../study/files.js';
 import { UserError } from '../util/errors.js';
+import { makeWritableDir } from '../util/fs.js';
 import { type TrainFlags, addTrainingFlags, configFromFlags, configKey, defaultWorkers, givenConfigKeys, givenFlags } from './flags.js';
 
 type Parser = (value: string, previous: unknown) => unknown;
@@ -51,7 +52,8 @@ export function registerSweepCommand(program: Command): Command {
   cmd
     .requiredOption('--out <dir>', `the sweep's folder: runs/<name> per run, ${SWEEP_JSON}, ${SWEEP_MD}, plots`)
     .action(async (flags: Record<string, unknown>, c: Command) => {
-      // The sweep itself loads tfjs: only once the command line has been read.
+      // The sweep itself loads tfjs: only once the command line and --out have been checked.
+      makeWritableDir(flags.out as string, '--out');
       const { runSweep, sweepGrid } = await import('../study/sweep.js');
       const given = new Set(givenFlags(c));
       const axes = listable
