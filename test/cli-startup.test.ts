@@ -61,6 +61,8 @@ test('usage errors come before any engine loads: one line, exit 2', async () => 
     [COORDINATOR, ['--bad-flag'], /^coordinator: error: unknown option '--bad-flag'$/],
     [COORDINATOR, ['--epochs', 'x'], /^coordinator: error: .*--epochs/],
     [COORDINATOR, ['--listen', 'tcp://0.0.0.0:5555', '--workers', '1', '--out', tempDir()], /^coordinator: error: --listen tcp:\/\/0\.0\.0\.0:5555 reaches beyond this machine/],
+    [COORDINATOR, ['--metrics', 'nowhere', '--out', tempDir()], /^coordinator: error: --metrics nowhere: expected HOST:PORT/],
+    [COORDINATOR, ['--metrics', '0.0.0.0:9400', '--out', tempDir()], /^coordinator: error: --metrics 0\.0\.0\.0:9400 reaches beyond this machine/],
     [WORKER, ['--connect', 'somewhere'], /^worker: error: --connect somewhere: expected an address/],
     [WORKER, [], /^worker: error: required option '--connect <addr>' not specified$/],
   ] as const) {
