@@ -63,6 +63,7 @@ test('usage errors come before any engine loads: one line, exit 2', async () => 
     [COORDINATOR, ['--listen', 'tcp://0.0.0.0:5555', '--workers', '1', '--out', tempDir()], /^coordinator: error: --listen tcp:\/\/0\.0\.0\.0:5555 reaches beyond this machine/],
     [COORDINATOR, ['--metrics', 'nowhere', '--out', tempDir()], /^coordinator: error: --metrics nowhere: expected HOST:PORT/],
     [COORDINATOR, ['--metrics', '0.0.0.0:9400', '--out', tempDir()], /^coordinator: error: --metrics 0\.0\.0\.0:9400 reaches beyond this machine/],
+    [COORDINATOR, ['--workers', '2', '--min-workers', '3', '--out', tempDir()], /^coordinator: error: --min-workers 3: must be from 1 to --workers \(2\)$/],
     [WORKER, ['--connect', 'somewhere'], /^worker: error: --connect somewhere: expected an address/],
     [WORKER, [], /^worker: error: required option '--connect <addr>' not specified$/],
   ] as const) {
