@@ -313,8 +313,12 @@ test('rehearsal: an evicted coordinator (SIGTERM) checkpoints, and its next pod 
   assert.equal(result.code, 0, describe([second, ...workers]));
   assert.match(second.stderr(), /holds a checkpoint: continuing that run \(--resume\)/);
   assert.match(second.stdout(), /resuming from .*checkpoint\.bin at epoch 1, step [1-9]/);
-  for (const w of workers) assert.match(w.stdout() + w.stderr(), /rejoined the coordinator/);
-  await workerJobFinished(cluster, workers, 30_000);
+  // settings.yaml's --min-workers lets the resumed pod go on with the first worker back; one that is
+  // not back before the run ends is stopped as the worker Job completes, never failed.
+  const rejoined = workers.filter((w) => /rejoined the coordinator/.test(w.stdout() + w.stderr()));
+  assert.ok(rejoined.length >= 1, `no worker rejoined\n${describe([second, ...workers])}`);
+  const stopped = await workerJobFinished(cluster, workers, 30_000);
+  for (const w of workers) assert.ok(rejoined.includes(w) || stopped.includes(w.name), `${w.name} neither rejoined nor was stopped\n${describe(workers)}`);
 
   const summary = readJson(join(cluster.out, 'summary.json'));
   assert.equal(summary.workers, cluster.n);
