@@ -76,8 +76,8 @@ test('a fuzzed coordinator rejects and counts every bad message and ends with th
   await liar.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'liar', pid: 1, host: 'elsewhere', backend: 'wasm', device: 'x', ...identity }));
   const liarLoop = (async () => {
     let lies = 0;
-    for await (const [frame] of liar) {
-      const m = decodeCoordinatorMessage(frame);
+    for await (const frames of liar) {
+      const m = decodeCoordinatorMessage(frames);
       if (m.type !== 'assign') continue;
       // A result for its real shard, but poisoned: it must never be applied. The first lie is well
       // formed but infinite (the coordinator recomputes the shard to tell a liar from divergence),
@@ -94,8 +94,8 @@ test('a fuzzed coordinator rejects and counts every bad message and ends with th
   splitter.connect(addr);
   await splitter.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'splitter', pid: 2, host: 'elsewhere', backend: 'wasm', device: 'x', ...identity }));
   const splitterLoop = (async () => {
-    for await (const [frame] of splitter) {
-      const m = decodeCoordinatorMessage(frame);
+    for await (const frames of splitter) {
+      const m = decodeCoordinatorMessage(frames);
       if (m.type !== 'assign') continue;
       const part = { type: 'result', step: m.step, shard: m.shard, weightsVersion: m.weightsVersion, lossSum: 1, count: m.labels.length, computeMs: 0 } as const;
       await splitter.send(encode({ ...part, from: PARAMS - 100, gradSum: new Float32Array(100).fill(7) }));

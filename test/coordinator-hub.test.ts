@@ -63,8 +63,8 @@ test("a non-finite result's verdict comes before the sender's next message is re
     // Both shards come to the one member; it answers the first with an infinite gradient and, at
     // once, the second with a miscount.
     const assigned: number[] = [];
-    for await (const [frame] of liar) {
-      const m = decodeCoordinatorMessage(frame);
+    for await (const frames of liar) {
+      const m = decodeCoordinatorMessage(frames);
       if (m.type === 'assign') assigned.push(m.shard);
       if (assigned.length === 2) break;
     }

@@ -46,8 +46,8 @@ test('a worker that sends every result twice, the second one garbage, stays in t
   const loop = (async () => {
     let computer: ReturnType<typeof createGradientComputer> | undefined;
     let weights = new Float32Array(0);
-    for await (const [frame] of socket) {
-      const m = decodeCoordinatorMessage(frame);
+    for await (const frames of socket) {
+      const m = decodeCoordinatorMessage(frames);
       if (m.type === 'shutdown') break;
       if (m.type === 'welcome') {
         assert.ok(isModelName(m.model));
@@ -112,8 +112,8 @@ test("a hello with a spawned child's pid is not taken as the child: evicting it 
   await impostor.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'impostor', pid: childPid, host: hostname(), backend: 'wasm', device: 'test', ...identity }));
   let streamGradients: boolean | undefined;
   const loop = (async () => {
-    for await (const [frame] of impostor) {
-      const m = decodeCoordinatorMessage(frame);
+    for await (const frames of impostor) {
+      const m = decodeCoordinatorMessage(frames);
       if (m.type === 'welcome') streamGradients = m.streamGradients;
       if (m.type !== 'assign') continue;
       const bad = { type: 'result', step: m.step, shard: m.shard, weightsVersion: m.weightsVersion, gradSum: new Float32Array(7), lossSum: 1, count: m.labels.length, computeMs: 1 } as const;

@@ -8,22 +8,16 @@ import { largestFrames, messageLimitProblem } from '../src/coordinator/limits.js
 import { WorkerPool } from '../src/coordinator/pool.js';
 import { largestShard } from '../src/coordinator/train.js';
 import { createModel, paramLayout } from '../src/models/index.js';
-import { MAX_MESSAGE_BYTES, encode } from '../src/protocol/messages.js';
+import { MAX_MESSAGE_BYTES, encode, encodeAssign, encodeWeightsFrame } from '../src/protocol/messages.js';
 import { UserError } from '../src/util/errors.js';
 import { createLogger } from '../src/util/logger.js';
 
 /** The frames themselves, as the hub and a worker encode them. */
 function realFrames(params: number, n: number, numbers: number): { assign: number; result: number } {
-  const assign = encode({
-    type: 'assign',
-    step: numbers,
-    shard: numbers,
-    weightsVersion: numbers,
-    weights: new Float32Array(params),
-    pixels: new Uint8Array(n * 28 * 28),
-    labels: new Uint8Array(n),
-    keys: new Uint32Array(n),
-  }).length;
+  const assign = encodeAssign(
+    { type: 'assign', step: numbers, shard: numbers, weightsVersion: numbers, pixels: new Uint8Array(n * 28 * 28), labels: new Uint8Array(n), keys: new Uint32Array(n) },
+    encodeWeightsFrame(new Float32Array(params), 'float32'),
+  ).reduce((bytes, frame) => bytes + frame.length, 0);
   const result = encode({ type: 'result', step: numbers, shard: numbers, weightsVersion: numbers, gradSum: new Float32Array(params), from: numbers, lossSum: 123.456, count: n || 1, computeMs: 7.25 }).length;
   return { assign, result };
 }

@@ -124,8 +124,8 @@ test('a member that says hello again is taken in afresh: a new welcome, and its 
   // 0: joining; 1: said hello again, waiting for the new welcome (what was queued before it is old); 2: welcomed again.
   let phase = 0;
   try {
-    for await (const [frame] of dealer) {
-      const m = decodeCoordinatorMessage(frame);
+    for await (const frames of dealer) {
+      const m = decodeCoordinatorMessage(frames);
       const what = m.type === 'assign' ? `assign${m.weights ? '+weights' : ''}` : m.type;
       if (what === 'heartbeat') continue;
       if (phase === 0) {

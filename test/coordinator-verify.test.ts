@@ -51,8 +51,8 @@ async function startPoisoner(addr: string, id: string): Promise<Poisoner> {
   let sent = 0;
   const rejections: string[] = [];
   const loop = (async () => {
-    for await (const [frame] of socket) {
-      const m = decodeCoordinatorMessage(frame);
+    for await (const frames of socket) {
+      const m = decodeCoordinatorMessage(frames);
       if (m.type === 'shutdown') break;
       if (m.type === 'welcome') params = m.params;
       if (m.type === 'reject') {

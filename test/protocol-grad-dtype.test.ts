@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import { f16round } from '@petamoriken/float16';
 import { Reducer } from '../src/coordinator/reducer.js';
 import { bytesPerElement, decodeTensor, encodeTensor, roundTrip } from '../src/protocol/grad-dtype.js';
-import { decodeCoordinatorMessage, decodeWorkerMessage, encode } from '../src/protocol/messages.js';
+import { decodeCoordinatorMessage, decodeWorkerMessage, encode, encodeAssign, encodeWeightsFrame } from '../src/protocol/messages.js';
 import { rand } from './helpers.js';
 
 const bytes = (a: Uint16Array | Float32Array): Uint8Array => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
@@ -97,9 +97,15 @@ test('a 16-bit tensor travels in half the bytes, names its dtype, and decodes fr
   assert.ok(a.every((v, i) => Math.abs(v - grad[i]) <= Math.abs(grad[i]) * 2 ** -11 + 2 ** -25));
 
   const assign = decodeCoordinatorMessage(
-    encode({ type: 'assign', step: 0, shard: 0, weightsVersion: 0, weights: half.subarray(0, 3), weightsDtype: 'bfloat16', pixels: new Uint8Array(784), labels: Uint8Array.of(1), keys: Uint32Array.of(1) }),
+    encodeAssign(
+      { type: 'assign', step: 0, shard: 0, weightsVersion: 0, pixels: new Uint8Array(784), labels: Uint8Array.of(1), keys: Uint32Array.of(1) },
+      encodeWeightsFrame(Float32Array.of(1, -2, 0.5), 'bfloat16'),
+    ),
   );
   assert.ok(assign.type === 'assign' && assign.weightsDtype === 'bfloat16' && assign.weights?.byteLength === 6);
+  const widened = new Float32Array(3);
+  decodeTensor(assign.weights, 'bfloat16', widened);
+  assert.deepEqual([...widened], [1, -2, 0.5]);
   assert.throws(() => decodeWorkerMessage(encode({ type: 'result', step: 1, shard: 0, weightsVersion: 1, gradSum: half, gradDtype: 'int8' as 'float16', lossSum: 1, count: 1, computeMs: 1 })), /unknown gradDtype/);
 });
 

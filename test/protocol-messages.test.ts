@@ -8,6 +8,8 @@ import {
   decodeCoordinatorMessage,
   decodeWorkerMessage,
   encode,
+  encodeAssign,
+  encodeWeightsFrame,
 } from '../src/protocol/messages.js';
 
 test('messages round-trip with tensors as raw bytes, received as views of the frame', () => {
@@ -26,9 +28,16 @@ test('messages round-trip with tensors as raw bytes, received as views of the fr
   assert.deepEqual([...kept.subarray(0, 5)], [-1, -1, -1, -1, -1]);
 
   const weights = Float32Array.of(0.5, -2, 3.25);
-  const assignFrame = encode({ type: 'assign', step: 0, shard: 0, weightsVersion: 0, weights, pixels: new Uint8Array(2 * 784).fill(9), labels: Uint8Array.of(7, 3), keys: Uint32Array.of(99, 4294967295) });
-  const assign = decodeCoordinatorMessage(assignFrame);
+  const assignFrames = encodeAssign(
+    { type: 'assign', step: 0, shard: 0, weightsVersion: 0, pixels: new Uint8Array(2 * 784).fill(9), labels: Uint8Array.of(7, 3), keys: Uint32Array.of(99, 4294967295) },
+    encodeWeightsFrame(weights, 'float32'),
+  );
+  assert.equal(assignFrames.length, 2);
+  const [assignFrame, weightsFrame] = assignFrames;
+  const assign = decodeCoordinatorMessage(assignFrames);
   assert.ok(assign.type === 'assign' && assign.weights);
+  assert.equal(assign.weightsCount, 3);
+  assert.equal(assign.weights, weightsFrame, 'the weights are the second frame itself');
   assert.equal(assign.pixels.buffer, assignFrame.buffer);
   assert.deepEqual([...assign.labels], [7, 3]);
   assert.equal(assign.pixels.length, 2 * 784);
@@ -66,13 +75,51 @@ test('malformed and unknown messages are rejected with a reason', () => {
   assert.throws(() => decodeWorkerMessage(typedArrayResult), /without a float32 gradient/);
   const ragged = codec.pack({ type: 'result', step: 0, shard: 0, weightsVersion: 0, gradSum: new Uint8Array(7), lossSum: 1, count: 1, computeMs: 0 });
   assert.throws(() => decodeWorkerMessage(ragged), /without a float32 gradient/);
-  const raggedWeights = codec.pack({ ...shard, pixels: new Uint8Array(784), labels: Uint8Array.of(1), keys: new Uint8Array(4), weights: new Uint8Array(6) });
-  assert.throws(() => decodeCoordinatorMessage(raggedWeights), /bad weights/);
+  const weightsInHeader = codec.pack({ ...shard, pixels: new Uint8Array(784), labels: Uint8Array.of(1), keys: new Uint8Array(4), weights: new Uint8Array(8) });
+  assert.throws(() => decodeCoordinatorMessage(weightsInHeader), /weights in its header/);
   // A gradient sent in parts says where each part starts.
   const part = { type: 'result', step: 0, shard: 0, weightsVersion: 0, gradSum: new Float32Array(3), lossSum: 1, count: 1, computeMs: 0 } as const;
   const decoded = decodeWorkerMessage(encode({ ...part, from: 40 }));
   assert.equal(decoded.type === 'result' && decoded.from, 40);
   for (const from of [-1, 1.5, '3']) assert.throws(() => decodeWorkerMessage(encode({ ...part, from } as never)), /bad part offset/);
+});
+
+test('one weights frame serves every assignment of a step; a missing, extra or wrong-size weights frame is refused', () => {
+  const shard = (n: number) => ({ type: 'assign', step: 4, shard: n, weightsVersion: 4, pixels: new Uint8Array(784).fill(n), labels: Uint8Array.of(n), keys: Uint32Array.of(n) }) as const;
+  const weights = Float32Array.from({ length: 1000 }, (_, i) => i / 7);
+  const frame = encodeWeightsFrame(weights, 'float32');
+  const sent = [0, 1, 2].map((n) => encodeAssign(shard(n), frame));
+  // Every assignment carries the same buffer object: nothing tensor-sized is encoded per worker.
+  for (const frames of sent) assert.equal(frames[1], frame.bytes);
+  assert.notEqual(sent[0][0], sent[1][0]);
+  for (const [n, frames] of sent.entries()) {
+    const m = decodeCoordinatorMessage(frames);
+    assert.ok(m.type === 'assign' && m.weights);
+    assert.equal(m.shard, n);
+    const w = new Float32Array(weights.length);
+    copyTensor(m.weights, w);
+    assert.deepEqual(w, weights);
+  }
+  // The next step's frame is a buffer of its own: an assignment still queued keeps its weights.
+  const next = encodeWeightsFrame(weights.map((v) => v + 1), 'float32');
+  assert.notEqual(next.bytes.buffer, frame.bytes.buffer);
+  assert.equal(new Float32Array(frame.bytes.buffer, frame.bytes.byteOffset, 1000)[7], 1);
+  // A 16-bit frame: two bytes a parameter, aligned for a Uint16Array view.
+  assert.equal(encodeWeightsFrame(weights, 'float16').bytes.byteLength, 2000);
+
+  const [header, bytes] = sent[0];
+  assert.throws(() => decodeCoordinatorMessage([header]), /assign without its weights frame/);
+  assert.throws(() => decodeCoordinatorMessage(header), /assign without its weights frame/);
+  assert.throws(() => decodeCoordinatorMessage([header, bytes, bytes]), /assign of 3 frames/);
+  assert.throws(() => decodeCoordinatorMessage([header, bytes.subarray(4)]), /weights frame of 3996 bytes, not 1000 float32 values \(4000 bytes\)/);
+  const half = encodeAssign(shard(0), encodeWeightsFrame(weights, 'bfloat16'));
+  assert.throws(() => decodeCoordinatorMessage([half[0], bytes]), /weights frame of 4000 bytes, not 1000 bfloat16 values \(2000 bytes\)/);
+  const [bare] = encodeAssign(shard(0));
+  assert.equal(decodeCoordinatorMessage([bare]).type, 'assign');
+  assert.throws(() => decodeCoordinatorMessage([bare, bytes]), /weights frame its header does not announce/);
+  assert.throws(() => decodeCoordinatorMessage([encode({ ...shard(0), weightsCount: -1 })]), /bad weights count/);
+  assert.throws(() => decodeCoordinatorMessage([encode({ type: 'heartbeat', t: 1 }), bytes]), /heartbeat message of 2 frames/);
+  assert.throws(() => decodeCoordinatorMessage([]), /without frames/);
 });
 
 test('a hello of this version names its build, engine and model digests; one of another version passes, to be refused with a reason', () => {

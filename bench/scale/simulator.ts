@@ -162,7 +162,7 @@ export class SimulatedWorkers {
       }
       let msg: ReturnType<typeof decodeCoordinatorMessage>;
       try {
-        msg = decodeCoordinatorMessage(frames[frames.length - 1]);
+        msg = decodeCoordinatorMessage(frames);
       } catch (e) {
         this.fail(new Error(`simulated worker ${worker.id}: bad message from the coordinator: ${(e as Error).message}`));
         break;

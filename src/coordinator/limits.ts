@@ -24,7 +24,10 @@ function frameBytes(skeleton: Parameters<typeof encode>[0], tensorBytes: number[
 }
 
 export interface FrameSizes {
-  /** An assignment that carries the weights: the largest frame the coordinator sends. */
+  /**
+   * An assignment that carries the weights, its header and weights frames together: the most the
+   * coordinator sends at once (each frame alone is smaller).
+   */
   assign: number;
   /** A whole shard's gradient: the largest frame the coordinator receives. */
   result: number;
@@ -39,9 +42,9 @@ export interface FrameSizes {
 export function largestFrames(params: number, shardSamples: number): FrameSizes {
   const empty = { f32: new Float32Array(0), u8: new Uint8Array(0), u32: new Uint32Array(0) };
   const assign = frameBytes(
-    { type: 'assign', step: BIG, shard: BIG, weightsVersion: BIG, weights: empty.f32, pixels: empty.u8, labels: empty.u8, keys: empty.u32 },
-    [params * 4, shardSamples * IMAGE_BYTES, shardSamples, shardSamples * 4],
-  );
+    { type: 'assign', step: BIG, shard: BIG, weightsVersion: BIG, weightsCount: params, pixels: empty.u8, labels: empty.u8, keys: empty.u32 },
+    [shardSamples * IMAGE_BYTES, shardSamples, shardSamples * 4],
+  ) + params * 4;
   const result = frameBytes(
     { type: 'result', step: BIG, shard: BIG, weightsVersion: BIG, gradSum: empty.f32, from: BIG, lossSum: Math.PI, count: BIG, computeMs: Math.PI },
     [params * 4],

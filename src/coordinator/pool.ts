@@ -33,8 +33,8 @@ import { UserError } from '../util/errors.js';
 import { type CoordinatorKeys, identifyWorker, readAllowList } from '../protocol/keys.js';
 import { ZAP_DOMAIN, type ZapHandler, startZapHandler } from './zap.js';
 import type { Logger } from '../util/logger.js';
-import { type GradDtype, encodeTensor } from '../protocol/grad-dtype.js';
-import { type CoordinatorMessage, type Hello, MAX_MESSAGE_BYTES, type ReceivedResult, SendQueue, decodeWorkerMessage, encode } from '../protocol/messages.js';
+import type { GradDtype } from '../protocol/grad-dtype.js';
+import { type CoordinatorMessage, type Hello, MAX_MESSAGE_BYTES, type ReceivedResult, SendQueue, type WeightsFrame, decodeWorkerMessage, encode, encodeAssign, encodeWeightsFrame } from '../protocol/messages.js';
 import { Launcher, type Replacement, type SpawnFn } from './launcher.js';
 import { messageLimitProblem } from './limits.js';
 import { type Member, Membership, type RunIdentity, memberName } from './membership.js';
@@ -180,10 +180,10 @@ function quantile(xs: readonly number[], q: number): number {
 type Optional = 'keys' | 'keysDir' | 'workerArgs' | 'verifyShard' | 'augment' | 'engine' | 'spawnProcess' | 'onBound' | 'minWorkers' | 'identity' | 'recomputeShard' | 'coordinatorEngine';
 type Options = Required<Omit<PoolOptions, Optional>> & Pick<PoolOptions, Optional>;
 
-/** A step's weights as they travel: encoded once per step, whatever the number of assignments. */
+/** A step's weights as they travel: one frame, encoded once per step, whatever the number of assignments. */
 interface TravellingWeights {
-  step: number;
-  tensor: Float32Array | Uint16Array;
+  flight: StepInFlight;
+  frame: WeightsFrame;
 }
 
 /** Shards in a row that backups return first before their member leaves the pool. */
@@ -239,9 +239,8 @@ export class WorkerPool implements GradientSource {
   private stepStartedAt: number | undefined;
   private readonly stepCompute = new Map<string, number>();
   private readonly stepOverheads: number[] = [];
-  /** The current step's weights in --grad-dtype, and the buffer a 16-bit encoding goes into. */
+  /** The current step's weights frame, in --grad-dtype. */
   private travelling: TravellingWeights | undefined;
-  private weights16 = new Uint16Array(0);
   endpoint = '';
 
   private constructor(opts: PoolOptions) {
@@ -464,33 +463,23 @@ export class WorkerPool implements GradientSource {
     const flight = this.current;
     if (!flight) return;
     const data = flight.shards[a.shard];
-    this.sendTo(a.member, {
-      type: 'assign',
-      step: flight.step,
-      shard: a.shard,
-      weightsVersion: flight.step,
-      ...(a.withWeights ? this.weightsToSend(flight) : {}),
-      pixels: data.pixels,
-      labels: data.labels,
-      keys: data.keys,
-    });
+    const header = { type: 'assign', step: flight.step, shard: a.shard, weightsVersion: flight.step, pixels: data.pixels, labels: data.labels, keys: data.keys } as const;
+    this.sendFrames(a.member, encodeAssign(header, a.withWeights ? this.weightsFrame(flight) : undefined));
   }
 
-  /** The step's weights as an assignment carries them: float32 as they are, else encoded once per step. */
-  private weightsToSend(flight: StepInFlight): { weights: Float32Array | Uint16Array; weightsDtype?: GradDtype } {
-    const dtype = this.opts.gradDtype;
-    if (dtype === 'float32') return { weights: flight.weights };
-    if (this.travelling?.step !== flight.step) {
-      if (this.weights16.length < flight.weights.length) this.weights16 = new Uint16Array(flight.weights.length);
-      this.travelling = { step: flight.step, tensor: encodeTensor(flight.weights, dtype, this.weights16) };
-    }
-    return { weights: this.travelling.tensor, weightsDtype: dtype };
+  /** The step's weights frame, encoded at its first assignment that carries them, and shared by all. */
+  private weightsFrame(flight: StepInFlight): WeightsFrame {
+    if (this.travelling?.flight !== flight) this.travelling = { flight, frame: encodeWeightsFrame(flight.weights, this.opts.gradDtype) };
+    return this.travelling.frame;
   }
 
   private sendTo(id: string, message: CoordinatorMessage): void {
-    const frame = encode(message);
-    this.stats.bytesSent += frame.length;
-    this.sendQueue.send([id, frame]).catch((e) => this.opts.logger.debug(`send to ${id} failed: ${(e as Error).message}`));
+    this.sendFrames(id, [encode(message)]);
+  }
+
+  private sendFrames(id: string, frames: Buffer[]): void {
+    for (const frame of frames) this.stats.bytesSent += frame.length;
+    this.sendQueue.send([id, ...frames]).catch((e) => this.opts.logger.debug(`send to ${id} failed: ${(e as Error).message}`));
   }
 
   private async receive(): Promise<void> {

@@ -1,7 +1,9 @@
 /**
  * The wire protocol between coordinator and workers: typed messages packed with msgpackr. The
  * coordinator binds a ROUTER; each worker connects a DEALER whose routing id names it. One
- * message = one ZeroMQ frame (plus the ROUTER's identity frame).
+ * message = one ZeroMQ frame (plus the ROUTER's identity frame), but for an assignment that carries
+ * the weights: its header frame, then the step's weights frame (encodeWeightsFrame), one buffer
+ * shared by every assignment of the step.
  *
  *   worker → coordinator: hello, result, heartbeat, bye
  *   coordinator → worker: welcome, reject, assign, heartbeat, shutdown
@@ -13,10 +15,10 @@
  * that no step leaves a tensor-sized allocation behind on either side.
  */
 import { createCodec } from '../util/codec.js';
-import { type GradDtype, bytesPerElement, isGradDtype } from './grad-dtype.js';
+import { type GradDtype, bytesPerElement, encodeTensor, isGradDtype } from './grad-dtype.js';
 
 /** Bumped whenever a message changes shape; a worker of another version is refused. */
-export const PROTOCOL_VERSION = 4;
+export const PROTOCOL_VERSION = 5;
 
 /** Bytes of one image in an assignment: 28 × 28 uint8 pixels. */
 const IMAGE_BYTES = 28 * 28;
@@ -90,16 +92,19 @@ export interface Reject {
   putOut?: boolean;
 }
 
-/** One shard of one step. Weights ride along only when the worker lacks this version. */
+/**
+ * One shard of one step: the header frame. Weights ride along, in a frame of their own after it,
+ * only when the worker lacks this version (encodeAssign).
+ */
 export interface Assign {
   type: 'assign';
   step: number;
   /** Index of the shard within the step's batch. */
   shard: number;
   weightsVersion: number;
-  /** The weights, as `weightsDtype` (16-bit patterns in a Uint16Array for float16 and bfloat16). */
-  weights?: Float32Array | Uint16Array;
-  /** The dtype of `weights` (absent: float32). */
+  /** Parameters in the weights frame that follows this header (absent: no weights frame). */
+  weightsCount?: number;
+  /** The dtype of the weights frame (absent: float32). */
   weightsDtype?: GradDtype;
   /** [n × 28 × 28] uint8 pixels, labels, per-sample dropout keys. */
   pixels: Uint8Array;
@@ -107,9 +112,9 @@ export interface Assign {
   keys: Uint32Array;
 }
 
-/** An assignment as the worker receives it: its tensors are views of the frame's bytes. */
-export interface ReceivedAssign extends Omit<Assign, 'weights' | 'keys'> {
-  /** The weights' little-endian bytes (of `weightsDtype`), when they ride along. */
+/** An assignment as the worker receives it: its tensors are views of the frames' bytes. */
+export interface ReceivedAssign extends Omit<Assign, 'keys'> {
+  /** The weights frame: `weightsCount` little-endian values of `weightsDtype`, when they ride along. */
   weights?: Uint8Array;
   /** uint32 keys, little-endian. */
   keys: Uint8Array;
@@ -210,7 +215,6 @@ export function encode(message: WorkerMessage | CoordinatorMessage): Buffer {
     case 'assign':
       return codec.pack({
         ...message,
-        ...(message.weights ? { weights: bytesOf(message.weights) } : {}),
         pixels: bytesOf(message.pixels),
         labels: bytesOf(message.labels),
         keys: bytesOf(message.keys),
@@ -218,6 +222,35 @@ export function encode(message: WorkerMessage | CoordinatorMessage): Buffer {
     default:
       return codec.pack(message);
   }
+}
+
+/** A step's weights as they travel: one frame, encoded once and sent with every assignment that carries them. */
+export interface WeightsFrame {
+  /** `count` little-endian values of `dtype`; never written again once encoded. */
+  bytes: Buffer;
+  count: number;
+  dtype: GradDtype;
+}
+
+/**
+ * Encodes `weights` in `dtype` into a buffer of their own. zeromq.js sends a buffer of more than
+ * 128 bytes without copying it: it holds the buffer until its I/O thread has written it out, however
+ * long a slow worker's queue takes, so a buffer rewritten in place at the next step could change an
+ * assignment still queued. Hence one new buffer per step (a copy per step, not per assignment).
+ */
+export function encodeWeightsFrame(weights: Float32Array, dtype: GradDtype): WeightsFrame {
+  // Its own ArrayBuffer (not Node's shared pool): aligned for a Uint16Array view, and freed with it.
+  const bytes = Buffer.allocUnsafeSlow(weights.length * bytesPerElement(dtype));
+  if (dtype === 'float32') bytes.set(bytesOf(weights));
+  else encodeTensor(weights, dtype, new Uint16Array(bytes.buffer, bytes.byteOffset, weights.length));
+  return { bytes, count: weights.length, dtype };
+}
+
+/** An assignment's frames: its header, then the step's weights frame when it carries the weights. */
+export function encodeAssign(assign: Omit<Assign, 'weightsCount' | 'weightsDtype'>, weights?: WeightsFrame): Buffer[] {
+  if (!weights) return [encode(assign)];
+  const dtype = weights.dtype === 'float32' ? {} : { weightsDtype: weights.dtype };
+  return [encode({ ...assign, weightsCount: weights.count, ...dtype }), weights.bytes];
 }
 
 /** Copies a received tensor's bytes into `into` from element `at` on (one memcpy; any alignment). */
@@ -299,9 +332,16 @@ export function decodeWorkerMessage(frame: Uint8Array): ReceivedWorkerMessage {
   }
 }
 
-/** Decodes and checks a message from the coordinator. */
-export function decodeCoordinatorMessage(frame: Uint8Array): ReceivedCoordinatorMessage {
-  const msg = unpackMap(frame);
+/**
+ * Decodes and checks a message from the coordinator: its frames (one frame alone for a message of
+ * one frame).
+ */
+export function decodeCoordinatorMessage(message: Uint8Array | readonly Uint8Array[]): ReceivedCoordinatorMessage {
+  const frames = message instanceof Uint8Array ? [message] : message;
+  need(frames.length > 0, 'message without frames');
+  const msg = unpackMap(frames[0]);
+  // Only an assignment may carry a second frame, its weights: checked below.
+  need(frames.length === 1 || msg.type === 'assign', `${String(msg.type).slice(0, 40)} message of ${frames.length} frames`);
   switch (msg.type) {
     case 'welcome':
       need(typeof msg.model === 'string' && isCount(msg.params), 'welcome without model');
@@ -315,7 +355,17 @@ export function decodeCoordinatorMessage(frame: Uint8Array): ReceivedCoordinator
         need((msg.keys as Uint8Array).byteLength === n * 4 && (msg.pixels as Uint8Array).byteLength === n * IMAGE_BYTES, 'assign with shard data of mismatched sizes');
       }
       need(msg.weightsDtype === undefined || isGradDtype(msg.weightsDtype), 'assign with an unknown weightsDtype');
-      need(msg.weights === undefined || isTensorBytes(msg.weights, bytesPerElement((msg.weightsDtype as GradDtype | undefined) ?? 'float32')), 'assign with bad weights');
+      need(msg.weights === undefined, 'assign with weights in its header');
+      need(msg.weightsCount === undefined || isCount(msg.weightsCount), 'assign with a bad weights count');
+      if (msg.weightsCount === undefined) {
+        need(frames.length === 1, 'assign with a weights frame its header does not announce');
+      } else {
+        need(frames.length === 2, frames.length === 1 ? 'assign without its weights frame' : `assign of ${frames.length} frames`);
+        const dtype = (msg.weightsDtype as GradDtype | undefined) ?? 'float32';
+        const expected = (msg.weightsCount as number) * bytesPerElement(dtype);
+        need(frames[1].byteLength === expected, `assign with a weights frame of ${frames[1].byteLength} bytes, not ${msg.weightsCount} ${dtype} values (${expected} bytes)`);
+        msg.weights = frames[1];
+      }
       return msg as unknown as ReceivedAssign;
     case 'reject':
     case 'heartbeat':

@@ -248,7 +248,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
       lastHeard = Date.now();
       let msg: ReceivedCoordinatorMessage;
       try {
-        msg = decodeCoordinatorMessage(frames[frames.length - 1]);
+        msg = decodeCoordinatorMessage(frames);
       } catch (e) {
         logger.warn(`ignored a bad message from the coordinator: ${(e as Error).message}`);
         continue;
