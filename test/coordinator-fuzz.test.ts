@@ -5,11 +5,11 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { Dealer } from 'zeromq';
-import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION, decodeCoordinatorMessage, encode } from '../src/protocol/messages.js';
+import { Dealer, Router } from 'zeromq';
+import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION, decodeCoordinatorMessage, decodeWorkerMessage, encode, encodeAssign, encodeWeightsFrame } from '../src/protocol/messages.js';
 import { createCodec } from '../src/util/codec.js';
 import { SeededRng } from '../src/util/rng.js';
-import { COORDINATOR, WORKER, readJson, runCli, tempDir, waitFor, workerPids, workerIdentity } from './helpers.js';
+import { COORDINATOR, WORKER, freePort, readJson, runCli, startWorker, tempDir, waitFor, workerPids, workerIdentity } from './helpers.js';
 
 /** What a worker of this build says of itself in its hello (a coordinator refuses a hello without it). */
 const identity = await workerIdentity();
@@ -147,4 +147,40 @@ test('a fuzzed coordinator rejects and counts every bad message and ends with th
   assert.match(c.stderr, /lost worker splitter: sent an invalid result \(gradient part \[0, 50\), expected one ending at \d+\)/);
   assert.doesNotMatch(c.stderr, /rejected a message from giant/, 'the oversized message was never read');
   process.stdout.write(`# fuzz: ${KINDS.map((k, i) => `${k} ×${sentByKind[i]}`).join(', ')}; rejected ${stats.rejected_messages}; weights unchanged\n`);
+});
+
+test('a worker ignores an assignment whose weights frame is missing, extra or of the wrong size, and computes the well-formed one', async () => {
+  const addr = `tcp://127.0.0.1:${await freePort()}`;
+  const router = new Router({ linger: 0 });
+  await router.bind(addr);
+  const worker = startWorker(['--connect', addr]);
+  try {
+    const [id, helloFrame] = await router.receive();
+    assert.equal(decodeWorkerMessage(helloFrame).type, 'hello');
+    await router.send([id, encode({ type: 'welcome', model: 'net', params: PARAMS, heartbeatMs: 500, timeoutMs: 20_000 })]);
+    const n = 4;
+    const shard = (s: number) => ({ type: 'assign', step: 0, shard: s, weightsVersion: 0, pixels: new Uint8Array(n * 784).fill(40), labels: Uint8Array.of(1, 2, 3, 4), keys: Uint32Array.of(1, 2, 3, 4) }) as const;
+    const weights = encodeWeightsFrame(Float32Array.from({ length: PARAMS }, (_, i) => Math.sin(i) / 20), 'float32');
+    const [header0] = encodeAssign(shard(0), weights);
+    const [header1] = encodeAssign(shard(1), weights);
+    await router.send([id, header0]); // the weights frame missing
+    await router.send([id, header1, weights.bytes.subarray(4)]); // one parameter short
+    await router.send([id, ...encodeAssign(shard(2), weights), weights.bytes]); // a frame too many
+    await router.send([id, ...encodeAssign(shard(3), weights)]);
+    let result = decodeWorkerMessage((await router.receive())[1]);
+    while (result.type === 'heartbeat') result = decodeWorkerMessage((await router.receive())[1]);
+    assert.ok(result.type === 'result', `got a ${result.type}`);
+    assert.equal(result.shard, 3, 'only the well-formed assignment is computed');
+    assert.equal(result.count, n);
+    assert.equal(result.gradSum.byteLength, PARAMS * 4);
+    await router.send([id, encode({ type: 'shutdown', reason: 'test over', finished: true })]);
+    assert.equal(await worker.exit, 0);
+    const log = worker.log();
+    assert.match(log, /ignored a bad message from the coordinator: assign without its weights frame/);
+    assert.match(log, /ignored a bad message from the coordinator: assign with a weights frame of 87356 bytes, not 21840 float32 values \(87360 bytes\)/);
+    assert.match(log, /ignored a bad message from the coordinator: assign of 3 frames/);
+  } finally {
+    worker.child.kill();
+    router.close();
+  }
 });
