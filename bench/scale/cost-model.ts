@@ -7,7 +7,7 @@
  * T: a shard's compute time. L: the latency of a step's message hops and wake-ups, which costs
  * time but no coordinator CPU. a + b·N + c·N·P: the coordinator's own work per step: a fixed part
  * (the update), a part per worker (each worker's messages: encode, send, receive, decode,
- * bookkeeping) and a part per worker and parameter (the weights copied into each assignment, each
+ * bookkeeping) and a part per worker and parameter (the weights written to each worker's socket, each
  * gradient out of its frame, the serial shard-ordered reduce). wire: the bytes the coordinator's
  * link carries per step in its busier direction (N assignments out, N results in, full duplex).
  *
