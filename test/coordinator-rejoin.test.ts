@@ -157,3 +157,40 @@ test('a member that says hello again is taken in afresh: a new welcome, and its 
   assert.match(r.stderr, /worker forgetful said hello again \(it lost track of this coordinator\): taking it in afresh/);
   assert.equal(honest.code, 0, honest.stderr);
 });
+
+test('a worker frozen past --worker-timeout and resumed is asked to say hello again: admitted within seconds, not after its 10 s silence timeout', async () => {
+  const dir = tempDir();
+  const reference = await runCli(COORDINATOR, [...RUN, '--workers', '0', '--out', join(dir, 'reference')]);
+  assert.equal(reference.code, 0, reference.stderr);
+
+  const listen = `tcp://127.0.0.1:${await freePort()}`;
+  const out = join(dir, 'run');
+  const coordinator = spawn(process.execPath, [COORDINATOR, ...RUN, '--workers', '1', '--no-spawn', '--listen', listen, '--empty-pool-timeout', '60', '--out', out], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  coordinator.stdout.on('data', (d: Buffer) => (stdout += d));
+  coordinator.stderr.on('data', (d: Buffer) => (stderr += d));
+  const exited = new Promise<number | null>((r) => coordinator.on('exit', (code) => r(code)));
+  const worker = spawn(process.execPath, [WORKER, '--connect', listen, '--connect-timeout', '60'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let workerLog = '';
+  worker.stdout.on('data', (d: Buffer) => (workerLog += d));
+  worker.stderr.on('data', (d: Buffer) => (workerLog += d));
+  assert.ok(await waitFor(() => /Train Epoch: 1 \[64\//.test(stdout), 30_000), stdout + workerLog);
+  worker.kill('SIGSTOP');
+  assert.ok(await waitFor(() => /lost worker .*: silent for/.test(stderr), 15_000), stderr);
+  worker.kill('SIGCONT');
+  const resumed = Date.now();
+  // Its own silence timeout (twice --worker-timeout, at least 10 s) counts from the coordinator's
+  // heartbeats it reads on waking: rejoining on that alone takes 10 s from here.
+  assert.ok(await waitFor(() => /rejoined the coordinator/.test(workerLog), 30_000), workerLog);
+  const rejoinedAfter = Date.now() - resumed;
+  assert.ok(rejoinedAfter < 6000, `rejoined ${rejoinedAfter} ms after it was resumed`);
+
+  assert.equal(await exited, 0, stdout + stderr);
+  assert.match(stdout, /asked .*, not in the pool, to say hello again/);
+  assert.doesNotMatch(stderr, /invalid result/, 'what it computed before rejoining is not taken for a part of what it computes after');
+  assert.match(workerLog, /the coordinator does not know this worker/);
+  assert.equal(readJson(join(out, 'summary.json')).weights_sha256, readJson(join(dir, 'reference', 'summary.json')).weights_sha256);
+  assert.ok(await waitFor(() => worker.exitCode !== null, 15_000));
+  assert.equal(worker.exitCode, 0, workerLog);
+});

@@ -189,6 +189,11 @@ export class Membership {
     if (member.keyName !== undefined) this.bannedKeys.add(member.keyName);
   }
 
+  /** True when routing id `id` was shut out of the run (see ban). */
+  isBanned(id: string): boolean {
+    return this.bannedIds.has(id);
+  }
+
   devices(): DeviceDescription[] {
     return [...this.joinedDevices.values()];
   }

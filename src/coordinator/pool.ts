@@ -193,6 +193,10 @@ const HARD_SHARD_TIMEOUT_FLOOR_MS = 120_000;
 
 /** A hello this soon after a welcome to the same worker crossed the welcome on the way. */
 const REPEATED_HELLO_GRACE_MS = 5000;
+/** At most one "say hello again" per connection in this time (ms): a flood gets few answers. */
+const REHELLO_INTERVAL_MS = 1000;
+/** Connections remembered for the rehello rate limit before the stale ones are forgotten. */
+const REHELLO_MEMORY = 1024;
 
 export class WorkerPool implements GradientSource {
   readonly workers: number;
@@ -210,6 +214,10 @@ export class WorkerPool implements GradientSource {
   private readonly membership: Membership;
   /** When each worker was last welcomed (a hello soon after is an echo, not a new start). */
   private readonly welcomedAt = new Map<string, number>();
+  /** When each unknown connection was last asked to say hello again (see askForHello). */
+  private readonly rehelloAt = new Map<string, number>();
+  /** Connections sent a refusal: never asked to say hello again. */
+  private readonly refusedIds = new Set<string>();
   private readonly scheduler = new Scheduler();
   private readonly reducer: Reducer;
   private launcher: Launcher | undefined;
@@ -474,6 +482,7 @@ export class WorkerPool implements GradientSource {
   }
 
   private sendTo(id: string, message: CoordinatorMessage): void {
+    if (message.type === 'reject') this.refusedIds.add(id);
     this.sendFrames(id, [encode(message)]);
   }
 
@@ -523,15 +532,36 @@ export class WorkerPool implements GradientSource {
         this.onHello(id, msg);
         return;
       case 'result':
-        if (!member) throw new Error('result from a worker that has not joined');
+        if (!member) {
+          this.askForHello(id);
+          throw new Error('result from a worker that has not joined');
+        }
         return this.onResult(member, msg);
       case 'heartbeat':
+        if (!member) this.askForHello(id);
         if (typeof msg.peakRss === 'number' && msg.peakRss > this.stats.workerPeakRss) this.stats.workerPeakRss = msg.peakRss;
         return;
       case 'bye':
         if (member) this.lose(member, `left: ${msg.reason}`, true);
         return;
     }
+  }
+
+  /**
+   * A worker this coordinator does not know (it dropped it, or it was restarted since) still
+   * beats or sends results: asked to say hello again, it rejoins now rather than after its own
+   * silence timeout. Once a second per connection at most; never one refused or put out of the run.
+   */
+  private askForHello(id: string): void {
+    if (this.closing || this.refusedIds.has(id) || this.membership.isBanned(id)) return;
+    const now = Date.now();
+    if (now - (this.rehelloAt.get(id) ?? -Infinity) < REHELLO_INTERVAL_MS) return;
+    if (this.rehelloAt.size >= REHELLO_MEMORY) {
+      for (const [known, at] of this.rehelloAt) if (now - at >= REHELLO_INTERVAL_MS) this.rehelloAt.delete(known);
+    }
+    this.rehelloAt.set(id, now);
+    this.opts.logger.info({ worker: id }, `asked ${id.slice(0, 60)}, not in the pool, to say hello again`);
+    this.sendTo(id, { type: 'rehello', reason: 'this coordinator does not know this worker: say hello again' });
   }
 
   private onHello(id: string, hello: Hello): void {

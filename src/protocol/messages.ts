@@ -151,6 +151,18 @@ export interface Heartbeat {
   peakRss?: number;
 }
 
+/**
+ * The coordinator does not know the connection a heartbeat or result came from (it dropped that
+ * worker, or it was restarted): the worker says hello again at once rather than after its own
+ * silence timeout. Sent at most once a second per connection, and never to one put out of the run.
+ * A new message type, not a changed shape: a worker that lacks it ignores it with a warning and
+ * rejoins after its silence timeout, as before.
+ */
+export interface Rehello {
+  type: 'rehello';
+  reason: string;
+}
+
 export interface Shutdown {
   type: 'shutdown';
   reason: string;
@@ -192,9 +204,9 @@ export interface ReceivedResult extends Omit<Result, 'gradSum'> {
 }
 
 export type WorkerMessage = Hello | Result | Heartbeat | Bye;
-export type CoordinatorMessage = Welcome | Reject | Assign | Heartbeat | Shutdown;
+export type CoordinatorMessage = Welcome | Reject | Assign | Heartbeat | Shutdown | Rehello;
 export type ReceivedWorkerMessage = Hello | ReceivedResult | Heartbeat | Bye;
-export type ReceivedCoordinatorMessage = Welcome | Reject | ReceivedAssign | Heartbeat | Shutdown;
+export type ReceivedCoordinatorMessage = Welcome | Reject | ReceivedAssign | Heartbeat | Shutdown | Rehello;
 
 const codec = createCodec();
 
@@ -367,6 +379,9 @@ export function decodeCoordinatorMessage(message: Uint8Array | readonly Uint8Arr
         msg.weights = frames[1];
       }
       return msg as unknown as ReceivedAssign;
+    case 'rehello':
+      need(isShortString(msg.reason), 'rehello without a reason');
+      return { type: 'rehello', reason: msg.reason as string };
     case 'reject':
     case 'heartbeat':
     case 'shutdown':

@@ -102,6 +102,9 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
   // admits it afresh. ZeroMQ reconnects the socket by itself.
   let everWelcomed = false;
   let lastHello = Date.now();
+  // Counts rejoins: assignments queued before one are not computed after it (the coordinator has
+  // given them to others, and the weights they need are gone with the reset below).
+  let membership = 0;
   // A worker with its own key pair names itself, and proves the name, in every hello.
   const keyClaim = opts.keys?.name
     ? { keyName: opts.keys.name, keyProof: helloProof(opts.keys.client.secretKey, opts.keys.client.publicKey, opts.keys.serverPublicKey, opts.keys.name, workerId) }
@@ -125,6 +128,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
   const rejoin = (why: string): void => {
     logger.warn(`${why}; saying hello again for up to ${Math.round(opts.connectTimeoutMs / 1000)} s`);
     welcomed = false;
+    membership++;
     clearInterval(heartbeat);
     // A new coordinator sends the weights again; an old one's version means nothing to it.
     weightsVersion = -1;
@@ -182,7 +186,8 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
   socket.connect(opts.connect);
   sayHello();
 
-  const handleAssign = async (m: ReceivedAssign): Promise<void> => {
+  /** `given`: the rejoin count when it arrived; after another rejoin, its gradient goes nowhere. */
+  const handleAssign = async (m: ReceivedAssign, given: number): Promise<void> => {
     if (!computer) throw new ProtocolError('assignment before welcome');
     if (m.weights) {
       const dtype = m.weightsDtype ?? 'float32';
@@ -202,12 +207,15 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
     // small rest is on the step's critical path.
     let sentFrom = paramCount;
     const sendTail = (from: number, lossSum: number): void => {
-      if (!streamGradients || sentFrom < paramCount || from > paramCount / 2) return;
+      if (!streamGradients || sentFrom < paramCount || from > paramCount / 2 || given !== membership) return;
       sentFrom = from;
       const part = { type: 'result', step: m.step, shard: m.shard, weightsVersion: m.weightsVersion, from, lossSum, count, computeMs: 0 } as const;
       send({ ...part, ...gradPart(from, paramCount) }).catch(() => {});
     };
     const r = await computer.compute(weights, { pixels: m.pixels, labels: m.labels, keys: keys.subarray(0, count) }, gradBuffer, sendTail);
+    // Rejoined meanwhile: the coordinator may have given this shard to this worker again, and would
+    // take what is left of this gradient for a part of the new one's.
+    if (given !== membership) return;
     await send({
       type: 'result',
       step: m.step,
@@ -288,8 +296,9 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
           // coordinator's heartbeats keep arriving during a long computation, so the watchdog
           // never mistakes this worker's own work for the coordinator's silence.
           const assignment = msg;
+          const given = membership;
           work = work
-            .then(() => handleAssign(assignment))
+            .then(() => (given === membership ? handleAssign(assignment, given) : undefined))
             .catch((e: unknown) => {
               // A result that cannot be sent because the socket closed is not an error.
               if (socket.closed) return;
@@ -299,6 +308,11 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
           break;
         }
         case 'heartbeat':
+          break;
+        case 'rehello':
+          // The coordinator dropped this worker, or is a new one: rejoin now, not after the silence timeout.
+          if (welcomed) rejoin(`the coordinator does not know this worker (${msg.reason})`);
+          else sayHello();
           break;
         case 'shutdown':
           if (!msg.finished && !process.send) {
