@@ -119,3 +119,52 @@ test('spawned workers that start slowly: with --min-workers 1 of 3 the pool star
     await pool.close(true);
   }
 });
+
+test('heartbeats from a connection not in the pool get "say hello again", once a second at most; a refused connection gets none', async () => {
+  const lines: string[] = [];
+  const sink = { write: (s: string) => void lines.push(s), isTTY: false } as unknown as NodeJS.WriteStream;
+  const logger = createLogger({ name: 'coordinator', terminal: new Terminal(sink, sink), terminalLevel: 'info' });
+  const addr = `tcp://127.0.0.1:${await freePort()}`;
+  const starting = WorkerPool.start({ listen: addr, workers: 1, spawn: false, gpus: 0, noCuda: true, model: 'net', params: P, logger, connectTimeoutMs: 10_000 });
+  const stranger = new Dealer({ routingId: 'stranger', linger: 0, receiveTimeout: 3000 });
+  const refused = new Dealer({ routingId: 'refused', linger: 0, receiveTimeout: 3000 });
+  stranger.connect(addr);
+  refused.connect(addr);
+  try {
+    // Another protocol version: refused, and from then on never asked to say hello again.
+    await refused.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION + 1, workerId: 'refused', pid: 2, host: 'elsewhere', backend: 'wasm', device: 'test', ...identity }));
+    assert.equal(decodeCoordinatorMessage(await refused.receive()).type, 'reject');
+    // A flood of heartbeats over 1.5 s from each.
+    const beat = encode({ type: 'heartbeat', t: 0 });
+    const floodStart = Date.now();
+    for (let i = 0; i < 150; i++) {
+      await stranger.send(beat);
+      await refused.send(beat);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const floodMs = Date.now() - floodStart;
+    const answers = async (dealer: Dealer, quietMs: number): Promise<string[]> => {
+      const types: string[] = [];
+      dealer.receiveTimeout = quietMs;
+      for (;;) {
+        try {
+          types.push(decodeCoordinatorMessage(await dealer.receive()).type);
+        } catch {
+          return types;
+        }
+      }
+    };
+    const toStranger = await answers(stranger, 1000);
+    assert.ok(toStranger.length >= 1 && toStranger.every((t) => t === 'rehello'), toStranger.join());
+    assert.ok(toStranger.length <= Math.ceil(floodMs / 1000) + 1, `${toStranger.length} answers to 150 heartbeats in ${floodMs} ms`);
+    assert.deepEqual(await answers(refused, 200), []);
+    // Its hello is the usual one, and it is admitted.
+    await stranger.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'stranger', pid: 1, host: 'elsewhere', backend: 'wasm', device: 'test', ...identity }));
+    // The pool starts once its one worker is in.
+    await starting;
+  } finally {
+    stranger.close();
+    refused.close();
+    await starting.then((pool) => pool.close(false), () => {});
+  }
+});
