@@ -82,6 +82,11 @@ test('malformed and unknown messages are rejected with a reason', () => {
   const decoded = decodeWorkerMessage(encode({ ...part, from: 40 }));
   assert.equal(decoded.type === 'result' && decoded.from, 40);
   for (const from of [-1, 1.5, '3']) assert.throws(() => decodeWorkerMessage(encode({ ...part, from } as never)), /bad part offset/);
+  // "Say hello again": its reason only, a short string; a worker never sends it.
+  assert.deepEqual(decodeCoordinatorMessage(codec.pack({ type: 'rehello', reason: 'unknown', extra: 1 })), { type: 'rehello', reason: 'unknown' });
+  assert.throws(() => decodeCoordinatorMessage(codec.pack({ type: 'rehello' })), /rehello without a reason/);
+  assert.throws(() => decodeCoordinatorMessage(codec.pack({ type: 'rehello', reason: 'x'.repeat(501) })), /rehello without a reason/);
+  assert.throws(() => decodeWorkerMessage(encode({ type: 'rehello', reason: 'r' })), /unknown message type "rehello"/);
 });
 
 test('one weights frame serves every assignment of a step; a missing, extra or wrong-size weights frame is refused', () => {
