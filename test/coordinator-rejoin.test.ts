@@ -3,7 +3,7 @@
  * on the same address gathers it; the run ends with the weights of an undisturbed one.
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { COORDINATOR, WORKER, readJson, runCli, tempDir, waitFor, freePort, workerIdentity } from './helpers.js';
@@ -12,6 +12,22 @@ import { COORDINATOR, WORKER, readJson, runCli, tempDir, waitFor, freePort, work
 const identity = await workerIdentity();
 
 const RUN = ['--epochs', '1', '--train-limit', '1280', '--test-limit', '200', '--deterministic', '--checkpoint-every', '2', '--log-interval', '1', '--worker-timeout', '2'];
+
+/**
+ * A coordinator that spawns nothing and waits up to 60 s for a lost worker, and one worker started on
+ * its own (as on another machine); their output gathered as it comes.
+ */
+function startWaitingRun(listen: string, out: string): { worker: ChildProcess; exited: Promise<number | null>; log: { stdout: string; stderr: string; worker: string } } {
+  const log = { stdout: '', stderr: '', worker: '' };
+  const coordinator = spawn(process.execPath, [COORDINATOR, ...RUN, '--workers', '1', '--no-spawn', '--listen', listen, '--empty-pool-timeout', '60', '--out', out], { stdio: ['ignore', 'pipe', 'pipe'] });
+  coordinator.stdout.on('data', (d: Buffer) => (log.stdout += d));
+  coordinator.stderr.on('data', (d: Buffer) => (log.stderr += d));
+  const exited = new Promise<number | null>((r) => coordinator.on('exit', (code) => r(code)));
+  const worker = spawn(process.execPath, [WORKER, '--connect', listen, '--connect-timeout', '60'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  worker.stdout.on('data', (d: Buffer) => (log.worker += d));
+  worker.stderr.on('data', (d: Buffer) => (log.worker += d));
+  return { worker, exited, log };
+}
 
 test('a coordinator killed and resumed on the same address gathers its live worker again: the undisturbed weights', async () => {
   const dir = tempDir();
@@ -52,31 +68,22 @@ test('a worker dropped for silence comes back on its own and is admitted; --empt
 
   const listen = `tcp://127.0.0.1:${await freePort()}`;
   const out = join(dir, 'run');
-  const coordinator = spawn(process.execPath, [COORDINATOR, ...RUN, '--workers', '1', '--no-spawn', '--listen', listen, '--empty-pool-timeout', '60', '--out', out], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  coordinator.stdout.on('data', (d: Buffer) => (stdout += d));
-  coordinator.stderr.on('data', (d: Buffer) => (stderr += d));
-  const exited = new Promise<number | null>((r) => coordinator.on('exit', (code) => r(code)));
-  const worker = spawn(process.execPath, [WORKER, '--connect', listen, '--connect-timeout', '60'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let workerLog = '';
-  worker.stdout.on('data', (d: Buffer) => (workerLog += d));
-  worker.stderr.on('data', (d: Buffer) => (workerLog += d));
-  assert.ok(await waitFor(() => /Train Epoch: 1 \[64\//.test(stdout), 30_000), stdout + workerLog);
+  const { worker, exited, log } = startWaitingRun(listen, out);
+  assert.ok(await waitFor(() => /Train Epoch: 1 \[64\//.test(log.stdout), 30_000), log.stdout + log.worker);
   // A partition, as the coordinator sees it: the only worker falls silent past --worker-timeout.
   worker.kill('SIGSTOP');
-  assert.ok(await waitFor(() => /no worker left/.test(stderr), 15_000), stderr);
+  assert.ok(await waitFor(() => /no worker left/.test(log.stderr), 15_000), log.stderr);
   worker.kill('SIGCONT');
 
   const code = await exited;
-  assert.equal(code, 0, stdout + stderr);
-  assert.match(stderr, /lost worker .*: silent for/);
-  assert.match(stderr, /no worker left; waiting up to 60 s/);
-  assert.match(workerLog, /rejoined the coordinator/);
+  assert.equal(code, 0, log.stdout + log.stderr);
+  assert.match(log.stderr, /lost worker .*: silent for/);
+  assert.match(log.stderr, /no worker left; waiting up to 60 s/);
+  assert.match(log.worker, /rejoined the coordinator/);
   const summary = readJson(join(out, 'summary.json'));
   assert.equal(summary.weights_sha256, readJson(join(dir, 'reference', 'summary.json')).weights_sha256);
   assert.ok(await waitFor(() => worker.exitCode !== null, 15_000));
-  assert.equal(worker.exitCode, 0, workerLog);
+  assert.equal(worker.exitCode, 0, log.worker);
 });
 
 test('SIGTERM with no worker left checkpoints and exits 143 at once; --resume ends with the undisturbed weights', async () => {
@@ -165,32 +172,23 @@ test('a worker frozen past --worker-timeout and resumed is asked to say hello ag
 
   const listen = `tcp://127.0.0.1:${await freePort()}`;
   const out = join(dir, 'run');
-  const coordinator = spawn(process.execPath, [COORDINATOR, ...RUN, '--workers', '1', '--no-spawn', '--listen', listen, '--empty-pool-timeout', '60', '--out', out], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stdout = '';
-  let stderr = '';
-  coordinator.stdout.on('data', (d: Buffer) => (stdout += d));
-  coordinator.stderr.on('data', (d: Buffer) => (stderr += d));
-  const exited = new Promise<number | null>((r) => coordinator.on('exit', (code) => r(code)));
-  const worker = spawn(process.execPath, [WORKER, '--connect', listen, '--connect-timeout', '60'], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let workerLog = '';
-  worker.stdout.on('data', (d: Buffer) => (workerLog += d));
-  worker.stderr.on('data', (d: Buffer) => (workerLog += d));
-  assert.ok(await waitFor(() => /Train Epoch: 1 \[64\//.test(stdout), 30_000), stdout + workerLog);
+  const { worker, exited, log } = startWaitingRun(listen, out);
+  assert.ok(await waitFor(() => /Train Epoch: 1 \[64\//.test(log.stdout), 30_000), log.stdout + log.worker);
   worker.kill('SIGSTOP');
-  assert.ok(await waitFor(() => /lost worker .*: silent for/.test(stderr), 15_000), stderr);
+  assert.ok(await waitFor(() => /lost worker .*: silent for/.test(log.stderr), 15_000), log.stderr);
   worker.kill('SIGCONT');
   const resumed = Date.now();
   // Its own silence timeout (twice --worker-timeout, at least 10 s) counts from the coordinator's
   // heartbeats it reads on waking: rejoining on that alone takes 10 s from here.
-  assert.ok(await waitFor(() => /rejoined the coordinator/.test(workerLog), 30_000), workerLog);
+  assert.ok(await waitFor(() => /rejoined the coordinator/.test(log.worker), 30_000), log.worker);
   const rejoinedAfter = Date.now() - resumed;
   assert.ok(rejoinedAfter < 6000, `rejoined ${rejoinedAfter} ms after it was resumed`);
 
-  assert.equal(await exited, 0, stdout + stderr);
-  assert.match(stdout, /asked .*, not in the pool, to say hello again/);
-  assert.doesNotMatch(stderr, /invalid result/, 'what it computed before rejoining is not taken for a part of what it computes after');
-  assert.match(workerLog, /the coordinator does not know this worker/);
+  assert.equal(await exited, 0, log.stdout + log.stderr);
+  assert.match(log.stdout, /asked .*, not in the pool, to say hello again/);
+  assert.doesNotMatch(log.stderr, /invalid result/, 'what it computed before rejoining is not taken for a part of what it computes after');
+  assert.match(log.worker, /the coordinator does not know this worker/);
   assert.equal(readJson(join(out, 'summary.json')).weights_sha256, readJson(join(dir, 'reference', 'summary.json')).weights_sha256);
   assert.ok(await waitFor(() => worker.exitCode !== null, 15_000));
-  assert.equal(worker.exitCode, 0, workerLog);
+  assert.equal(worker.exitCode, 0, log.worker);
 });
