@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { Dealer, Router } from 'zeromq';
-import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION, decodeCoordinatorMessage, decodeWorkerMessage, encode, encodeAssign, encodeWeightsFrame } from '../src/protocol/messages.js';
+import { MAX_MESSAGE_BYTES, PROTOCOL_VERSION, assignedSamples, decodeCoordinatorMessage, decodeWorkerMessage, encode, encodeAssign, encodeWeightsFrame } from '../src/protocol/messages.js';
 import { createCodec } from '../src/util/codec.js';
 import { SeededRng } from '../src/util/rng.js';
 import { COORDINATOR, WORKER, freePort, readJson, runCli, startWorker, tempDir, waitFor, workerPids, workerIdentity } from './helpers.js';
@@ -84,7 +84,7 @@ test('a fuzzed coordinator rejects and counts every bad message and ends with th
       // later ones miscount.
       const first = lies++ === 0;
       const poison = first ? new Float32Array(PARAMS).fill(1e30 * 1e30) : new Float32Array(PARAMS).fill(1000);
-      const count = first ? m.labels.length : m.labels.length + 1;
+      const count = first ? assignedSamples(m) : assignedSamples(m) + 1;
       await liar.send(encode({ type: 'result', step: m.step, shard: m.shard, weightsVersion: m.weightsVersion, gradSum: poison, lossSum: 0, count, computeMs: 0 }));
     }
   })().catch(() => {});
@@ -97,7 +97,7 @@ test('a fuzzed coordinator rejects and counts every bad message and ends with th
     for await (const frames of splitter) {
       const m = decodeCoordinatorMessage(frames);
       if (m.type !== 'assign') continue;
-      const part = { type: 'result', step: m.step, shard: m.shard, weightsVersion: m.weightsVersion, lossSum: 1, count: m.labels.length, computeMs: 0 } as const;
+      const part = { type: 'result', step: m.step, shard: m.shard, weightsVersion: m.weightsVersion, lossSum: 1, count: assignedSamples(m), computeMs: 0 } as const;
       await splitter.send(encode({ ...part, from: PARAMS - 100, gradSum: new Float32Array(100).fill(7) }));
       await splitter.send(encode({ ...part, from: 0, gradSum: new Float32Array(50).fill(7) }));
     }

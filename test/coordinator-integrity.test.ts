@@ -11,7 +11,7 @@ import { after, test } from 'node:test';
 import { Dealer } from 'zeromq';
 import { initEngine } from '../src/engine/backend.js';
 import { createModel, isModelName, paramLayout } from '../src/models/index.js';
-import { PROTOCOL_VERSION, copyTensor, decodeCoordinatorMessage, encode } from '../src/protocol/messages.js';
+import { PROTOCOL_VERSION, assignedSamples, copyTensor, decodeCoordinatorMessage, encode } from '../src/protocol/messages.js';
 import { createGradientComputer } from '../src/training/gradients.js';
 import { COORDINATOR, readJson, runCli, startCoordinator, tempDir, waitFor, workerPids, workerIdentity } from './helpers.js';
 
@@ -58,9 +58,9 @@ test('a worker that sends every result twice, the second one garbage, stays in t
       }
       if (m.type !== 'assign' || !computer) continue;
       if (m.weights) copyTensor(m.weights, weights);
-      const keys = new Uint32Array(m.labels.length);
+      const keys = new Uint32Array(assignedSamples(m));
       copyTensor(m.keys, keys);
-      const r = await computer.compute(weights, { pixels: m.pixels, labels: m.labels, keys });
+      const r = await computer.compute(weights, { pixels: m.pixels!, labels: m.labels!, keys });
       const result = { type: 'result', step: m.step, shard: m.shard, weightsVersion: m.weightsVersion, lossSum: r.lossSum, count: r.count, computeMs: 1 } as const;
       await socket.send(encode({ ...result, gradSum: r.gradSum }));
       await socket.send(encode({ ...result, gradSum: new Float32Array(r.gradSum.length).fill(50), lossSum: 50 }));
@@ -116,7 +116,7 @@ test("a hello with a spawned child's pid is not taken as the child: evicting it 
       const m = decodeCoordinatorMessage(frames);
       if (m.type === 'welcome') streamGradients = m.streamGradients;
       if (m.type !== 'assign') continue;
-      const bad = { type: 'result', step: m.step, shard: m.shard, weightsVersion: m.weightsVersion, gradSum: new Float32Array(7), lossSum: 1, count: m.labels.length, computeMs: 1 } as const;
+      const bad = { type: 'result', step: m.step, shard: m.shard, weightsVersion: m.weightsVersion, gradSum: new Float32Array(7), lossSum: 1, count: assignedSamples(m), computeMs: 1 } as const;
       await impostor.send(encode(bad));
     }
   })().catch(() => {});

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { Dealer } from 'zeromq';
-import { PROTOCOL_VERSION, decodeCoordinatorMessage, encode } from '../src/protocol/messages.js';
+import { PROTOCOL_VERSION, assignedSamples, decodeCoordinatorMessage, encode } from '../src/protocol/messages.js';
 import { COORDINATOR, WORKER, readJson, runCli, startCoordinator, tempDir, waitFor, workerIdentity, workerPids } from './helpers.js';
 
 // One engine for the reference, the coordinator and the workers: results must match bit for bit.
@@ -63,7 +63,7 @@ async function startPoisoner(addr: string, id: string): Promise<Poisoner> {
       }
       if (m.type !== 'assign') continue;
       const gradSum = new Float32Array(params).fill(50);
-      await socket.send(encode({ type: 'result', step: m.step, shard: m.shard, weightsVersion: m.weightsVersion, gradSum, lossSum: 2.3 * m.labels.length, count: m.labels.length, computeMs: 1 }));
+      await socket.send(encode({ type: 'result', step: m.step, shard: m.shard, weightsVersion: m.weightsVersion, gradSum, lossSum: 2.3 * assignedSamples(m), count: assignedSamples(m), computeMs: 1 }));
       sent++;
     }
   })().catch(() => {});

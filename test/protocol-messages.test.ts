@@ -4,6 +4,7 @@ import { createCodec } from '../src/util/codec.js';
 import {
   PROTOCOL_VERSION,
   ProtocolError,
+  assignedSamples,
   copyTensor,
   decodeCoordinatorMessage,
   decodeWorkerMessage,
@@ -38,9 +39,9 @@ test('messages round-trip with tensors as raw bytes, received as views of the fr
   assert.ok(assign.type === 'assign' && assign.weights);
   assert.equal(assign.weightsCount, 3);
   assert.equal(assign.weights, weightsFrame, 'the weights are the second frame itself');
-  assert.equal(assign.pixels.buffer, assignFrame.buffer);
-  assert.deepEqual([...assign.labels], [7, 3]);
-  assert.equal(assign.pixels.length, 2 * 784);
+  assert.equal(assign.pixels!.buffer, assignFrame.buffer);
+  assert.deepEqual([...assign.labels!], [7, 3]);
+  assert.equal(assign.pixels!.length, 2 * 784);
   const keys = new Uint32Array(2);
   copyTensor(assign.keys, keys);
   assert.deepEqual([...keys], [99, 4294967295]);
@@ -65,7 +66,8 @@ test('malformed and unknown messages are rejected with a reason', () => {
     () => decodeWorkerMessage(encode({ type: 'result', step: -1, shard: 0, weightsVersion: 0, gradSum: new Float32Array(1), lossSum: 1, count: 1, computeMs: 0 })),
     /bad step/,
   );
-  assert.throws(() => decodeCoordinatorMessage(codec.pack({ type: 'assign', step: 0, shard: 0, weightsVersion: 0 })), /without shard data/);
+  assert.throws(() => decodeCoordinatorMessage(codec.pack({ type: 'assign', step: 0, shard: 0, weightsVersion: 0 })), /without dropout keys/);
+  assert.throws(() => decodeCoordinatorMessage(encode({ type: 'assign', step: 0, shard: 0, weightsVersion: 0, keys: Uint32Array.of(5) })), /without shard data/);
   const shard = { type: 'assign', step: 0, shard: 0, weightsVersion: 0, pixels: new Uint8Array(784), labels: Uint8Array.of(1), keys: Uint32Array.of(5) } as const;
   assert.throws(() => decodeCoordinatorMessage(encode({ ...shard, keys: Uint32Array.of(5, 6) })), /mismatched sizes/);
   assert.throws(() => decodeCoordinatorMessage(encode({ ...shard, pixels: new Uint8Array(783) })), /mismatched sizes/);
@@ -87,6 +89,29 @@ test('malformed and unknown messages are rejected with a reason', () => {
   assert.throws(() => decodeCoordinatorMessage(codec.pack({ type: 'rehello' })), /rehello without a reason/);
   assert.throws(() => decodeCoordinatorMessage(codec.pack({ type: 'rehello', reason: 'x'.repeat(501) })), /rehello without a reason/);
   assert.throws(() => decodeWorkerMessage(encode({ type: 'rehello', reason: 'r' })), /unknown message type "rehello"/);
+});
+
+test('an assignment names its samples by index or carries their pixels, never both', () => {
+  const keys = Uint32Array.of(11, 12, 13);
+  const byIndex = decodeCoordinatorMessage(encode({ type: 'assign', step: 3, shard: 1, weightsVersion: 3, indices: Uint32Array.of(0, 59999, 7), keys }));
+  assert.ok(byIndex.type === 'assign' && byIndex.indices);
+  assert.equal(assignedSamples(byIndex), 3);
+  assert.equal(byIndex.pixels, undefined);
+  const indices = new Uint32Array(3);
+  copyTensor(byIndex.indices, indices);
+  assert.deepEqual([...indices], [0, 59999, 7]);
+  const codec = createCodec();
+  const header = { type: 'assign', step: 0, shard: 0, weightsVersion: 0, keys: Buffer.from(keys.buffer) };
+  assert.throws(() => decodeCoordinatorMessage(codec.pack({ ...header, indices: Buffer.alloc(8) })), /mismatched sizes/);
+  assert.throws(() => decodeCoordinatorMessage(codec.pack({ ...header, indices: Buffer.alloc(11) })), /malformed indices/);
+  assert.throws(() => decodeCoordinatorMessage(codec.pack({ ...header, indices: Buffer.alloc(12), pixels: Buffer.alloc(3 * 784), labels: Buffer.alloc(3) })), /indices and pixels/);
+  // A hello names the training set its worker reads, or none.
+  const hello = { type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'w', pid: 1, host: 'h', backend: 'wasm', device: 'cpu', build: 'b', engine: 'e', models: {} } as const;
+  const trainData = { count: 60000, digest: `sha256:${'0'.repeat(64)}` };
+  assert.deepEqual((decodeWorkerMessage(encode({ ...hello, trainData })) as { trainData?: unknown }).trainData, trainData);
+  for (const bad of [{ count: -1, digest: 'x' }, { count: 1 }, 'mnist', { count: 1, digest: 'x'.repeat(501) }]) {
+    assert.throws(() => decodeWorkerMessage(codec.pack({ ...hello, trainData: bad })), /malformed trainData/);
+  }
 });
 
 test('one weights frame serves every assignment of a step; a missing, extra or wrong-size weights frame is refused', () => {

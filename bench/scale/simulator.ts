@@ -18,9 +18,11 @@ import {
   type ReceivedAssign,
   SendQueue,
   type WorkerMessage,
+  assignedSamples,
   decodeCoordinatorMessage,
   encode,
 } from '../../src/protocol/messages.js';
+import { loadTrainSplit, trainDataIdentity } from '../../src/data/mnist.js';
 import { modelDigests } from '../../src/models/index.js';
 import { buildId } from '../../src/util/build.js';
 
@@ -30,6 +32,11 @@ export interface SimulatorOptions {
   workers: number;
   /** The fixed time a shard "computes", ms. */
   computeMs: number;
+  /**
+   * Say in the hello that they hold the bundled MNIST training set, as a real worker does, so that
+   * the coordinator sends sample indices (default); false: it sends pixels and labels.
+   */
+  holdTrainSet?: boolean;
   /** Called when the first assignment of a step reaches any simulated worker, before it is handled. */
   onStepStart?: (step: number) => void;
 }
@@ -95,7 +102,12 @@ export class SimulatedWorkers {
     // This checkout's build and model digests, as a real worker of it would say: the coordinator
     // refuses a worker that computes another model. The engine names what it is: the coordinator
     // admits it with a warning (mixed engines), or refuses it in --deterministic mode.
-    const identity = { build: buildId(), engine: `simulated (a ${opts.computeMs} ms timer)`, models: modelDigests() };
+    const identity = {
+      build: buildId(),
+      engine: `simulated (a ${opts.computeMs} ms timer)`,
+      models: modelDigests(),
+      ...(opts.holdTrainSet === false ? {} : { trainData: trainDataIdentity(loadTrainSplit()) }),
+    };
     for (let i = 0; i < opts.workers; i++) {
       const id = `sim-${process.pid}-${i}`;
       const socket = new Dealer({ routingId: id, linger: 0, maxMessageSize: MAX_MESSAGE_BYTES });
@@ -222,7 +234,7 @@ export class SimulatedWorkers {
     const start = Math.max(arrived, worker.busyUntil);
     const finish = start + this.opts.computeMs;
     worker.busyUntil = finish;
-    const count = m.labels.byteLength;
+    const count = assignedSamples(m);
     const head = { type: 'result', step: m.step, shard: m.shard, weightsVersion: m.weightsVersion, lossSum: count * LOSS_PER_SAMPLE, count } as const;
     const finishShard = (): void => {
       const now = performance.now();

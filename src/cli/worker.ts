@@ -25,7 +25,13 @@ async function main(): Promise<void> {
     .addOption(engineOption())
     .addOption(new Option('--connect-timeout <s>', 'give up when no coordinator answers within S seconds').argParser(positiveInt).default(60))
     .addOption(new Option('--keys <dir>', 'authenticate and encrypt with the keys in DIR (see coordinator keygen)'))
-    .action(async (flags: { connect: string; gpu?: number; cuda: boolean; engine: EngineChoice; connectTimeout: number; keys?: string }) => {
+    .addOption(
+      new Option(
+        '--data <dir>',
+        "read training samples from the MNIST IDX files in DIR (default: the bundled copy); a coordinator training on the same set sends sample indices instead of pixels; 'none': read none",
+      ),
+    )
+    .action(async (flags: { connect: string; gpu?: number; cuda: boolean; engine: EngineChoice; connectTimeout: number; keys?: string; data?: string }) => {
       if (!/^(tcp|ipc|inproc):\/\/.+/.test(flags.connect)) throw new UsageError(`--connect ${flags.connect}: expected an address like tcp://HOST:PORT`);
       // Spawned by a local coordinator: leave as soon as it is gone, whatever killed it.
       if (process.send) process.on('disconnect', () => process.exit(0));
@@ -40,7 +46,17 @@ async function main(): Promise<void> {
       // A spawning coordinator's secret for this worker: kept from anything this process starts.
       const secret = process.env[WORKER_SECRET_ENV];
       delete process.env[WORKER_SECRET_ENV];
-      process.exitCode = await runWorker({ connect: flags.connect, gpu: flags.gpu, noCuda: !flags.cuda, engine: flags.engine, logger, connectTimeoutMs: flags.connectTimeout * 1000, keys, secret });
+      process.exitCode = await runWorker({
+        connect: flags.connect,
+        gpu: flags.gpu,
+        noCuda: !flags.cuda,
+        engine: flags.engine,
+        logger,
+        connectTimeoutMs: flags.connectTimeout * 1000,
+        keys,
+        secret,
+        dataDir: flags.data,
+      });
       // The IPC channel to a spawning coordinator would keep the process alive.
       process.disconnect?.();
     });

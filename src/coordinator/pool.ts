@@ -71,6 +71,11 @@ export interface PoolOptions {
   maxShardSamples?: number;
   /** Augmentation the workers apply (config.augment). */
   augment?: AugmentOptions;
+  /**
+   * The training set the coordinator samples from (data/mnist.ts trainDataIdentity): a worker whose
+   * hello names the same set is sent sample indices instead of pixels. Absent: pixels to every worker.
+   */
+  trainData?: { count: number; digest: string };
   /** What weights and gradients travel as (--grad-dtype; default float32). */
   gradDtype?: GradDtype;
   logger: Logger;
@@ -177,7 +182,7 @@ function quantile(xs: readonly number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
 }
 
-type Optional = 'keys' | 'keysDir' | 'workerArgs' | 'verifyShard' | 'augment' | 'engine' | 'spawnProcess' | 'onBound' | 'minWorkers' | 'identity' | 'recomputeShard' | 'coordinatorEngine';
+type Optional = 'keys' | 'keysDir' | 'workerArgs' | 'trainData' | 'verifyShard' | 'augment' | 'engine' | 'spawnProcess' | 'onBound' | 'minWorkers' | 'identity' | 'recomputeShard' | 'coordinatorEngine';
 type Options = Required<Omit<PoolOptions, Optional>> & Pick<PoolOptions, Optional>;
 
 /** A step's weights as they travel: one frame, encoded once per step, whatever the number of assignments. */
@@ -471,8 +476,18 @@ export class WorkerPool implements GradientSource {
     const flight = this.current;
     if (!flight) return;
     const data = flight.shards[a.shard];
-    const header = { type: 'assign', step: flight.step, shard: a.shard, weightsVersion: flight.step, pixels: data.pixels, labels: data.labels, keys: data.keys } as const;
+    // A worker that holds the run's training set gathers the samples itself: 4 bytes a sample
+    // instead of 785, and no pixels gathered here.
+    const samples = data.indices && this.holdsTrainSet(a.member) ? { indices: data.indices } : { pixels: data.pixels, labels: data.labels };
+    const header = { type: 'assign', step: flight.step, shard: a.shard, weightsVersion: flight.step, ...samples, keys: data.keys } as const;
     this.sendFrames(a.member, encodeAssign(header, a.withWeights ? this.weightsFrame(flight) : undefined));
+  }
+
+  /** Whether `id`'s hello named the training set this coordinator samples from. */
+  private holdsTrainSet(id: string): boolean {
+    const theirs = this.membership.get(id)?.hello.trainData;
+    const ours = this.opts.trainData;
+    return theirs !== undefined && ours !== undefined && theirs.digest === ours.digest && theirs.count === ours.count;
   }
 
   /** The step's weights frame, encoded at its first assignment that carries them, and shared by all. */
@@ -609,7 +624,7 @@ export class WorkerPool implements GradientSource {
     });
     this.opts.logger.info(
       { worker: memberName(member), routingId: id, backend: hello.backend, device: hello.device, engine: hello.engine, build: hello.build },
-      `worker ${memberName(member)} joined${late ? ' late' : ''} (${hello.backend} on ${hello.device}); ${this.membership.size} in the pool`,
+      `worker ${memberName(member)} joined${late ? ' late' : ''} (${hello.backend} on ${hello.device}; ${this.holdsTrainSet(id) ? 'holds the training set: sent sample indices' : 'sent pixels'}); ${this.membership.size} in the pool`,
     );
     if (differs.length > 0) {
       this.opts.logger.warn({ worker: id, differs }, `worker ${id} admitted although its ${differs.join('; its ')} (mixed engines or builds: the weights are not bit-reproducible)`);

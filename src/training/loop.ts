@@ -202,29 +202,52 @@ export function truncateMetrics(outDir: string, step: number): void {
 }
 
 /**
- * Gathers each batch into buffers kept for the whole run and cuts it into shards that are views
- * of them ([start, end) ranges of the batch): no step allocates sample buffers. The shards of a
- * step stay valid until the next call, which is after the step has been applied.
+ * Cuts each batch into shards that are views of buffers kept for the whole run ([start, end) ranges
+ * of the batch): no step allocates sample buffers. A shard's indices, labels and keys are filled at
+ * once; its pixels only when something reads them (the single-node source, a worker sent pixels, a
+ * recomputation): workers that hold the training set are sent indices, and a step of many of them
+ * gathers no pixels at all. The shards of a step stay valid until the next call, which is after the
+ * step has been applied.
  */
 function createBatchSharder(ctx: RunContext): (epoch: number, indices: Uint32Array) => ShardData[] {
   const { config, source } = ctx;
+  const train = ctx.data.train;
   const pixels = new Uint8Array(config.batchSize * IMAGE_PIXELS);
   const labels = new Uint8Array(config.batchSize);
   const keys = new Uint32Array(config.batchSize);
-  // The views for each batch length (the last batch of an epoch may be shorter).
+  const batchIndices = new Uint32Array(config.batchSize);
+  // Per batch: which shards' pixels are gathered already.
+  let batch = 0;
   const shardsByLength = new Map<number, ShardData[]>();
+  const shardOf = (start: number, end: number): ShardData => {
+    const shardPixels = pixels.subarray(start * IMAGE_PIXELS, end * IMAGE_PIXELS);
+    const shardIndices = batchIndices.subarray(start, end);
+    let gatheredFor = -1;
+    return {
+      get pixels(): Uint8Array {
+        if (gatheredFor !== batch) {
+          gatherSamples(train, shardIndices, { pixels: shardPixels, labels: labels.subarray(start, end) });
+          gatheredFor = batch;
+        }
+        return shardPixels;
+      },
+      labels: labels.subarray(start, end),
+      keys: keys.subarray(start, end),
+      indices: shardIndices,
+    };
+  };
   return (epoch, indices) => {
     const n = indices.length;
-    gatherSamples(ctx.data.train, indices, { pixels: pixels.subarray(0, n * IMAGE_PIXELS), labels: labels.subarray(0, n) });
-    for (let i = 0; i < n; i++) keys[i] = sampleKey(config.seed, epoch, indices[i]);
+    batch++;
+    batchIndices.set(indices);
+    for (let i = 0; i < n; i++) {
+      labels[i] = train.labels[indices[i]];
+      keys[i] = sampleKey(config.seed, epoch, indices[i]);
+    }
     let shards = shardsByLength.get(n);
     if (!shards) {
       const ranges = config.deterministic ? fixedSizeShards(n, config.shardSize) : evenShards(n, Math.max(1, source.workers));
-      shards = ranges.map(([start, end]) => ({
-        pixels: pixels.subarray(start * IMAGE_PIXELS, end * IMAGE_PIXELS),
-        labels: labels.subarray(start, end),
-        keys: keys.subarray(start, end),
-      }));
+      shards = ranges.map(([start, end]) => shardOf(start, end));
       shardsByLength.set(n, shards);
     }
     return shards;

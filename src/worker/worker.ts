@@ -1,7 +1,9 @@
 /**
  * A worker: connects to the coordinator, announces itself, then computes the gradient of every
- * shard it is assigned and sends it back. It holds no dataset and no optimiser state: pixels,
- * labels, dropout keys and weights all come with the assignments.
+ * shard it is assigned and sends it back. It holds no optimiser state: weights and dropout keys
+ * come with the assignments. It reads the MNIST training set (the bundled copy, or --data DIR) and
+ * says which in its hello: a coordinator training on the same set sends sample indices; otherwise
+ * (or with --data none) the assignments carry the shards' pixels and labels.
  */
 import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -16,11 +18,13 @@ import {
   ProtocolError,
   WORKER_EXIT,
   SendQueue,
+  assignedSamples,
   copyTensor,
   decodeCoordinatorMessage,
   encode,
 } from '../protocol/messages.js';
-import { createGradientComputer } from '../training/gradients.js';
+import { type ShardData, createGradientComputer } from '../training/gradients.js';
+import { IMAGE_PIXELS, gatherSamples, loadTrainSplit, trainDataIdentity } from '../data/mnist.js';
 import { type GradDtype, bytesPerElement, decodeTensor, encodeTensor } from '../protocol/grad-dtype.js';
 import { UserError } from '../util/errors.js';
 import { buildId } from '../util/build.js';
@@ -40,6 +44,11 @@ export interface WorkerOptions {
   keys?: WorkerKeys;
   /** Spawned by a local coordinator: the secret it gave this worker, said back in the hello. */
   secret?: string;
+  /**
+   * --data: the MNIST directory whose training set this worker reads samples from (absent: the
+   * bundled copy; `none`: none, the coordinator sends pixels).
+   */
+  dataDir?: string;
 }
 
 /** The coordinator refused this worker (see WORKER_EXIT.refused): one line, and no retry. */
@@ -62,6 +71,8 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
   const workerId = `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
   // Who this worker is, for the coordinator to compare with its own (computed once).
   const identity = { build: buildId(), engine: engineIdentity(engine), models: modelDigests() };
+  const trainSet = opts.dataDir === 'none' ? undefined : loadTrainSplit(opts.dataDir);
+  const trainData = trainSet ? { trainData: trainDataIdentity(trainSet) } : {};
   const curve: Partial<Dealer> = opts.keys
     ? { curveServerKey: opts.keys.serverPublicKey, curvePublicKey: opts.keys.client.publicKey, curveSecretKey: opts.keys.client.secretKey }
     : {};
@@ -86,6 +97,27 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
   let weightsVersion = -1;
   let gradBuffer = new Float32Array(0);
   let keys = new Uint32Array(0);
+  // A shard sent as sample indices: the indices, and the samples gathered from this worker's set.
+  let indices = new Uint32Array(0);
+  let pixels = new Uint8Array(0);
+  let labels = new Uint8Array(0);
+  /** The shard an assignment names, its samples gathered here when it names them by index. */
+  const shardOf = (m: ReceivedAssign, count: number): ShardData => {
+    if (keys.length < count) keys = new Uint32Array(count);
+    copyTensor(m.keys, keys);
+    if (!m.indices) return { pixels: m.pixels!, labels: m.labels!, keys: keys.subarray(0, count) };
+    if (!trainSet) throw new ProtocolError('assignment by sample index, but this worker reads no training set (--data none)');
+    if (indices.length < count) {
+      indices = new Uint32Array(count);
+      pixels = new Uint8Array(count * IMAGE_PIXELS);
+      labels = new Uint8Array(count);
+    }
+    const shardIndices = indices.subarray(0, count);
+    copyTensor(m.indices, shardIndices);
+    for (const i of shardIndices) if (i >= trainSet.count) throw new ProtocolError(`sample index ${i} outside this worker's training set of ${trainSet.count}`);
+    const shard = gatherSamples(trainSet, shardIndices, { pixels: pixels.subarray(0, count * IMAGE_PIXELS), labels: labels.subarray(0, count) });
+    return { ...shard, keys: keys.subarray(0, count) };
+  };
   // What gradients travel as (the coordinator's --grad-dtype, told in its welcome), and the buffer
   // a 16-bit encoding goes into.
   let gradDtype: GradDtype = 'float32';
@@ -123,6 +155,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
       ...(opts.secret ? { secret: opts.secret } : {}),
       ...identity,
       ...keyClaim,
+      ...trainData,
     }).catch(() => {});
   };
   const rejoin = (why: string): void => {
@@ -199,9 +232,8 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
     }
     if (m.weightsVersion !== weightsVersion) throw new ProtocolError(`assignment for weights v${m.weightsVersion}, worker holds v${weightsVersion}`);
     const started = performance.now();
-    const count = m.labels.length;
-    if (keys.length < count) keys = new Uint32Array(count);
-    copyTensor(m.keys, keys);
+    const count = assignedSamples(m);
+    const shard = shardOf(m, count);
     // Once most of the gradient is final (the last layers finish first), it leaves at once, from
     // inside the backward pass: its transfer overlaps the first layers' gradients, and only the
     // small rest is on the step's critical path.
@@ -212,7 +244,7 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
       const part = { type: 'result', step: m.step, shard: m.shard, weightsVersion: m.weightsVersion, from, lossSum, count, computeMs: 0 } as const;
       send({ ...part, ...gradPart(from, paramCount) }).catch(() => {});
     };
-    const r = await computer.compute(weights, { pixels: m.pixels, labels: m.labels, keys: keys.subarray(0, count) }, gradBuffer, sendTail);
+    const r = await computer.compute(weights, shard, gradBuffer, sendTail);
     // Rejoined meanwhile: the coordinator may have given this shard to this worker again, and would
     // take what is left of this gradient for a part of the new one's.
     if (given !== membership) return;
