@@ -24,6 +24,7 @@
  * puts its sender out of the run for good; the recomputation takes its place, and the sender's
  * other results of the step are computed again by others.
  */
+import { setFlagsFromString } from 'node:v8';
 import { Router } from 'zeromq';
 import type { EngineChoice } from '../engine/backend.js';
 import type { ShardData } from '../training/gradients.js';
@@ -110,6 +111,18 @@ export interface PoolOptions {
    * totals (`liveFigures`) can be read, e.g. by the Prometheus metrics while the pool fills.
    */
   onBound?: (pool: WorkerPool) => void;
+}
+
+/**
+ * The hub's JavaScript heap is small (~17 MB) while every gradient it receives is a ZeroMQ frame
+ * held outside it, as big as the model: V8 then starts incremental marking over and over, since
+ * its old generation has less room left than its young one, and each marking ends in a full
+ * collection. Without incremental marking a full collection waits until the heap is full. Measured
+ * with 64 simulated workers, 100 steps of `net`: 74 full collections with incremental marking, 7
+ * without; young collections 19 → 37 (cheap: a frame's handle dies young).
+ */
+function quietGarbageCollector(): void {
+  setFlagsFromString('--no-incremental-marking');
 }
 
 /** The pool's running totals since it started, readable at any time. */
@@ -295,6 +308,7 @@ export class WorkerPool implements GradientSource {
     // A message past the limit would make ZeroMQ drop the connection for good: say so now.
     const tooBig = messageLimitProblem(opts.model, opts.params, opts.maxShardSamples ?? 0);
     if (tooBig) throw new UserError(tooBig);
+    quietGarbageCollector();
     const pool = new WorkerPool(opts);
     if (opts.keys) {
       const dir = opts.keys.dir;
