@@ -122,9 +122,12 @@ export interface Scenario {
   workersPerNode?: number;
 }
 
-/** Bytes the coordinator's link carries per step in its busier direction, for `members` members. */
-export function wireBytesPerStep(members: number, params: number, batchPerWorker: number): number {
-  const frames = largestFrames(params, batchPerWorker);
+/**
+ * Bytes the coordinator's link carries per step in its busier direction, for `members` members
+ * that hold the training set (sent sample indices) or not (sent pixels).
+ */
+export function wireBytesPerStep(members: number, params: number, batchPerWorker: number, samplesAs: 'pixels' | 'indices' = 'indices'): number {
+  const frames = largestFrames(params, batchPerWorker, samplesAs);
   return members * Math.max(frames.assign, frames.result);
 }
 

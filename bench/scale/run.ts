@@ -59,6 +59,9 @@ const USAGE = `usage: node dist/bench/scale/run.js [options]   (or: npm run benc
   --size-model NAME      a second, larger model, measured up to --size-max-workers, so that the cost
                          model can tell per-worker from per-parameter costs (default strong; none: skip)
   --size-max-workers N   the largest worker count for --size-model (default 64)
+  --pixels               the simulated workers do not hold the training set: every assignment carries
+                         its shard's pixels and labels (default: they hold it, as a worker with the
+                         bundled MNIST does, and are sent sample indices)
   --out DIR              where the runs, scale.md, scale.json and the plots go
                          (default runs/bench-scale-<timestamp>)
   -h, --help             this text`;
@@ -73,6 +76,8 @@ interface Options {
   model: string;
   sizeModel: string | undefined;
   sizeMaxWorkers: number;
+  /** --pixels: the simulated workers are sent pixels, not sample indices. */
+  pixels: boolean;
   out: string;
 }
 
@@ -110,6 +115,7 @@ export function parseOptions(argv: string[]): Options {
         model: { type: 'string' },
         'size-model': { type: 'string' },
         'size-max-workers': { type: 'string' },
+        pixels: { type: 'boolean' },
         out: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -132,6 +138,7 @@ export function parseOptions(argv: string[]): Options {
     model: v.model ? modelName('--model', v.model) : 'net',
     sizeModel: v['size-model'] === 'none' ? undefined : v['size-model'] ? modelName('--size-model', v['size-model']) : 'strong',
     sizeMaxWorkers: v['size-max-workers'] ? positiveInt('--size-max-workers', v['size-max-workers']) : 64,
+    pixels: v.pixels === true,
     out: resolve(v.out ?? join('runs', `bench-scale-${stamp(new Date())}`)),
   };
   // An epoch must hold at least two steps, so that steps away from its end (and its evaluation) exist.
@@ -308,6 +315,7 @@ async function runOne(opts: Options, plan: RunPlan, params: number): Promise<Omi
     endpoint,
     workers: plan.workers,
     computeMs: opts.computeMs,
+    holdTrainSet: !opts.pixels,
     onStepStart: (step) => {
       coordinatorCpu.set(step, cpuOf.sample());
       simulatorCpu.set(step, ownCpuMs());
@@ -583,7 +591,7 @@ async function main(): Promise<number> {
   });
   const loopbackAt = (n: number): string => pct(predictEfficiency(loopback, { params, batchPerWorker: opts.batchPerWorker, computeMs: opts.computeMs, gbps: Infinity }, n));
   const md = [
-    `${opts.model} with N simulated workers, ${opts.computeMs} ms per shard of ${opts.batchPerWorker} samples (global batch ${opts.batchPerWorker} × N), ${opts.steps} measured steps per run. ${header}`,
+    `${opts.model} with N simulated workers, ${opts.computeMs} ms per shard of ${opts.batchPerWorker} samples (global batch ${opts.batchPerWorker} × N), ${opts.steps} measured steps per run; samples sent as ${opts.pixels ? 'pixels (--pixels)' : 'indices (the workers hold the training set)'}. ${header}`,
     '',
     measuredTable(rows),
     '',
@@ -597,7 +605,7 @@ async function main(): Promise<number> {
     ...describeFit('the step\'s overhead on this machine (simulated workers\' CPU and waits for a core included), fitted', wallFit),
     `  L = ${cluster.latencyMs.toFixed(3)} ms: the overhead with one worker beyond the coordinator's CPU (message hops, wake-ups; measured)`,
     `  this machine's fit: efficiency N=16 ${loopbackAt(16)}, N=64 ${loopbackAt(64)}, N=256 ${loopbackAt(256)}`,
-    `  wire bytes per worker per step (busier direction): ${opts.model} ${kb(wireBytesPerStep(1, params, opts.batchPerWorker))} KB, 10 M parameters ${kb(wireBytesPerStep(1, LARGE_PARAMS, opts.batchPerWorker))} KB`,
+    `  wire bytes per worker per step (busier direction): ${opts.model} ${kb(wireBytesPerStep(1, params, opts.batchPerWorker, opts.pixels ? 'pixels' : 'indices'))} KB, 10 M parameters ${kb(wireBytesPerStep(1, LARGE_PARAMS, opts.batchPerWorker))} KB`,
     '```',
     '',
     `Predicted weak-scaling efficiency on a cluster (T = ${opts.computeMs} ms; one coordinator doing the CPU work fitted above, plus L, plus its link's transfer time):`,

@@ -37,14 +37,17 @@ export interface FrameSizes {
 /**
  * Upper bounds, in bytes, of the frames a run sends and receives, for a model of `params` float32
  * parameters and shards of at most `shardSamples` samples (exact but for the numbers' widths,
- * counted at their widest).
+ * counted at their widest), the samples travelling as pixels (the most) or as indices.
  */
-export function largestFrames(params: number, shardSamples: number): FrameSizes {
+export function largestFrames(params: number, shardSamples: number, samplesAs: 'pixels' | 'indices' = 'pixels'): FrameSizes {
   const empty = { f32: new Float32Array(0), u8: new Uint8Array(0), u32: new Uint32Array(0) };
-  const assign = frameBytes(
-    { type: 'assign', step: BIG, shard: BIG, weightsVersion: BIG, weightsCount: params, pixels: empty.u8, labels: empty.u8, keys: empty.u32 },
-    [shardSamples * IMAGE_BYTES, shardSamples, shardSamples * 4],
-  ) + params * 4;
+  const header = { type: 'assign', step: BIG, shard: BIG, weightsVersion: BIG, weightsCount: params, keys: empty.u32 } as const;
+  // A worker that holds the training set is sent each sample's index (4 bytes), any other its pixels and label.
+  const assign =
+    (samplesAs === 'indices'
+      ? frameBytes({ ...header, indices: empty.u32 }, [shardSamples * 4, shardSamples * 4])
+      : frameBytes({ ...header, pixels: empty.u8, labels: empty.u8 }, [shardSamples * IMAGE_BYTES, shardSamples, shardSamples * 4])) +
+    params * 4;
   const result = frameBytes(
     { type: 'result', step: BIG, shard: BIG, weightsVersion: BIG, gradSum: empty.f32, from: BIG, lossSum: Math.PI, count: BIG, computeMs: Math.PI },
     [params * 4],
