@@ -11,6 +11,7 @@
  * the compute time, the rest at the end.
  */
 import { hostname } from 'node:os';
+import { setFlagsFromString } from 'node:v8';
 import { Dealer } from 'zeromq';
 import {
   MAX_MESSAGE_BYTES,
@@ -98,6 +99,10 @@ export class SimulatedWorkers {
 
   /** Connects every simulated worker and says hello; the coordinator may start before or after. */
   static start(opts: SimulatorOptions): SimulatedWorkers {
+    // Many workers' weights frames, held outside a small heap: without this, V8 marks the heap over
+    // and over, as in the coordinator (see quietGarbageCollector in src/coordinator/pool.ts). At 64
+    // workers the simulator's garbage collection took half of its CPU.
+    setFlagsFromString('--no-incremental-marking');
     const sim = new SimulatedWorkers(opts);
     // This checkout's build and model digests, as a real worker of it would say: the coordinator
     // refuses a worker that computes another model. The engine names what it is: the coordinator
