@@ -162,28 +162,31 @@ test('a spot check found false: the recomputation replaces the result; a retract
   assert.deepEqual(out, shardOrderSum(grads), 'the same bits as honest results');
 });
 
-test('given the output at begin, each shard is added as soon as those before it are in; the bits match the sum at the end', () => {
+test('each shard is added as soon as those before it are in; the bits match the sum at the end', () => {
   const grads = [1, 2, 3].map((seed) => rand(P, 40 + seed, -1e3, 1e3));
   const r = new Reducer(P);
   const out = new Float32Array(P).fill(9);
-  r.begin(5, SHARDS, out);
+  r.begin(5, SHARDS);
   // Shard 1 first: shard 0 is missing, so nothing can be added yet.
   assert.equal(r.accept(result(5, 1, grads[1])).kind, 'complete');
-  assert.ok(out.every((x) => x === 9), 'nothing added before shard 0 is in');
+  assert.equal(r.summedShards, 0, 'nothing added before shard 0 is in');
   // Shard 0 next: shards 0 and 1 are added at once, before shard 2 is in.
   assert.equal(r.accept(result(5, 0, grads[0])).kind, 'complete');
-  assert.deepEqual(out, shardOrderSum(grads.slice(0, 2)), 'shards 0 and 1 added as soon as both were in');
+  assert.equal(r.summedShards, 2, 'shards 0 and 1 added as soon as both were in');
   // A non-finite result is never added; its replacement is.
   const bad = rand(P, 44);
   bad[17] = Number.NaN;
   assert.equal(r.accept(result(5, 2, bad)).kind, 'verify');
-  assert.deepEqual(out, shardOrderSum(grads.slice(0, 2)), 'the non-finite result left the sum alone');
+  assert.equal(r.summedShards, 2, 'the non-finite result left the sum alone');
+  assert.ok(out.every((x) => x === 9), 'the output is written by reduce only');
   r.reopen(2);
   assert.equal(r.accept(result(5, 2, grads[2])).kind, 'complete');
+  assert.equal(r.summedShards, 3);
   assert.deepEqual(r.reduce(out), { lossSum: 0.5 + 1.5 + 2.5, count: 10 });
   assert.deepEqual(out, shardOrderSum(grads), 'bit for bit the shard-ordered float32 sum');
-  // The next step starts its sum afresh in the same output.
-  r.begin(6, SHARDS.slice(0, 2), out);
+  // The next step starts its sum afresh.
+  r.begin(6, SHARDS.slice(0, 2));
+  assert.equal(r.summedShards, 0);
   assert.equal(r.accept(result(6, 0, grads[2])).kind, 'complete');
   assert.equal(r.accept(result(6, 1, grads[0])).kind, 'complete');
   r.reduce(out);
@@ -194,12 +197,36 @@ test('a spot check that replaces or retracts a result already in the running sum
   const grads = [1, 2, 3].map((seed) => rand(P, 50 + seed, -1e3, 1e3));
   const r = new Reducer(P);
   const out = new Float32Array(P);
-  r.begin(8, SHARDS, out);
+  r.begin(8, SHARDS);
   for (const shard of [0, 1, 2]) r.accept(result(8, shard, shard === 1 ? new Float32Array(P).fill(50) : grads[shard]));
-  assert.deepEqual(out, shardOrderSum([grads[0], new Float32Array(P).fill(50), grads[2]]), 'the false result was summed as it came in');
+  assert.equal(r.summedShards, 3, 'the false result was summed as it came in');
   r.replace(1, grads[1], 1.5);
+  assert.equal(r.summedShards, 0, 'replacing a summed shard starts the sum again');
   r.retract(2);
   r.accept(result(8, 2, grads[2]));
   assert.deepEqual(r.reduce(out), { lossSum: 0.5 + 1.5 + 2.5, count: 10 });
   assert.deepEqual(out, shardOrderSum(grads), 'the replaced result, not the false one');
+});
+
+test('the reduction on the SIMD kernels and on the JavaScript loops: the same verdicts, the same bits', () => {
+  const grads = [1, 2, 3].map((seed) => rand(P, 60 + seed, -1e3, 1e3));
+  const sums: Float32Array[] = [];
+  for (const simd of [true, false]) {
+    const r = new Reducer(P, 'float32', { simd });
+    assert.equal(r.simd, simd);
+    r.begin(9, SHARDS);
+    const bad = Float32Array.from(grads[0]);
+    bad[P - 1] = Number.NEGATIVE_INFINITY; // in the tail past the last whole vector of 16
+    assert.deepEqual(r.accept(result(9, 0, bad)), { kind: 'verify' });
+    r.reopen(0);
+    assert.equal(r.accept(result(9, 2, grads[2].subarray(501), { from: 501 })).kind, 'part');
+    assert.equal(r.accept(result(9, 2, grads[2].subarray(0, 501), { from: 0 })).kind, 'complete');
+    assert.equal(r.accept(result(9, 1, grads[1])).kind, 'complete');
+    assert.equal(r.accept(result(9, 0, grads[0])).kind, 'complete');
+    const out = new Float32Array(P);
+    r.reduce(out);
+    assert.deepEqual(out, shardOrderSum(grads));
+    sums.push(out);
+  }
+  assert.deepEqual(new Uint32Array(sums[0].buffer), new Uint32Array(sums[1].buffer));
 });

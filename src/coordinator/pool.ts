@@ -462,7 +462,7 @@ export class WorkerPool implements GradientSource {
       this.stepCompute.clear();
       this.completedBy.clear();
       this.pendingChecks = 0;
-      this.reducer.begin(step, shards, gradSum);
+      this.reducer.begin(step, shards);
       this.scheduler.begin(step, shards.length);
       this.current = flight;
       this.stats.steps++;

@@ -1,9 +1,11 @@
 /**
  * Results in: checks each result against its step and shard, copies its gradient straight from the
  * received frame into the shard's slot (kept from step to step; a gradient sent in parts is put
- * together there, tail first), and adds the slots in shard order: given the step's output at
- * `begin`, each shard is added the moment it and every shard before it are in, so that only the
- * shards after the last one to arrive are left to add once the step is complete. A
+ * together there, tail first), and adds the slots in shard order: each shard is added to the
+ * step's running sum the moment it and every shard before it are in, so that only the shards after
+ * the last one to arrive are left to add once the step is complete. The slots and the running sum
+ * live in a reduction arena (engine/simd/reduce.ts): adding a shard and checking it for non-finite
+ * values are SIMD kernel calls there, the per-worker costs of a step at the coordinator. A
  * non-finite gradient is held for a recomputation, whose verdict tells a faulty sender from a
  * diverged model. The first valid result of a shard wins: a later copy is a duplicate, ignored.
  * A result a spot check (spot-check.ts) finds false is replaced by the recomputation, and the
@@ -14,13 +16,11 @@
  */
 import { type GradDtype, bytesPerElement, decodeTensor } from '../protocol/grad-dtype.js';
 import type { ReceivedResult } from '../protocol/messages.js';
-import { accumulate } from '../training/gradients.js';
-import { divergenceHint, reduceInShardOrder } from '../training/source.js';
+import { ReductionArena, type ArenaOptions } from '../engine/simd/reduce.js';
+import { divergenceHint } from '../training/source.js';
 
 /** One shard's place in a step; one per shard index, reused every step. */
 interface ShardSlot {
-  /** Where the shard's gradient is copied from the received frames (parts tail first). */
-  buffer: Float32Array;
   /** Where the parts received so far begin (the parameter count: none yet). */
   from: number;
   /** The whole gradient is in. */
@@ -49,43 +49,54 @@ export type Judgement = { kind: 'diverged'; message: string; error: string } | {
 
 export class Reducer {
   private readonly slots: ShardSlot[] = [];
-  /** The slots' buffers, for the reduction. */
-  private readonly buffers: Float32Array[] = [];
+  /** The slots' gradient buffers (parts are put together there, tail first) and the running sum. */
+  private readonly arena: ReductionArena;
   private step = -1;
   private expected: readonly { labels: { length: number } }[] = [];
   private remaining = 0;
-  /** Where this step's shard-ordered sum goes as shards come in (see `begin`), and how many shards it holds. */
-  private out: Float32Array | undefined;
+  /** How many shards, from shard 0 on, this step's running sum holds. */
   private summed = 0;
 
-  /** `gradDtype`: what every result's gradient must travel as (--grad-dtype). */
+  /**
+   * `gradDtype`: what every result's gradient must travel as (--grad-dtype). `arena`: SIMD kernels
+   * or not (tests; default: where WebAssembly SIMD runs).
+   */
   constructor(
     private readonly params: number,
     private readonly gradDtype: GradDtype = 'float32',
-  ) {}
+    arena: ArenaOptions = {},
+  ) {
+    this.arena = new ReductionArena(params, arena);
+  }
+
+  /** Whether the reduction runs on the SIMD kernels. */
+  get simd(): boolean {
+    return this.arena.simd;
+  }
 
   /**
    * A new step: the first `shards.length` slots are emptied (created the first time a step has this
-   * many). With `out`, the shard-ordered sum is built there as the shards come in (`reduce(out)`
-   * then only finishes it); `out` must not be touched by anyone else until then.
+   * many: the arena grows once, before any result of the step is in). The shard-ordered sum is
+   * built as the shards come in; `reduce(out)` finishes it and copies it out.
    */
-  begin(step: number, shards: readonly { labels: { length: number } }[], out?: Float32Array): void {
+  begin(step: number, shards: readonly { labels: { length: number } }[]): void {
     this.step = step;
     this.expected = shards;
     this.remaining = shards.length;
-    this.out = out;
     this.summed = 0;
-    while (this.slots.length < shards.length) {
-      const buffer = new Float32Array(this.params);
-      this.slots.push({ buffer, from: this.params, done: false, verifying: false, lossSum: 0, count: 0 });
-      this.buffers.push(buffer);
-    }
+    this.arena.reserve(shards.length);
+    while (this.slots.length < shards.length) this.slots.push({ from: this.params, done: false, verifying: false, lossSum: 0, count: 0 });
     for (let i = 0; i < shards.length; i++) {
       const slot = this.slots[i];
       slot.from = this.params;
       slot.done = false;
       slot.verifying = false;
     }
+  }
+
+  /** How many shards, from shard 0 on, are added to the step's running sum already. */
+  get summedShards(): number {
+    return this.summed;
   }
 
   /** Shards still to come. */
@@ -113,8 +124,9 @@ export class Reducer {
     const problem = dtype === this.gradDtype ? this.check(r, from, length) : `a ${dtype} gradient, this run's travel as ${this.gradDtype}`;
     if (problem) return { kind: 'invalid', problem };
     // Straight from the received frame into the shard's buffer (widened to float32), kept from step to step.
-    decodeTensor(r.gradSum, dtype, slot.buffer, from);
-    if (!Number.isFinite(r.lossSum) || !allFinite(slot.buffer, from, slot.from)) {
+    const buffer = this.arena.slot(r.shard);
+    decodeTensor(r.gradSum, dtype, buffer, from);
+    if (!Number.isFinite(r.lossSum) || !this.arena.allFinite(buffer, from, slot.from)) {
       // Either the sender is faulty or the model has diverged: recomputing the shard tells which.
       // It may run on a GPU, so the verdict comes later; the shard stays open until then.
       slot.verifying = true;
@@ -130,16 +142,16 @@ export class Reducer {
     return { kind: 'complete' };
   }
 
-  /** The result in for `shard` (its gradient is the slot's buffer: copy it before it changes). */
+  /** The result in for `shard` (its gradient is the slot's buffer: copy it before it changes, or the next step begins). */
   result(shard: number): { gradSum: Float32Array; lossSum: number; count: number } {
     const slot = this.slots[shard];
-    return { gradSum: slot.buffer, lossSum: slot.lossSum, count: slot.count };
+    return { gradSum: this.arena.slot(shard), lossSum: slot.lossSum, count: slot.count };
   }
 
   /** A spot check found `shard`'s result false: the coordinator's recomputation takes its place. */
   replace(shard: number, gradSum: Float32Array, lossSum: number): void {
     const slot = this.slots[shard];
-    slot.buffer.set(gradSum);
+    this.arena.slot(shard).set(gradSum);
     slot.lossSum = lossSum;
     this.unsum(shard);
   }
@@ -179,8 +191,10 @@ export class Reducer {
    */
   reduce(out: Float32Array): { lossSum: number; count: number } {
     const n = this.expected.length;
-    if (out === this.out) this.sumReadyShards();
-    else reduceInShardOrder(this.buffers, n, out);
+    this.sumReadyShards();
+    if (this.summed !== n) throw new Error(`reduce with ${n - this.summed} of ${n} shards not in`);
+    if (n === 0) this.arena.clearSum();
+    out.set(this.arena.sum);
     let lossSum = 0;
     let count = 0;
     for (let i = 0; i < n; i++) {
@@ -191,12 +205,6 @@ export class Reducer {
   }
 
   /**
-   * Adds to the step's output every shard that is in and follows, in shard order, those added
-   * already: ((0 + g₀) + g₁) + …, the same float32 additions as `reduceInShardOrder`, so the bits
-   * do not depend on when the shards arrive. A shard that is in stays in (`reopen` leaves it); one
-   * that a spot check replaces or retracts restarts the sum (`unsum`).
-   */
-  /**
    * `shard`'s result changed after it was in (a spot check replaced or retracted it): if it is in the
    * running sum already, the sum starts again from shard 0, from the slots, which hold every result
    * that counts. The bits are those of a sum made once at the end.
@@ -205,13 +213,17 @@ export class Reducer {
     if (shard < this.summed) this.summed = 0;
   }
 
+  /**
+   * Adds to the running sum every shard that is in and follows, in shard order, those added
+   * already: ((0 + g₀) + g₁) + … in float32, so the bits do not depend on when the shards arrive.
+   * A shard that is in stays in (`reopen` leaves it); one that a spot check replaces or retracts
+   * restarts the sum (`unsum`).
+   */
   private sumReadyShards(): void {
-    const out = this.out;
-    if (!out) return;
     const n = this.expected.length;
     while (this.summed < n && this.slots[this.summed].done) {
-      if (this.summed === 0) out.fill(0);
-      accumulate(out, this.buffers[this.summed]);
+      if (this.summed === 0) this.arena.clearSum();
+      this.arena.addSlot(this.summed);
       this.summed++;
     }
   }
@@ -226,9 +238,4 @@ export class Reducer {
     if (r.count !== expected) return `counts ${r.count} samples, the shard has ${expected}`;
     return undefined;
   }
-}
-
-function allFinite(a: Float32Array, from: number, end: number): boolean {
-  for (let i = from; i < end; i++) if (!Number.isFinite(a[i])) return false;
-  return true;
 }

@@ -115,8 +115,3 @@ export function createGradientComputer(model: ModelDef, opts: GradientOptions = 
     },
   };
 }
-
-/** acc += g, element by element in float32: the reduction whose order deterministic mode fixes. */
-export function accumulate(acc: Float32Array, g: Float32Array): void {
-  for (let i = 0; i < acc.length; i++) acc[i] += g[i];
-}

@@ -2,10 +2,11 @@
  * Where a step's gradient comes from. The training loop is the same for the single-node fallback
  * and for distributed training; only this source differs.
  */
+import { ReductionArena } from '../engine/simd/reduce.js';
 import type { ModelDef } from '../models/types.js';
 import { type GradDtype, roundTrip } from '../protocol/grad-dtype.js';
 import { UserError } from '../util/errors.js';
-import { type GradientOptions, type ShardData, accumulate, createGradientComputer } from './gradients.js';
+import { type GradientOptions, type ShardData, createGradientComputer } from './gradients.js';
 
 /** What one process computed on, as summary.json's `devices` lists it. */
 export interface DeviceDescription {
@@ -49,12 +50,6 @@ export interface GradientSource {
   close(finished: boolean): Promise<void>;
 }
 
-/** Adds the first `count` shard results into `out` in shard order (the one reduction every source uses). */
-export function reduceInShardOrder(shardGrads: readonly Float32Array[], count: number, out: Float32Array): void {
-  out.fill(0);
-  for (let i = 0; i < count; i++) accumulate(out, shardGrads[i]);
-}
-
 /**
  * `weights` as a worker receives them under `gradDtype`: rounded, into `into` (the weights
  * themselves for float32).
@@ -78,24 +73,27 @@ export function divergenceHint(gradDtype: GradDtype): string {
  */
 export function createLocalSource(model: ModelDef, size: number, opts: GradientOptions = {}, gradDtype: GradDtype = 'float32'): GradientSource {
   const computer = createGradientComputer(model, opts);
-  const scratch: Float32Array[] = [];
+  // Each shard's gradient is computed into a slot of the arena, then the slots are added in shard
+  // order there: the same reduction, and the same kernels, as the coordinator's (reducer.ts).
+  const arena = new ReductionArena(size);
   const rounded = new Float32Array(gradDtype === 'float32' ? 0 : size);
   return {
     workers: 0,
     async computeBatch(step, weights, shards, gradSum) {
       let lossSum = 0;
       let count = 0;
-      while (scratch.length < shards.length) scratch.push(new Float32Array(size));
+      arena.reserve(shards.length);
       const used = travelledWeights(weights, gradDtype, rounded);
       for (let i = 0; i < shards.length; i++) {
-        const r = await computer.compute(used, shards[i], scratch[i]);
-        roundTrip(scratch[i], gradDtype);
+        const r = await computer.compute(used, shards[i], arena.slot(i));
+        roundTrip(arena.slot(i), gradDtype);
         lossSum += r.lossSum;
         count += r.count;
       }
-      reduceInShardOrder(scratch, shards.length, gradSum);
+      arena.sumSlots(shards.length);
+      gradSum.set(arena.sum);
       // As in distributed training, a non-finite gradient is never applied.
-      if (!Number.isFinite(lossSum) || !gradSum.every(Number.isFinite)) {
+      if (!Number.isFinite(lossSum) || !arena.allFinite(arena.sum, 0, size)) {
         throw new UserError(`training diverged at step ${step}: non-finite gradients (${divergenceHint(gradDtype)})`);
       }
       return { lossSum, count };

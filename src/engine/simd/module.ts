@@ -22,6 +22,8 @@ export interface SimdKernels {
   denseInputGrad(dy: number, n: number, Out: number, w: number, In: number, dxStride: number, dx: number): void;
   softmaxNll(z: number, n: number, classes: number, stride: number, labels: number, dz: number, total: number): number;
   logSoftmax(z: number, n: number, classes: number, stride: number): void;
+  addInto(acc: number, g: number, n: number): void;
+  allFinite(ptr: number, n: number): number;
 }
 
 export interface SimdInstance {

@@ -22,6 +22,9 @@
  * keep more adds in flight: a 4-channel block alone runs at the adds' latency, not their throughput.
  */
 
+// The reducer's kernels (sums of gradients, finiteness) live in their own file, in this same module.
+export { addInto, allFinite } from './reduce';
+
 /** Where free memory starts: below it lie this module's static data (Math.exp's tables among them). */
 export function heapBase(): usize {
   return __heap_base;
