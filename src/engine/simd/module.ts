@@ -53,11 +53,15 @@ export function simdAvailable(): boolean {
   return compiledModule() !== null;
 }
 
-/** A fresh instance with `bytes` of memory (grown later with `growTo`). */
-export function instantiateSimd(bytes: number): SimdInstance {
+/**
+ * A fresh instance with `bytes` of memory (grown later with `growTo`), which may grow to
+ * `maxBytes` (default: the 4 GiB a 32-bit memory can address).
+ */
+export function instantiateSimd(bytes: number, maxBytes?: number): SimdInstance {
   const mod = compiledModule();
   if (!mod) throw new Error(`the fused CPU kernels (${WASM_URL.pathname}) are missing or need WebAssembly SIMD; run npm run build`);
-  const memory = new WebAssembly.Memory({ initial: Math.max(1, Math.ceil(bytes / PAGE_BYTES)) });
+  const initial = Math.max(1, Math.ceil(bytes / PAGE_BYTES));
+  const memory = new WebAssembly.Memory(maxBytes === undefined ? { initial } : { initial, maximum: Math.max(initial, Math.floor(maxBytes / PAGE_BYTES)) });
   const instance = new WebAssembly.Instance(mod, {
     env: {
       memory,
@@ -69,7 +73,10 @@ export function instantiateSimd(bytes: number): SimdInstance {
   return { kernels: instance.exports as unknown as SimdKernels, memory };
 }
 
-/** Grows `memory` to at least `bytes` (growing detaches earlier views of its buffer). */
+/**
+ * Grows `memory` to at least `bytes` (growing detaches earlier views of its buffer). Throws a
+ * RangeError when the memory cannot grow that far (past its maximum, or 4 GiB).
+ */
 export function growTo(memory: WebAssembly.Memory, bytes: number): void {
   const missing = Math.ceil(bytes / PAGE_BYTES) - memory.buffer.byteLength / PAGE_BYTES;
   if (missing > 0) memory.grow(missing);

@@ -1,18 +1,19 @@
 /**
  * The reduction arena: the shard slots a step's gradients are received into and the running sum
  * they are added to, all in one WebAssembly memory, so that adding a shard and checking it for
- * non-finite values are single calls of the SIMD kernels of assembly/reduce.ts. At 64 workers the
- * coordinator does both once per worker per step: measured on 2 vCPU Intel Xeon (KVM), Node 20,
- * 2026-11-30, 21 840 floats (`node dist/bench/reduce-bench.js`), the JavaScript loops take
- * ~50-160 µs per shard, the kernels a few µs.
+ * non-finite values are single calls of the SIMD kernels of assembly/reduce.ts. The coordinator does
+ * both once per result, so at 64 workers 64 times a step: measured on 2 vCPU Intel Xeon (KVM),
+ * Node 20, 2026-11-30, 21 840 floats, 64 results a step (`node dist/bench/reduce-bench.js`), the
+ * JavaScript loops took 120-150 µs per result, the kernels 8 µs.
  *
- * Where WebAssembly SIMD is unavailable (`simdAvailable()` false) the same arena runs on a plain
- * ArrayBuffer with the JavaScript loops below; the bits are the same either way.
+ * Where WebAssembly SIMD is unavailable (`simdAvailable()` false), or a step needs more slots than a
+ * 32-bit memory holds (4 GiB), the arena keeps its buffers in ordinary typed arrays and runs the
+ * JavaScript loops below instead; the bits are the same either way.
  */
 import { type SimdKernels, growTo, instantiateSimd, simdAvailable } from './module.js';
 
 const FLOAT = 4;
-/** Every buffer starts on a cache line. */
+/** Every buffer in the memory starts on a cache line. */
 const ALIGN = 64;
 
 /** acc[i] += g[i] for every i of `acc`, in float32: the JavaScript form of the `addInto` kernel. */
@@ -29,16 +30,14 @@ export function allFiniteLoop(a: Float32Array, from: number, end: number): boole
 export interface ArenaOptions {
   /** false: the JavaScript loops even where WebAssembly SIMD runs (tests, comparisons). Default: SIMD where available. */
   simd?: boolean;
+  /** The most bytes the WebAssembly memory may grow to (default 4 GiB; tests set less). */
+  maxBytes?: number;
 }
 
 export class ReductionArena {
-  /** Whether the kernels run (else the JavaScript loops). */
-  readonly simd: boolean;
-  private readonly kernels: SimdKernels | undefined;
-  private readonly memory: WebAssembly.Memory | undefined;
-  private buffer: ArrayBuffer;
-  /** Byte offset of the running sum; the slots follow it, `stride` bytes apart. */
-  private readonly base: number;
+  /** The kernels and their memory; undefined once the arena runs on the JavaScript loops. */
+  private wasm: { kernels: SimdKernels; memory: WebAssembly.Memory; base: number } | undefined;
+  /** Bytes from one buffer to the next in the memory: the sum at `base`, then the slots. */
   private readonly stride: number;
   private sumView: Float32Array;
   private slotViews: Float32Array[] = [];
@@ -48,20 +47,24 @@ export class ReductionArena {
     readonly params: number,
     opts: ArenaOptions = {},
   ) {
-    this.simd = opts.simd ?? simdAvailable();
     this.stride = Math.ceil((params * FLOAT) / ALIGN) * ALIGN;
-    if (this.simd) {
-      const instance = instantiateSimd(0);
-      this.kernels = instance.kernels;
-      this.memory = instance.memory;
-      this.base = Math.ceil(this.kernels.heapBase() / ALIGN) * ALIGN;
-      growTo(this.memory, this.base + this.stride);
-      this.buffer = this.memory.buffer;
-    } else {
-      this.base = 0;
-      this.buffer = new ArrayBuffer(this.stride);
+    if (opts.simd ?? simdAvailable()) {
+      const { kernels, memory } = instantiateSimd(0, opts.maxBytes);
+      const base = Math.ceil(kernels.heapBase() / ALIGN) * ALIGN;
+      this.wasm = { kernels, memory, base };
+      try {
+        growTo(memory, base + this.stride);
+      } catch (e) {
+        if (!(e instanceof RangeError)) throw e;
+        this.wasm = undefined;
+      }
     }
-    this.sumView = new Float32Array(this.buffer, this.base, params);
+    this.sumView = this.wasm ? new Float32Array(this.wasm.memory.buffer, this.wasm.base, params) : new Float32Array(params);
+  }
+
+  /** Whether the kernels run (else the JavaScript loops). */
+  get simd(): boolean {
+    return this.wasm !== undefined;
   }
 
   /** How many slots there are. */
@@ -75,25 +78,30 @@ export class ReductionArena {
    */
   reserve(count: number): void {
     if (count <= this.slotViews.length) return;
-    const bytes = this.base + this.stride * (1 + count);
-    if (this.memory) {
-      growTo(this.memory, bytes);
-      this.buffer = this.memory.buffer;
-    } else if (bytes > this.buffer.byteLength) {
-      const grown = new ArrayBuffer(bytes);
-      new Uint8Array(grown).set(new Uint8Array(this.buffer));
-      this.buffer = grown;
+    if (this.wasm) {
+      const { memory, base } = this.wasm;
+      try {
+        growTo(memory, base + this.stride * (1 + count));
+        this.sumView = new Float32Array(memory.buffer, base, this.params);
+        this.slotViews = Array.from({ length: count }, (_, i) => new Float32Array(memory.buffer, base + this.stride * (1 + i), this.params));
+        return;
+      } catch (e) {
+        if (!(e instanceof RangeError)) throw e;
+        // More slots than the memory can hold: on to the JavaScript loops, with what the buffers hold.
+        this.wasm = undefined;
+        this.sumView = this.sumView.slice();
+        this.slotViews = this.slotViews.map((v) => v.slice());
+      }
     }
-    this.sumView = new Float32Array(this.buffer, this.base, this.params);
-    this.slotViews = Array.from({ length: count }, (_, i) => new Float32Array(this.buffer, this.base + this.stride * (1 + i), this.params));
+    while (this.slotViews.length < count) this.slotViews.push(new Float32Array(this.params));
   }
 
-  /** Slot `i`'s buffer (valid until the next `reserve` that grows the arena). */
+  /** Slot `i`'s buffer (valid until the next `reserve` that adds slots). */
   slot(i: number): Float32Array {
     return this.slotViews[i];
   }
 
-  /** The running sum (valid until the next `reserve` that grows the arena). */
+  /** The running sum (valid until the next `reserve` that adds slots). */
   get sum(): Float32Array {
     return this.sumView;
   }
@@ -105,7 +113,7 @@ export class ReductionArena {
   /** sum += slot i, in float32. */
   addSlot(i: number): void {
     const g = this.slotViews[i];
-    if (this.kernels) this.kernels.addInto(this.sumView.byteOffset, g.byteOffset, this.params);
+    if (this.wasm) this.wasm.kernels.addInto(this.sumView.byteOffset, g.byteOffset, this.params);
     else accumulate(this.sumView, g);
   }
 
@@ -119,7 +127,7 @@ export class ReductionArena {
   allFinite(view: Float32Array, from: number, end: number): boolean {
     if (end <= from) return true;
     if (from < 0 || end > view.length) throw new RangeError(`[${from}, ${end}) is outside a view of ${view.length} floats`);
-    if (!this.kernels || view.buffer !== this.buffer) return allFiniteLoop(view, from, end);
-    return this.kernels.allFinite(view.byteOffset + from * FLOAT, end - from) === 1;
+    if (!this.wasm || view.buffer !== this.wasm.memory.buffer) return allFiniteLoop(view, from, end);
+    return this.wasm.kernels.allFinite(view.byteOffset + from * FLOAT, end - from) === 1;
   }
 }
