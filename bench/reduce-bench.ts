@@ -6,11 +6,13 @@
  *   node dist/bench/reduce-bench.js [--workers 64] [--rounds 30]
  *
  * Prints, per model size, the median µs per result of each part (median over rounds of a step's
- * mean), a step being `--workers` results received one after the other.
+ * mean), a step being `--workers` results received one after the other; then what widening a
+ * gradient that travelled as float16 or bfloat16 costs (--grad-dtype), with the kernels and with
+ * the protocol's decoder.
  */
 import { parseArgs } from 'node:util';
 import { ReductionArena, accumulate, allFiniteLoop } from '../src/engine/simd/reduce.js';
-import { decodeTensor } from '../src/protocol/grad-dtype.js';
+import { decodeTensor, encodeTensor } from '../src/protocol/grad-dtype.js';
 
 const { values } = parseArgs({ options: { workers: { type: 'string', default: '64' }, rounds: { type: 'string', default: '30' } } });
 const workers = Number(values.workers);
@@ -85,5 +87,32 @@ for (const params of [21840, 317066]) {
   );
   for (const [name, p] of [['JavaScript loops', loops], [arena.simd ? 'SIMD kernels' : 'SIMD unavailable', kernels]] as const) {
     console.log(`| ${params} | ${name} | ${p.copy.toFixed(1)} | ${p.check.toFixed(1)} | ${p.add.toFixed(1)} | ${(p.check + p.add).toFixed(1)} |`);
+  }
+}
+
+console.log('');
+console.log('| parameters | --grad-dtype | decoder (protocol/grad-dtype.ts) | widen kernel (copy to the arena included) |');
+console.log('|-----------:|--------------|---------------------------------:|------------------------------------------:|');
+for (const params of [21840, 317066]) {
+  const g = new Float32Array(params);
+  for (let i = 0; i < params; i++) g[i] = Math.sin(i * 0.37) * 1e-3;
+  const arena = new ReductionArena(params);
+  arena.reserve(1);
+  const slot = new Float32Array(params);
+  for (const dtype of ['float16', 'bfloat16'] as const) {
+    const encoded = encodeTensor(g, dtype) as Uint16Array;
+    const frames = Array.from({ length: workers }, () => new Uint8Array(Uint16Array.from(encoded).buffer));
+    const time = (decode: (frame: Uint8Array) => void): number => {
+      const per: number[] = [];
+      for (let r = 0; r < rounds + 3; r++) {
+        const t = performance.now();
+        for (const frame of frames) decode(frame);
+        if (r >= 3) per.push(((performance.now() - t) * 1000) / frames.length);
+      }
+      return median(per);
+    };
+    const decoder = time((frame) => decodeTensor(frame, dtype, slot));
+    const kernel = arena.simd ? time((frame) => arena.widen(0, frame, dtype, 0)).toFixed(1) : 'SIMD unavailable';
+    console.log(`| ${params} | ${dtype} | ${decoder.toFixed(1)} | ${kernel} |`);
   }
 }

@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Reducer } from '../src/coordinator/reducer.js';
+import { decodeTensor, encodeTensor } from '../src/protocol/grad-dtype.js';
 import type { ReceivedResult } from '../src/protocol/messages.js';
 import { rand } from './helpers.js';
 
@@ -229,4 +230,35 @@ test('the reduction on the SIMD kernels and on the JavaScript loops: the same ve
     sums.push(out);
   }
   assert.deepEqual(new Uint32Array(sums[0].buffer), new Uint32Array(sums[1].buffer));
+});
+
+test('16-bit gradients, in parts, widened by the kernels or by the decoder: the same verdicts, the same bits', () => {
+  for (const dtype of ['float16', 'bfloat16'] as const) {
+    const grads = [1, 2, 3].map((seed) => encodeTensor(rand(P, 70 + seed, -100, 100), dtype) as Uint16Array);
+    const sums: Float32Array[] = [];
+    for (const simd of [true, false]) {
+      const r = new Reducer(P, dtype, { simd });
+      r.begin(2, SHARDS);
+      const half = (shard: number, from = 0, end = P): ReceivedResult =>
+        result(2, shard, new Float32Array(0), { gradSum: new Uint8Array(grads[shard].buffer, from * 2, (end - from) * 2), gradDtype: dtype, from });
+      const overflow = Uint16Array.from(grads[1]);
+      overflow[P - 3] = dtype === 'float16' ? 0x7c00 : 0x7f80; // +Infinity, in the tail
+      assert.deepEqual(r.accept({ ...half(1), gradSum: new Uint8Array(overflow.buffer) }), { kind: 'verify' }, `${dtype}: Infinity caught`);
+      r.reopen(1);
+      assert.equal(r.accept(half(2, 333)).kind, 'part');
+      assert.equal(r.accept(half(2, 0, 333)).kind, 'complete');
+      assert.equal(r.accept(half(0)).kind, 'complete');
+      assert.equal(r.accept(half(1)).kind, 'complete');
+      const out = new Float32Array(P);
+      r.reduce(out);
+      const widened = grads.map((g) => {
+        const f = new Float32Array(P);
+        decodeTensor(new Uint8Array(g.buffer), dtype, f);
+        return f;
+      });
+      assert.deepEqual(out, shardOrderSum(widened), `${dtype}, simd ${simd}`);
+      sums.push(out);
+    }
+    assert.deepEqual(new Uint32Array(sums[0].buffer), new Uint32Array(sums[1].buffer));
+  }
 });

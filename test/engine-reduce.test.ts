@@ -2,12 +2,14 @@
  * The reduction kernels (src/engine/simd/assembly/reduce.ts) and the arena that drives them
  * (src/engine/simd/reduce.ts), against plain JavaScript float32 arithmetic: sums bit for bit on
  * awkward values (subnormals, signed zeros, sums that overflow) at every length and alignment, and
- * the finiteness check catching ±Infinity and NaN wherever they sit.
+ * the finiteness check catching ±Infinity and NaN wherever they sit, and 16-bit gradients widened to
+ * the values the protocol's decoder gives, for every one of the 65 536 patterns.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { instantiateSimd, simdAvailable } from '../src/engine/simd/module.js';
 import { ReductionArena } from '../src/engine/simd/reduce.js';
+import { decodeTensor } from '../src/protocol/grad-dtype.js';
 import { rand } from './helpers.js';
 
 const LENGTHS = [0, 1, 2, 3, 4, 5, 7, 8, 15, 16, 17, 19, 31, 32, 33, 63, 1001, 21840];
@@ -183,4 +185,40 @@ test('more slots than the memory may hold: the arena goes on with the JavaScript
   bad[params - 2] = Number.NaN;
   assert.equal(arena.allFinite(bad, 0, params), false);
   assert.equal(arena.allFinite(bad, 0, params - 2), true);
+});
+
+test('widen: every float16 and bfloat16 pattern to the float32 the protocol decodes, at any alignment and offset', () => {
+  const patterns = Uint16Array.from({ length: 65536 }, (_, i) => i);
+  const arena = new ReductionArena(65536 + 9);
+  arena.reserve(2);
+  for (const format of ['float16', 'bfloat16'] as const) {
+    for (const [byteShift, at] of [[0, 0], [1, 9], [3, 5], [2, 1]]) {
+      // A received frame need not be aligned: the patterns from an odd byte on.
+      const frame = new Uint8Array(patterns.byteLength + byteShift).subarray(byteShift);
+      frame.set(new Uint8Array(patterns.buffer));
+      const expected = new Float32Array(65536);
+      decodeTensor(frame, format, expected);
+      const slot = arena.slot(1);
+      slot.fill(7);
+      arena.widen(1, frame, format, at);
+      assert.ok(slot.subarray(0, at).every((v) => v === 7), 'nothing written before `at`');
+      const got = slot.subarray(at, at + 65536);
+      const gotBits = bitsOf(got);
+      const expectedBits = bitsOf(expected);
+      for (let h = 0; h < 65536; h++) {
+        if (Number.isNaN(expected[h])) assert.ok(Number.isNaN(got[h]), `${format} 0x${h.toString(16)}: NaN`);
+        else if (gotBits[h] !== expectedBits[h]) assert.fail(`${format} 0x${h.toString(16)} at +${byteShift} bytes: 0x${gotBits[h].toString(16)}, expected 0x${expectedBits[h].toString(16)} (${expected[h]})`);
+      }
+    }
+    // Short runs: the scalar tail alone, and a vector plus a tail.
+    for (const n of [1, 3, 7, 8, 9, 15]) {
+      const frame = new Uint8Array(patterns.buffer, 2 * 0x3bf0, 2 * n);
+      const expected = new Float32Array(n);
+      decodeTensor(frame, format, expected);
+      arena.widen(0, frame, format, 2);
+      assert.deepEqual(bitsOf(arena.slot(0).subarray(2, 2 + n)), bitsOf(expected), `${format}, ${n} values`);
+    }
+  }
+  assert.throws(() => arena.widen(0, new Uint8Array(20), 'float16', 65536), /outside a slot/);
+  assert.throws(() => new ReductionArena(4, { simd: false }).widen(0, new Uint8Array(2), 'float16', 0), /needs the SIMD kernels/);
 });

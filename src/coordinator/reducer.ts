@@ -125,7 +125,8 @@ export class Reducer {
     if (problem) return { kind: 'invalid', problem };
     // Straight from the received frame into the shard's buffer (widened to float32), kept from step to step.
     const buffer = this.arena.slot(r.shard);
-    decodeTensor(r.gradSum, dtype, buffer, from);
+    if (dtype === 'float32' || !this.arena.simd) decodeTensor(r.gradSum, dtype, buffer, from);
+    else this.arena.widen(r.shard, r.gradSum, dtype, from);
     if (!Number.isFinite(r.lossSum) || !this.arena.allFinite(buffer, from, slot.from)) {
       // Either the sender is faulty or the model has diverged: recomputing the shard tells which.
       // It may run on a GPU, so the verdict comes later; the shard stays open until then.

@@ -24,6 +24,8 @@ export interface SimdKernels {
   logSoftmax(z: number, n: number, classes: number, stride: number): void;
   addInto(acc: number, g: number, n: number): void;
   allFinite(ptr: number, n: number): number;
+  widenFloat16(src: number, dst: number, n: number): void;
+  widenBfloat16(src: number, dst: number, n: number): void;
 }
 
 export interface SimdInstance {

@@ -1,8 +1,8 @@
 /**
  * The reduction arena: the shard slots a step's gradients are received into and the running sum
- * they are added to, all in one WebAssembly memory, so that adding a shard and checking it for
- * non-finite values are single calls of the SIMD kernels of assembly/reduce.ts. The coordinator does
- * both once per result, so at 64 workers 64 times a step: measured on 2 vCPU Intel Xeon (KVM),
+ * they are added to, all in one WebAssembly memory, so that adding a shard, checking it for
+ * non-finite values and widening one that travelled in 16 bits are single calls of the SIMD kernels
+ * of assembly/reduce.ts. The coordinator does these once per result, so at 64 workers 64 times a step: measured on 2 vCPU Intel Xeon (KVM),
  * Node 20, 2026-11-30, 21 840 floats, 64 results a step (`node dist/bench/reduce-bench.js`), the
  * JavaScript loops took 120-150 µs per result, the kernels 8 µs.
  *
@@ -15,6 +15,10 @@ import { type SimdKernels, growTo, instantiateSimd, simdAvailable } from './modu
 const FLOAT = 4;
 /** Every buffer in the memory starts on a cache line. */
 const ALIGN = 64;
+const alignUp = (bytes: number): number => Math.ceil(bytes / ALIGN) * ALIGN;
+
+/** The 16-bit formats `widen` reads (protocol/grad-dtype.ts describes them). */
+export type HalfFormat = 'float16' | 'bfloat16';
 
 /** acc[i] += g[i] for every i of `acc`, in float32: the JavaScript form of the `addInto` kernel. */
 export function accumulate(acc: Float32Array, g: Float32Array): void {
@@ -35,9 +39,12 @@ export interface ArenaOptions {
 }
 
 export class ReductionArena {
-  /** The kernels and their memory; undefined once the arena runs on the JavaScript loops. */
-  private wasm: { kernels: SimdKernels; memory: WebAssembly.Memory; base: number } | undefined;
-  /** Bytes from one buffer to the next in the memory: the sum at `base`, then the slots. */
+  /**
+   * The kernels and their memory, undefined once the arena runs on the JavaScript loops. From
+   * `base` on the memory holds the sum, `stride` bytes; then a staging area of `stride / 2` bytes,
+   * where 16-bit values are copied to be widened; then the slots, `stride` bytes apart, from `slots`.
+   */
+  private wasm: { kernels: SimdKernels; memory: WebAssembly.Memory; base: number; staging: number; slots: number } | undefined;
   private readonly stride: number;
   private sumView: Float32Array;
   private slotViews: Float32Array[] = [];
@@ -47,13 +54,15 @@ export class ReductionArena {
     readonly params: number,
     opts: ArenaOptions = {},
   ) {
-    this.stride = Math.ceil((params * FLOAT) / ALIGN) * ALIGN;
+    this.stride = alignUp(params * FLOAT);
     if (opts.simd ?? simdAvailable()) {
       const { kernels, memory } = instantiateSimd(0, opts.maxBytes);
-      const base = Math.ceil(kernels.heapBase() / ALIGN) * ALIGN;
-      this.wasm = { kernels, memory, base };
+      const base = alignUp(kernels.heapBase());
+      const staging = base + this.stride;
+      const slots = staging + alignUp(params * 2);
+      this.wasm = { kernels, memory, base, staging, slots };
       try {
-        growTo(memory, base + this.stride);
+        growTo(memory, slots);
       } catch (e) {
         if (!(e instanceof RangeError)) throw e;
         this.wasm = undefined;
@@ -79,11 +88,11 @@ export class ReductionArena {
   reserve(count: number): void {
     if (count <= this.slotViews.length) return;
     if (this.wasm) {
-      const { memory, base } = this.wasm;
+      const { memory, base, slots } = this.wasm;
       try {
-        growTo(memory, base + this.stride * (1 + count));
+        growTo(memory, slots + this.stride * count);
         this.sumView = new Float32Array(memory.buffer, base, this.params);
-        this.slotViews = Array.from({ length: count }, (_, i) => new Float32Array(memory.buffer, base + this.stride * (1 + i), this.params));
+        this.slotViews = Array.from({ length: count }, (_, i) => new Float32Array(memory.buffer, slots + this.stride * i, this.params));
         return;
       } catch (e) {
         if (!(e instanceof RangeError)) throw e;
@@ -108,6 +117,22 @@ export class ReductionArena {
 
   clearSum(): void {
     this.sumView.fill(0);
+  }
+
+  /**
+   * Widens `bytes`, 16-bit values of `format` (little-endian, any alignment), into slot `i` from
+   * element `at` on: the values protocol/grad-dtype.ts's `decodeTensor` gives, a NaN's payload aside.
+   * Only with the kernels (`simd`); without them, decode with `decodeTensor`.
+   */
+  widen(i: number, bytes: Uint8Array, format: HalfFormat, at: number): void {
+    if (!this.wasm) throw new Error('widen needs the SIMD kernels; decode with decodeTensor');
+    const n = bytes.byteLength >>> 1;
+    const dst = this.slotViews[i];
+    if (at < 0 || at + n > dst.length) throw new RangeError(`[${at}, ${at + n}) is outside a slot of ${dst.length} floats`);
+    const { kernels, memory, staging } = this.wasm;
+    new Uint8Array(memory.buffer, staging, n * 2).set(bytes.subarray(0, n * 2));
+    if (format === 'float16') kernels.widenFloat16(staging, dst.byteOffset + at * FLOAT, n);
+    else kernels.widenBfloat16(staging, dst.byteOffset + at * FLOAT, n);
   }
 
   /** sum += slot i, in float32. */

@@ -23,7 +23,7 @@
  */
 
 // The reducer's kernels (sums of gradients, finiteness) live in their own file, in this same module.
-export { addInto, allFinite } from './reduce';
+export { addInto, allFinite, widenBfloat16, widenFloat16 } from './reduce';
 
 /** Where free memory starts: below it lie this module's static data (Math.exp's tables among them). */
 export function heapBase(): usize {

@@ -1,6 +1,6 @@
 /**
- * The coordinator's reduction kernels (../reduce.ts drives them): adding a shard's gradient into
- * the running sum, and checking a received gradient for ±Infinity and NaN.
+ * The coordinator's reduction kernels (../reduce.ts drives them): widening a gradient that travelled
+ * as float16 or bfloat16, checking it for ±Infinity and NaN, and adding it into the running sum.
  *
  * Pointers are byte offsets into the module's memory, of any alignment (wasm loads and stores need
  * none); counts are in float32 elements, any count: whole vectors first, then a scalar tail.
@@ -54,4 +54,56 @@ export function allFinite(ptr: usize, n: i32): i32 {
   if (v128.any_true(bad)) return 0;
   for (; i < n; i++) if ((load<u32>(at(ptr, i)) & 0x7f800000) == 0x7f800000) return 0;
   return 1;
+}
+
+/**
+ * dst[i] = the float32 value of the bfloat16 src[i] (little-endian 16-bit words), for i < n: the
+ * upper half of a float32, so the widening is a shift, exact for every pattern.
+ */
+export function widenBfloat16(src: usize, dst: usize, n: i32): void {
+  let i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const h = v128.load(src + (<usize>i << 1));
+    v128.store(at(dst, i), i32x4.shl(i32x4.extend_low_i16x8_u(h), 16));
+    v128.store(at(dst, i), i32x4.shl(i32x4.extend_high_i16x8_u(h), 16), 16);
+  }
+  for (; i < n; i++) store<u32>(at(dst, i), <u32>load<u16>(src + (<usize>i << 1)) << 16);
+}
+
+/**
+ * dst[i] = the float32 value of the IEEE binary16 src[i] (little-endian), for i < n: exact for
+ * every finite value and ±Infinity (a NaN stays a NaN, its payload shifted along).
+ *   normal:    exponent rebiased (+112), mantissa shifted up 13 bits;
+ *   subnormal: its 10 mantissa bits × 2⁻²⁴, an exact float32 product (a normal float32);
+ *   Inf, NaN:  exponent all ones, mantissa shifted up 13 bits.
+ */
+export function widenFloat16(src: usize, dst: usize, n: i32): void {
+  let i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const h = v128.load(src + (<usize>i << 1));
+    v128.store(at(dst, i), half4(i32x4.extend_low_i16x8_u(h)));
+    v128.store(at(dst, i), half4(i32x4.extend_high_i16x8_u(h)), 16);
+  }
+  for (; i < n; i++) store<u32>(at(dst, i), half1(<u32>load<u16>(src + (<usize>i << 1))));
+}
+
+// @ts-ignore: decorator
+@inline function half4(h: v128): v128 {
+  const magnitude = v128.and(h, i32x4.splat(0x7fff));
+  const sign = i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16);
+  const shifted = i32x4.shl(magnitude, 13);
+  const normal = i32x4.add(shifted, i32x4.splat(112 << 23));
+  const special = i32x4.add(shifted, i32x4.splat(224 << 23));
+  const subnormal = f32x4.mul(f32x4.convert_i32x4_s(magnitude), f32x4.splat(5.9604644775390625e-8)); // 2⁻²⁴
+  const isSpecial = i32x4.ge_s(magnitude, i32x4.splat(0x7c00));
+  const isSubnormal = i32x4.lt_s(magnitude, i32x4.splat(0x0400));
+  return v128.or(sign, v128.bitselect(subnormal, v128.bitselect(special, normal, isSpecial), isSubnormal));
+}
+
+// @ts-ignore: decorator
+@inline function half1(h: u32): u32 {
+  const magnitude = h & 0x7fff;
+  const sign = (h & 0x8000) << 16;
+  if (magnitude < 0x0400) return sign | reinterpret<u32>(<f32>magnitude * <f32>5.9604644775390625e-8);
+  return sign | ((magnitude << 13) + (magnitude >= 0x7c00 ? 224 << 23 : 112 << 23));
 }
