@@ -15,7 +15,9 @@
  * the library's `new Float16Array(float32s)` took 1.15 ms per gradient against 0.10 ms for the loop
  * (decoding: 6.7 ms through the library's array against 0.07 ms for the table). Encoding is on the
  * hot path twice per shard (the worker's gradient, the coordinator's weights), so the loop stays;
- * the tests check it against the library's rounding bit for bit.
+ * the tests check it against the library's rounding bit for bit. The coordinator widens the
+ * gradients it receives with SIMD kernels instead (engine/simd/reduce.ts `widen`, tested against
+ * `decodeTensor` on every pattern) where WebAssembly SIMD runs.
  */
 import { getFloat16 } from '@petamoriken/float16';
 
