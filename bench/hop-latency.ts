@@ -1,0 +1,322 @@
+/**
+ * The local hop, alone: one round trip coordinator → worker → coordinator between two Node
+ * processes, with the project's real messages (an assignment of a 32-sample `net` shard plus the
+ * step's 87 KB weights frame out; an 87 KB result back), over each transport and socket setting
+ * that could matter. The variants run interleaved, in blocks, each round starting at the next variant, so that the machine's load falls on
+ * all of them alike. Prints one markdown table: median and p90 per variant, and each median against
+ * the first variant's (today's transport).
+ *
+ *   node dist/bench/hop-latency.js [--round-trips N] [--rounds R] [--shard-samples S] [--variants a,b,...]
+ *
+ * The "worker" is this script started again with --child: it decodes each assignment as a worker
+ * does (decodeCoordinatorMessage, the weights copied into a kept buffer), encodes a result of the
+ * model's size (encode) and sends it back. No gradient is computed: what is left is the hop.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { type Server, type Socket as NetSocket, createConnection, createServer } from 'node:net';
+import { loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Context, Dealer, Router } from 'zeromq';
+import { createModel, paramLayout } from '../src/models/index.js';
+import { MAX_MESSAGE_BYTES, copyTensor, decodeCoordinatorMessage, decodeWorkerMessage, encode, encodeAssign, encodeWeightsFrame } from '../src/protocol/messages.js';
+
+const SCRIPT = fileURLToPath(import.meta.url);
+
+/** One way of carrying the hop. `zmq` variants use ZeroMQ with these settings on both sides. */
+interface Variant {
+  name: string;
+  what: string;
+  transport: 'tcp' | 'ipc';
+  /** Not ZeroMQ: a plain node:net stream with length-prefixed frames (the floor without I/O threads). */
+  plainNet?: boolean;
+  ioThreads?: number;
+  immediate?: boolean;
+  /** Send and receive high-water marks, both sides (0 = no limit). */
+  highWaterMark?: number;
+  /**
+   * Receive by polling: `readable` checked on every turn of the event loop for up to POLL_SPIN_MS
+   * after the last message, so that the wake-up through libuv is skipped; then a plain receive().
+   */
+  poll?: boolean;
+}
+
+/** How long a polling receiver spins after its last message before it blocks (see Variant.poll). */
+const POLL_SPIN_MS = 20;
+
+const VARIANTS: Variant[] = [
+  { name: 'tcp', what: 'tcp://127.0.0.1, default options (what spawned workers use today)', transport: 'tcp' },
+  { name: 'ipc', what: 'ipc:// (unix socket), default options', transport: 'ipc' },
+  { name: 'tcp-immediate', what: 'tcp, ZMQ_IMMEDIATE on both sockets', transport: 'tcp', immediate: true },
+  { name: 'tcp-hwm0', what: 'tcp, send/receive high-water marks 0 (no limit)', transport: 'tcp', highWaterMark: 0 },
+  { name: 'tcp-hwm1', what: 'tcp, send/receive high-water marks 1', transport: 'tcp', highWaterMark: 1 },
+  { name: 'tcp-io2', what: 'tcp, 2 I/O threads per context', transport: 'tcp', ioThreads: 2 },
+  { name: 'ipc-io2', what: 'ipc, 2 I/O threads per context', transport: 'ipc', ioThreads: 2 },
+  { name: 'tcp-poll', what: `tcp, receive polled (readable checked every event-loop turn, up to ${POLL_SPIN_MS} ms after the last message)`, transport: 'tcp', poll: true },
+  { name: 'net-tcp', what: 'no ZeroMQ: node:net over TCP loopback, length-prefixed frames', transport: 'tcp', plainNet: true },
+  { name: 'net-unix', what: 'no ZeroMQ: node:net over a unix socket, length-prefixed frames', transport: 'ipc', plainNet: true },
+];
+
+/** The frames of one message, both ways: send them, and wait for the next message. */
+interface Link {
+  send(frames: Buffer[]): Promise<void>;
+  receive(): Promise<Buffer[]>;
+  close(): void;
+}
+
+// ---- ZeroMQ ----
+
+function zmqOptions(v: Variant): Record<string, unknown> {
+  return {
+    linger: 0,
+    maxMessageSize: MAX_MESSAGE_BYTES,
+    ...(v.ioThreads ? { context: new Context({ ioThreads: v.ioThreads }) } : {}),
+    ...(v.immediate ? { immediate: true } : {}),
+    ...(v.highWaterMark !== undefined ? { sendHighWaterMark: v.highWaterMark, receiveHighWaterMark: v.highWaterMark } : {}),
+  };
+}
+
+/** receive(), or with `poll` a check of `readable` on every event-loop turn (it spins), for a while. */
+function zmqReceive(socket: Router | Dealer, poll: boolean): () => Promise<Buffer[]> {
+  if (!poll) return () => socket.receive();
+  let lastMessage = performance.now();
+  return async () => {
+    while (!socket.readable && performance.now() - lastMessage < POLL_SPIN_MS) await new Promise((r) => setImmediate(r));
+    const frames = await socket.receive();
+    lastMessage = performance.now();
+    return frames;
+  };
+}
+
+// ---- node:net, length-prefixed: [frame count u32][length u32, bytes]... ----
+
+function netLink(socket: NetSocket): Link {
+  const messages: Buffer[][] = [];
+  const waiters: Array<(m: Buffer[]) => void> = [];
+  let pending: Buffer = Buffer.alloc(0);
+  socket.setNoDelay(true);
+  socket.on('data', (chunk: Buffer) => {
+    pending = pending.length ? Buffer.concat([pending, chunk]) : chunk;
+    for (;;) {
+      if (pending.length < 4) return;
+      const count = pending.readUInt32LE(0);
+      let at = 4;
+      const frames: Buffer[] = [];
+      for (let i = 0; i < count; i++) {
+        if (pending.length < at + 4) return;
+        const len = pending.readUInt32LE(at);
+        if (pending.length < at + 4 + len) return;
+        frames.push(pending.subarray(at + 4, at + 4 + len));
+        at += 4 + len;
+      }
+      pending = pending.subarray(at);
+      const w = waiters.shift();
+      if (w) w(frames);
+      else messages.push(frames);
+    }
+  });
+  return {
+    send(frames) {
+      // The lengths in one small buffer, the frames as they are (no copy into one big buffer).
+      const head = Buffer.alloc(4 + 4 * frames.length);
+      head.writeUInt32LE(frames.length, 0);
+      socket.cork();
+      socket.write(head.subarray(0, 4));
+      frames.forEach((f, i) => {
+        head.writeUInt32LE(f.length, 4 + 4 * i);
+        socket.write(head.subarray(4 + 4 * i, 8 + 4 * i));
+        socket.write(f);
+      });
+      socket.uncork();
+      return Promise.resolve();
+    },
+    receive() {
+      const m = messages.shift();
+      return m ? Promise.resolve(m) : new Promise((r) => waiters.push(r));
+    },
+    close() {
+      socket.destroy();
+    },
+  };
+}
+
+// ---- the worker's side ----
+
+async function child(endpoint: string, variant: Variant): Promise<void> {
+  const params = paramLayout(createModel('net')).total;
+  const weights = new Float32Array(params);
+  const gradSum = new Float32Array(params).fill(0.25);
+  let link: Link;
+  if (variant.plainNet) {
+    const path = endpoint.replace(/^(ipc|tcp):\/\//, '');
+    const m = /^(.*):(\d+)$/.exec(path);
+    const socket = variant.transport === 'tcp' && m ? createConnection(Number(m[2]), m[1]) : createConnection(path);
+    await new Promise<void>((r) => socket.once('connect', () => r()));
+    link = netLink(socket);
+  } else {
+    const dealer = new Dealer({ routingId: `hop-${process.pid}`, ...zmqOptions(variant) });
+    dealer.connect(endpoint);
+    link = { send: (f) => dealer.send(f), receive: zmqReceive(dealer, variant.poll === true), close: () => dealer.close() };
+  }
+  await link.send([encode({ type: 'heartbeat', t: Date.now() })]);
+  for (;;) {
+    const frames = await link.receive();
+    const msg = decodeCoordinatorMessage(frames);
+    if (msg.type === 'shutdown') break;
+    if (msg.type !== 'assign') continue;
+    if (msg.weights) copyTensor(msg.weights, weights);
+    await link.send([encode({ type: 'result', step: msg.step, shard: msg.shard, weightsVersion: msg.weightsVersion, gradSum, from: 0, lossSum: 1, count: msg.labels.length, computeMs: 0 })]);
+  }
+  link.close();
+}
+
+// ---- the coordinator's side ----
+
+interface Peer {
+  variant: Variant;
+  link: Link;
+  proc: ChildProcess;
+  cleanup: () => void;
+  /** Round-trip times, ms. */
+  times: number[];
+  /** Each round's median, ms: compared round by round with the first variant's. */
+  roundMedians: number[];
+}
+
+async function startPeer(variant: Variant, dir: string): Promise<Peer> {
+  let link: Link;
+  let endpoint: string;
+  let cleanup = (): void => {};
+  const ipcPath = join(dir, `${variant.name}.sock`);
+  if (variant.plainNet) {
+    const server: Server = createServer();
+    const address = variant.transport === 'ipc' ? ipcPath : { host: '127.0.0.1', port: 0 };
+    await new Promise<void>((r) => server.listen(address, () => r()));
+    const a = server.address();
+    endpoint = typeof a === 'string' ? `ipc://${a}` : `tcp://127.0.0.1:${a?.port}`;
+    const connected = new Promise<NetSocket>((r) => server.once('connection', r));
+    const proc = spawn(process.execPath, [SCRIPT, '--child', endpoint, '--variant', variant.name], { stdio: ['ignore', 'inherit', 'inherit'] });
+    link = netLink(await connected);
+    cleanup = () => server.close();
+    await link.receive();
+    return { variant, link, proc, cleanup, times: [], roundMedians: [] };
+  }
+  const router = new Router(zmqOptions(variant));
+  await router.bind(variant.transport === 'ipc' ? `ipc://${ipcPath}` : 'tcp://127.0.0.1:*');
+  endpoint = router.lastEndpoint ?? '';
+  const proc = spawn(process.execPath, [SCRIPT, '--child', endpoint, '--variant', variant.name], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const receive = zmqReceive(router, variant.poll === true);
+  const [id] = await receive();
+  link = {
+    send: (frames) => router.send([id, ...frames]),
+    receive: async () => (await receive()).slice(1),
+    close: () => router.close(),
+  };
+  return { variant, link, proc, cleanup, times: [], roundMedians: [] };
+}
+
+/** `n` round trips on `peer`, each with a fresh weights frame as a step has. */
+async function roundTrips(peer: Peer, n: number, step: { value: number }, shardSamples: number, params: Float32Array, record: boolean): Promise<void> {
+  const pixels = new Uint8Array(shardSamples * 28 * 28).fill(7);
+  const labels = new Uint8Array(shardSamples).fill(3);
+  const keys = new Uint32Array(shardSamples).fill(11);
+  for (let i = 0; i < n; i++) {
+    const s = step.value++;
+    const started = performance.now();
+    const frames = encodeAssign({ type: 'assign', step: s, shard: 0, weightsVersion: s, pixels, labels, keys }, encodeWeightsFrame(params, 'float32'));
+    await peer.link.send(frames);
+    const [body] = await peer.link.receive();
+    const result = decodeWorkerMessage(body);
+    if (result.type !== 'result' || result.step !== s) throw new Error(`${peer.variant.name}: unexpected answer`);
+    if (record) peer.times.push(performance.now() - started);
+  }
+}
+
+function quantile(xs: readonly number[], q: number): number {
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      child: { type: 'string' },
+      variant: { type: 'string' },
+      'round-trips': { type: 'string', default: '200' },
+      rounds: { type: 'string', default: '5' },
+      'shard-samples': { type: 'string', default: '32' },
+      variants: { type: 'string' },
+    },
+  });
+  if (values.child) {
+    const v = VARIANTS.find((x) => x.name === values.variant);
+    if (!v) throw new Error(`unknown variant ${values.variant}`);
+    await child(values.child, v);
+    return;
+  }
+  const perRound = Number(values['round-trips']);
+  const rounds = Number(values.rounds);
+  const shardSamples = Number(values['shard-samples']);
+  const wanted = values.variants?.split(',');
+  const variants = wanted ? VARIANTS.filter((v) => wanted.includes(v.name)) : VARIANTS;
+  if (wanted && variants.length !== wanted.length) {
+    console.error(`unknown variant among ${values.variants}; known: ${VARIANTS.map((v) => v.name).join(', ')}`);
+    process.exit(2);
+  }
+  const params = new Float32Array(paramLayout(createModel('net')).total).fill(0.5);
+  const sample = encodeAssign({ type: 'assign', step: 1, shard: 0, weightsVersion: 1, pixels: new Uint8Array(shardSamples * 784), labels: new Uint8Array(shardSamples), keys: new Uint32Array(shardSamples) }, encodeWeightsFrame(params, 'float32'));
+  const resultBytes = encode({ type: 'result', step: 1, shard: 0, weightsVersion: 1, gradSum: params, from: 0, lossSum: 1, count: shardSamples, computeMs: 0 }).length;
+  const dir = mkdtempSync(join(tmpdir(), 'hop-latency-'));
+  const load0 = loadavg()[0];
+  const peers: Peer[] = [];
+  try {
+    for (const v of variants) peers.push(await startPeer(v, dir));
+    const step = { value: 1 };
+    // Warm-up: connections, JIT, buffers.
+    for (const p of peers) await roundTrips(p, 50, step, shardSamples, params, false);
+    for (let r = 0; r < rounds; r++) {
+      // Each round starts at another variant: none always runs first (or right after another).
+      for (let k = 0; k < peers.length; k++) {
+        const p = peers[(r + k) % peers.length];
+        const before = p.times.length;
+        await roundTrips(p, perRound, step, shardSamples, params, true);
+        p.roundMedians.push(quantile(p.times.slice(before), 0.5));
+      }
+    }
+  } finally {
+    for (const p of peers) {
+      await p.link.send([encode({ type: 'shutdown', reason: 'done', finished: true })]).catch(() => {});
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    for (const p of peers) {
+      p.link.close();
+      p.cleanup();
+      if (p.proc.exitCode === null) p.proc.kill();
+    }
+    rmSync(dir, { recursive: true, force: true });
+  }
+  const base = quantile(peers[0].times, 0.5);
+  console.log(`# round trip coordinator → worker → coordinator, ${new Date().toISOString().slice(0, 10)}`);
+  console.log(`out: assignment header ${sample[0].length} B (${shardSamples} samples) + weights ${sample[1].length} B; back: result ${resultBytes} B`);
+  console.log(`${rounds} rounds × ${perRound} round trips per variant, interleaved; load average ${load0.toFixed(2)} → ${loadavg()[0].toFixed(2)}\n`);
+  // The load moves during a run: each round's median against the first variant's in the same
+  // round says more than the overall medians, and how often the variant was the faster says how sure.
+  const percent = (x: number): string => `${(x * 100).toFixed(0).replace(/^(?!-)/, '+')}%`;
+  console.log('| variant | what | median ms | p90 ms | median vs first | per round vs first (median) | rounds faster than first |');
+  console.log('|---|---|---:|---:|---:|---:|---:|');
+  for (const p of peers) {
+    const med = quantile(p.times, 0.5);
+    const ratios = p.roundMedians.map((m, r) => m / peers[0].roundMedians[r] - 1);
+    const faster = ratios.filter((x) => x < 0).length;
+    console.log(
+      `| ${p.variant.name} | ${p.variant.what} | ${med.toFixed(3)} | ${quantile(p.times, 0.9).toFixed(3)} | ${percent(med / base - 1)} | ${percent(quantile(ratios, 0.5))} | ${faster}/${ratios.length} |`,
+    );
+  }
+}
+
+main().catch((e) => {
+  console.error((e as Error).message);
+  process.exit(1);
+});
