@@ -8,6 +8,9 @@
  *
  *   node dist/bench/hop-latency.js [--round-trips N] [--rounds R] [--shard-samples S] [--variants a,b,...]
  *
+ * Defaults: 40 rounds of 40 round trips per variant, 32-sample shards, every variant. Exit status 2
+ * on a bad flag, 1 when a round trip fails.
+ *
  * The "worker" is this script started again with --child: it decodes each assignment as a worker
  * does (decodeCoordinatorMessage, the weights copied into a kept buffer), encodes a result of the
  * model's size (encode) and sends it back. No gradient is computed: what is left is the hop.
@@ -197,7 +200,7 @@ async function startPeer(variant: Variant, dir: string): Promise<Peer> {
     const a = server.address();
     endpoint = typeof a === 'string' ? `ipc://${a}` : `tcp://127.0.0.1:${a?.port}`;
     const connected = new Promise<NetSocket>((r) => server.once('connection', r));
-    const proc = spawn(process.execPath, [SCRIPT, '--child', endpoint, '--variant', variant.name], { stdio: ['ignore', 'inherit', 'inherit'] });
+    const proc = spawn(process.execPath, [SCRIPT, '--child', endpoint, '--variant', variant.name], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     link = netLink(await connected);
     cleanup = () => server.close();
     await link.receive();
@@ -206,7 +209,7 @@ async function startPeer(variant: Variant, dir: string): Promise<Peer> {
   const router = new Router(zmqOptions(variant));
   await router.bind(variant.transport === 'ipc' ? `ipc://${ipcPath}` : 'tcp://127.0.0.1:*');
   endpoint = router.lastEndpoint ?? '';
-  const proc = spawn(process.execPath, [SCRIPT, '--child', endpoint, '--variant', variant.name], { stdio: ['ignore', 'inherit', 'inherit'] });
+  const proc = spawn(process.execPath, [SCRIPT, '--child', endpoint, '--variant', variant.name], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const receive = zmqReceive(router, variant.poll === true);
   const [id] = await receive();
   link = {
@@ -239,32 +242,50 @@ function quantile(xs: readonly number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
 }
 
+/** A bad flag: one line, exit status 2. */
+function usage(problem: string): never {
+  console.error(`hop-latency: ${problem}`);
+  process.exit(2);
+}
+
 async function main(): Promise<void> {
-  const { values } = parseArgs({
-    options: {
-      child: { type: 'string' },
-      variant: { type: 'string' },
-      'round-trips': { type: 'string', default: '200' },
-      rounds: { type: 'string', default: '5' },
-      'shard-samples': { type: 'string', default: '32' },
-      variants: { type: 'string' },
-    },
-  });
+  let parsed;
+  try {
+    parsed = parseArgs({
+      options: {
+        child: { type: 'string' },
+        variant: { type: 'string' },
+        'round-trips': { type: 'string', default: '40' },
+        rounds: { type: 'string', default: '40' },
+        'shard-samples': { type: 'string', default: '32' },
+        variants: { type: 'string' },
+      },
+    });
+  } catch (e) {
+    usage((e as Error).message);
+  }
+  const { values } = parsed;
   if (values.child) {
     const v = VARIANTS.find((x) => x.name === values.variant);
     if (!v) throw new Error(`unknown variant ${values.variant}`);
+    // No child outlives this script, however it ends.
+    process.on('disconnect', () => process.exit(0));
+    process.channel?.unref();
     await child(values.child, v);
     return;
   }
-  const perRound = Number(values['round-trips']);
-  const rounds = Number(values.rounds);
-  const shardSamples = Number(values['shard-samples']);
+  const count = (flag: string, text: string | undefined): number => {
+    const n = Number(text);
+    if (!/^\d+$/.test(text ?? '') || n < 1) usage(`--${flag} ${text}: must be a positive integer`);
+    return n;
+  };
+  const perRound = count('round-trips', values['round-trips']);
+  const rounds = count('rounds', values.rounds);
+  const shardSamples = count('shard-samples', values['shard-samples']);
   const wanted = values.variants?.split(',');
+  const unknown = wanted?.filter((name) => !VARIANTS.some((v) => v.name === name));
+  if (unknown?.length) usage(`--variants: unknown ${unknown.join(', ')}; known: ${VARIANTS.map((v) => v.name).join(', ')}`);
   const variants = wanted ? VARIANTS.filter((v) => wanted.includes(v.name)) : VARIANTS;
-  if (wanted && variants.length !== wanted.length) {
-    console.error(`unknown variant among ${values.variants}; known: ${VARIANTS.map((v) => v.name).join(', ')}`);
-    process.exit(2);
-  }
   const params = new Float32Array(paramLayout(createModel('net')).total).fill(0.5);
   const sample = encodeAssign({ type: 'assign', step: 1, shard: 0, weightsVersion: 1, pixels: new Uint8Array(shardSamples * 784), labels: new Uint8Array(shardSamples), keys: new Uint32Array(shardSamples) }, encodeWeightsFrame(params, 'float32'));
   const resultBytes = encode({ type: 'result', step: 1, shard: 0, weightsVersion: 1, gradSum: params, from: 0, lossSum: 1, count: shardSamples, computeMs: 0 }).length;
@@ -317,6 +338,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((e) => {
-  console.error((e as Error).message);
+  console.error(`hop-latency: ${(e as Error).message}`);
   process.exit(1);
 });
