@@ -33,6 +33,8 @@ interface Variant {
   name: string;
   what: string;
   transport: 'tcp' | 'ipc';
+  /** No socket, no second process: the same encoding and decoding in this process (what the hop adds to it). */
+  inProcess?: boolean;
   /** Not ZeroMQ: a plain node:net stream with length-prefixed frames (the floor without I/O threads). */
   plainNet?: boolean;
   ioThreads?: number;
@@ -60,6 +62,7 @@ const VARIANTS: Variant[] = [
   { name: 'tcp-poll', what: `tcp, receive polled (readable checked every event-loop turn, up to ${POLL_SPIN_MS} ms after the last message)`, transport: 'tcp', poll: true },
   { name: 'net-tcp', what: 'no ZeroMQ: node:net over TCP loopback, length-prefixed frames', transport: 'tcp', plainNet: true },
   { name: 'net-unix', what: 'no ZeroMQ: node:net over a unix socket, length-prefixed frames', transport: 'ipc', plainNet: true },
+  { name: 'codec', what: 'no socket: the same encoding and decoding, both sides in one process', transport: 'ipc', inProcess: true },
 ];
 
 /** The frames of one message, both ways: send them, and wait for the next message. */
@@ -147,10 +150,22 @@ function netLink(socket: NetSocket): Link {
 
 // ---- the worker's side ----
 
-async function child(endpoint: string, variant: Variant): Promise<void> {
+/** What the worker does with a message: the result to send back, 'stop', or nothing. */
+function createAnswerer(): (frames: Buffer[]) => Buffer[] | 'stop' | undefined {
   const params = paramLayout(createModel('net')).total;
   const weights = new Float32Array(params);
   const gradSum = new Float32Array(params).fill(0.25);
+  return (frames) => {
+    const msg = decodeCoordinatorMessage(frames);
+    if (msg.type === 'shutdown') return 'stop';
+    if (msg.type !== 'assign') return undefined;
+    if (msg.weights) copyTensor(msg.weights, weights);
+    return [encode({ type: 'result', step: msg.step, shard: msg.shard, weightsVersion: msg.weightsVersion, gradSum, from: 0, lossSum: 1, count: msg.labels.length, computeMs: 0 })];
+  };
+}
+
+async function child(endpoint: string, variant: Variant): Promise<void> {
+  const answer = createAnswerer();
   let link: Link;
   if (variant.plainNet) {
     const path = endpoint.replace(/^(ipc|tcp):\/\//, '');
@@ -165,12 +180,9 @@ async function child(endpoint: string, variant: Variant): Promise<void> {
   }
   await link.send([encode({ type: 'heartbeat', t: Date.now() })]);
   for (;;) {
-    const frames = await link.receive();
-    const msg = decodeCoordinatorMessage(frames);
-    if (msg.type === 'shutdown') break;
-    if (msg.type !== 'assign') continue;
-    if (msg.weights) copyTensor(msg.weights, weights);
-    await link.send([encode({ type: 'result', step: msg.step, shard: msg.shard, weightsVersion: msg.weightsVersion, gradSum, from: 0, lossSum: 1, count: msg.labels.length, computeMs: 0 })]);
+    const reply = answer(await link.receive());
+    if (reply === 'stop') break;
+    if (reply) await link.send(reply);
   }
   link.close();
 }
@@ -180,7 +192,7 @@ async function child(endpoint: string, variant: Variant): Promise<void> {
 interface Peer {
   variant: Variant;
   link: Link;
-  proc: ChildProcess;
+  proc: ChildProcess | undefined;
   cleanup: () => void;
   /** Round-trip times, ms. */
   times: number[];
@@ -193,6 +205,20 @@ async function startPeer(variant: Variant, dir: string): Promise<Peer> {
   let endpoint: string;
   let cleanup = (): void => {};
   const ipcPath = join(dir, `${variant.name}.sock`);
+  if (variant.inProcess) {
+    const answer = createAnswerer();
+    const replies: Buffer[][] = [];
+    link = {
+      send(frames) {
+        const reply = answer(frames);
+        if (Array.isArray(reply)) replies.push(reply);
+        return Promise.resolve();
+      },
+      receive: () => Promise.resolve(replies.shift() ?? []),
+      close() {},
+    };
+    return { variant, link, proc: undefined, cleanup, times: [], roundMedians: [] };
+  }
   if (variant.plainNet) {
     const server: Server = createServer();
     const address = variant.transport === 'ipc' ? ipcPath : { host: '127.0.0.1', port: 0 };
@@ -314,7 +340,7 @@ async function main(): Promise<void> {
     for (const p of peers) {
       p.link.close();
       p.cleanup();
-      if (p.proc.exitCode === null) p.proc.kill();
+      if (p.proc && p.proc.exitCode === null) p.proc.kill();
     }
     rmSync(dir, { recursive: true, force: true });
   }
