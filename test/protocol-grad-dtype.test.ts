@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { f16round } from '@petamoriken/float16';
 import { Reducer } from '../src/coordinator/reducer.js';
-import { bytesPerElement, decodeTensor, encodeTensor, roundTrip } from '../src/protocol/grad-dtype.js';
+import { bytesPerElement, decodeTensor, encodeTensor, receivedFloat32, roundTrip } from '../src/protocol/grad-dtype.js';
 import { decodeCoordinatorMessage, decodeWorkerMessage, encode, encodeAssign, encodeWeightsFrame } from '../src/protocol/messages.js';
 import { rand } from './helpers.js';
 
@@ -107,6 +107,36 @@ test('a 16-bit tensor travels in half the bytes, names its dtype, and decodes fr
   decodeTensor(assign.weights, 'bfloat16', widened);
   assert.deepEqual([...widened], [1, -2, 0.5]);
   assert.throws(() => decodeWorkerMessage(encode({ type: 'result', step: 1, shard: 0, weightsVersion: 1, gradSum: half, gradDtype: 'int8' as 'float16', lossSum: 1, count: 1, computeMs: 1 })), /unknown gradDtype/);
+});
+
+test('received weights: float32 ones are read where they arrived, without a copy; 16-bit and unaligned ones are widened into the kept buffer', () => {
+  const values = Float32Array.of(1, -2, 0.5, 3.25);
+  const frames = (dtype: 'float32' | 'bfloat16'): Buffer[] =>
+    encodeAssign(
+      { type: 'assign', step: 0, shard: 0, weightsVersion: 0, pixels: new Uint8Array(784), labels: Uint8Array.of(1), keys: Uint32Array.of(1) },
+      encodeWeightsFrame(values, dtype),
+    );
+  const kept = new Float32Array(4);
+  const f32 = decodeCoordinatorMessage(frames('float32'));
+  assert.ok(f32.type === 'assign' && f32.weights);
+  const view = receivedFloat32(f32.weights, 'float32', kept);
+  assert.deepEqual([...view], [...values]);
+  assert.equal(view.buffer, f32.weights.buffer, 'a view of the frame');
+  assert.deepEqual([...kept], [0, 0, 0, 0], 'the kept buffer is not written');
+
+  const bf16 = decodeCoordinatorMessage(frames('bfloat16'));
+  assert.ok(bf16.type === 'assign' && bf16.weights);
+  const widened = receivedFloat32(bf16.weights, 'bfloat16', kept);
+  assert.equal(widened.buffer, kept.buffer);
+  assert.deepEqual([...widened], [...values]);
+
+  // float32 bytes off a 4-byte boundary cannot be viewed: copied.
+  const odd = new Uint8Array(17);
+  odd.set(new Uint8Array(values.buffer), 1);
+  const into = new Float32Array(4);
+  const copied = receivedFloat32(odd.subarray(1), 'float32', into);
+  assert.equal(copied.buffer, into.buffer);
+  assert.deepEqual([...copied], [...values]);
 });
 
 test('the reducer widens 16-bit gradients, adds them in shard order, and refuses another dtype', () => {

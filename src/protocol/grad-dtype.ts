@@ -89,6 +89,17 @@ export function encodeTensor(src: Float32Array, dtype: GradDtype, out?: Uint16Ar
 }
 
 /**
+ * A received tensor as float32 values: float32 bytes at a 4-byte boundary (a received frame of its
+ * own starts at one) are read where they lie, without a copy; anything else is widened into `into`
+ * (decodeTensor), which is returned. A view keeps the received frame alive as long as it is held.
+ */
+export function receivedFloat32(bytes: Uint8Array, dtype: GradDtype, into: Float32Array): Float32Array {
+  if (dtype === 'float32' && bytes.byteOffset % 4 === 0) return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
+  decodeTensor(bytes, dtype, into);
+  return into.subarray(0, bytes.byteLength / bytesPerElement(dtype));
+}
+
+/**
  * Widens a received tensor (little-endian bytes of `dtype`, any alignment) into `into` from element
  * `at` on. Every 16-bit value is exactly a float32.
  */

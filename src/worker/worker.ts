@@ -25,7 +25,7 @@ import {
 } from '../protocol/messages.js';
 import { type ShardData, createGradientComputer } from '../training/gradients.js';
 import { IMAGE_PIXELS, gatherSamples, loadTrainSplit, trainDataIdentity } from '../data/mnist.js';
-import { type GradDtype, bytesPerElement, decodeTensor, encodeTensor } from '../protocol/grad-dtype.js';
+import { type GradDtype, bytesPerElement, encodeTensor, receivedFloat32 } from '../protocol/grad-dtype.js';
 import { UserError } from '../util/errors.js';
 import { buildId } from '../util/build.js';
 import { type WorkerKeys, helloProof } from '../protocol/keys.js';
@@ -93,7 +93,10 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
   let computer: ReturnType<typeof createGradientComputer> | undefined;
   let paramCount = 0;
   // Kept from step to step: received tensors are copied into these, gradients computed into gradBuffer.
-  let weights: Float32Array = new Float32Array(0);
+  // `weights` is what the shards of the current version are computed on: a view of the weights frame
+  // as it arrived (float32), or weightsBuffer with the frame's 16-bit values widened into it.
+  let weightsBuffer = new Float32Array(0);
+  let weights: Float32Array = weightsBuffer;
   let weightsVersion = -1;
   let gradBuffer = new Float32Array(0);
   let keys = new Uint32Array(0);
@@ -226,8 +229,9 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
       const dtype = m.weightsDtype ?? 'float32';
       const length = m.weights.byteLength / bytesPerElement(dtype);
       if (length !== paramCount) throw new ProtocolError(`weights of length ${length}, expected ${paramCount}`);
-      // The coordinator's weights rounded to the run's dtype: what this worker computes on.
-      decodeTensor(m.weights, dtype, weights);
+      // The coordinator's weights rounded to the run's dtype: what this worker computes on. The engine
+      // copies them into its own memory at every shard: float32 ones are not copied here first.
+      weights = receivedFloat32(m.weights, dtype, weightsBuffer);
       weightsVersion = m.weightsVersion;
     }
     if (m.weightsVersion !== weightsVersion) throw new ProtocolError(`assignment for weights v${m.weightsVersion}, worker holds v${weightsVersion}`);
@@ -301,7 +305,8 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
           if (paramCount !== msg.params) throw new UserError(`model ${msg.model} has ${paramCount} parameters here, ${msg.params} at the coordinator`);
           computer = createGradientComputer(model, { augment: msg.augment });
           gradBuffer = new Float32Array(paramCount);
-          weights = new Float32Array(paramCount);
+          weightsBuffer = new Float32Array(paramCount);
+          weights = weightsBuffer;
           gradDtype = msg.gradDtype ?? 'float32';
           grad16 = new Uint16Array(gradDtype === 'float32' ? 0 : paramCount);
           weightsVersion = -1;
