@@ -12,7 +12,7 @@
  * on a bad flag, 1 when a round trip fails.
  *
  * The "worker" is this script started again with --child: it decodes each assignment as a worker
- * does (decodeCoordinatorMessage, the weights copied into a kept buffer), encodes a result of the
+ * does (decodeCoordinatorMessage, the weights taken in with receivedFloat32), encodes a result of the
  * model's size (encode) and sends it back. No gradient is computed: what is left is the hop.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -24,7 +24,8 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Context, Dealer, Router } from 'zeromq';
 import { createModel, paramLayout } from '../src/models/index.js';
-import { MAX_MESSAGE_BYTES, copyTensor, decodeCoordinatorMessage, decodeWorkerMessage, encode, encodeAssign, encodeWeightsFrame } from '../src/protocol/messages.js';
+import { receivedFloat32 } from '../src/protocol/grad-dtype.js';
+import { MAX_MESSAGE_BYTES, decodeCoordinatorMessage, decodeWorkerMessage, encode, encodeAssign, encodeWeightsFrame } from '../src/protocol/messages.js';
 
 const SCRIPT = fileURLToPath(import.meta.url);
 
@@ -153,13 +154,16 @@ function netLink(socket: NetSocket): Link {
 /** What the worker does with a message: the result to send back, 'stop', or nothing. */
 function createAnswerer(): (frames: Buffer[]) => Buffer[] | 'stop' | undefined {
   const params = paramLayout(createModel('net')).total;
-  const weights = new Float32Array(params);
+  const weightsBuffer = new Float32Array(params);
+  let weights: Float32Array = weightsBuffer;
   const gradSum = new Float32Array(params).fill(0.25);
   return (frames) => {
     const msg = decodeCoordinatorMessage(frames);
     if (msg.type === 'shutdown') return 'stop';
     if (msg.type !== 'assign') return undefined;
-    if (msg.weights) copyTensor(msg.weights, weights);
+    // As the worker takes them in; a first weight read stands for the engine's copy of them.
+    if (msg.weights) weights = receivedFloat32(msg.weights, msg.weightsDtype ?? 'float32', weightsBuffer);
+    gradSum[0] = weights[0];
     return [encode({ type: 'result', step: msg.step, shard: msg.shard, weightsVersion: msg.weightsVersion, gradSum, from: 0, lossSum: 1, count: msg.labels.length, computeMs: 0 })];
   };
 }
