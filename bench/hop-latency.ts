@@ -1,12 +1,14 @@
 /**
  * The local hop, alone: one round trip coordinator → worker → coordinator between two Node
- * processes, with the project's real messages (an assignment of a 32-sample `net` shard plus the
- * step's 87 KB weights frame out; an 87 KB result back), over each transport and socket setting
- * that could matter. The variants run interleaved, in blocks, each round starting at the next variant, so that the machine's load falls on
- * all of them alike. Prints one markdown table: median and p90 per variant, and each median against
- * the first variant's (today's transport).
+ * processes, with the project's real messages (the assignment of a 32-sample `net` shard with its
+ * sample indices, as a spawned worker that holds the training set gets it, or with --pixels its
+ * pixels and labels; plus the step's 87 KB weights frame out; an 87 KB result back), over each
+ * transport and socket setting that could matter. The variants run interleaved, in rounds, each
+ * round starting at the next variant, so that the machine's load falls on all of them alike. Prints
+ * one markdown table: median and p90 per variant, and each against the first variant's (today's
+ * transport), overall and round by round.
  *
- *   node dist/bench/hop-latency.js [--round-trips N] [--rounds R] [--shard-samples S] [--variants a,b,...]
+ *   node dist/bench/hop-latency.js [--round-trips N] [--rounds R] [--shard-samples S] [--pixels] [--variants a,b,...]
  *
  * Defaults: 40 rounds of 40 round trips per variant, 32-sample shards, every variant. Exit status 2
  * on a bad flag, 1 when a round trip fails.
@@ -25,7 +27,7 @@ import { parseArgs } from 'node:util';
 import { Context, Dealer, Router } from 'zeromq';
 import { createModel, paramLayout } from '../src/models/index.js';
 import { receivedFloat32 } from '../src/protocol/grad-dtype.js';
-import { MAX_MESSAGE_BYTES, decodeCoordinatorMessage, decodeWorkerMessage, encode, encodeAssign, encodeWeightsFrame } from '../src/protocol/messages.js';
+import { type Assign, MAX_MESSAGE_BYTES, assignedSamples, decodeCoordinatorMessage, decodeWorkerMessage, encode, encodeAssign, encodeWeightsFrame } from '../src/protocol/messages.js';
 
 const SCRIPT = fileURLToPath(import.meta.url);
 
@@ -164,7 +166,7 @@ function createAnswerer(): (frames: Buffer[]) => Buffer[] | 'stop' | undefined {
     // As the worker takes them in; a first weight read stands for the engine's copy of them.
     if (msg.weights) weights = receivedFloat32(msg.weights, msg.weightsDtype ?? 'float32', weightsBuffer);
     gradSum[0] = weights[0];
-    return [encode({ type: 'result', step: msg.step, shard: msg.shard, weightsVersion: msg.weightsVersion, gradSum, from: 0, lossSum: 1, count: msg.labels.length, computeMs: 0 })];
+    return [encode({ type: 'result', step: msg.step, shard: msg.shard, weightsVersion: msg.weightsVersion, gradSum, from: 0, lossSum: 1, count: assignedSamples(msg), computeMs: 0 })];
   };
 }
 
@@ -250,15 +252,19 @@ async function startPeer(variant: Variant, dir: string): Promise<Peer> {
   return { variant, link, proc, cleanup, times: [], roundMedians: [] };
 }
 
+/** One shard's samples as an assignment carries them: sample indices, or (`pixels`) pixels and labels. */
+function shardSamples(n: number, pixels: boolean): Pick<Assign, 'indices' | 'pixels' | 'labels' | 'keys'> {
+  const keys = new Uint32Array(n).fill(11);
+  if (!pixels) return { indices: Uint32Array.from({ length: n }, (_, i) => 1000 + i), keys };
+  return { pixels: new Uint8Array(n * 28 * 28).fill(7), labels: new Uint8Array(n).fill(3), keys };
+}
+
 /** `n` round trips on `peer`, each with a fresh weights frame as a step has. */
-async function roundTrips(peer: Peer, n: number, step: { value: number }, shardSamples: number, params: Float32Array, record: boolean): Promise<void> {
-  const pixels = new Uint8Array(shardSamples * 28 * 28).fill(7);
-  const labels = new Uint8Array(shardSamples).fill(3);
-  const keys = new Uint32Array(shardSamples).fill(11);
+async function roundTrips(peer: Peer, n: number, step: { value: number }, samples: Pick<Assign, 'indices' | 'pixels' | 'labels' | 'keys'>, params: Float32Array, record: boolean): Promise<void> {
   for (let i = 0; i < n; i++) {
     const s = step.value++;
     const started = performance.now();
-    const frames = encodeAssign({ type: 'assign', step: s, shard: 0, weightsVersion: s, pixels, labels, keys }, encodeWeightsFrame(params, 'float32'));
+    const frames = encodeAssign({ type: 'assign', step: s, shard: 0, weightsVersion: s, ...samples }, encodeWeightsFrame(params, 'float32'));
     await peer.link.send(frames);
     const [body] = await peer.link.receive();
     const result = decodeWorkerMessage(body);
@@ -289,6 +295,7 @@ async function main(): Promise<void> {
         rounds: { type: 'string', default: '40' },
         'shard-samples': { type: 'string', default: '32' },
         variants: { type: 'string' },
+        pixels: { type: 'boolean', default: false },
       },
     });
   } catch (e) {
@@ -311,14 +318,15 @@ async function main(): Promise<void> {
   };
   const perRound = count('round-trips', values['round-trips']);
   const rounds = count('rounds', values.rounds);
-  const shardSamples = count('shard-samples', values['shard-samples']);
+  const samplesPerShard = count('shard-samples', values['shard-samples']);
+  const samples = shardSamples(samplesPerShard, values.pixels === true);
   const wanted = values.variants?.split(',');
   const unknown = wanted?.filter((name) => !VARIANTS.some((v) => v.name === name));
   if (unknown?.length) usage(`--variants: unknown ${unknown.join(', ')}; known: ${VARIANTS.map((v) => v.name).join(', ')}`);
   const variants = wanted ? VARIANTS.filter((v) => wanted.includes(v.name)) : VARIANTS;
   const params = new Float32Array(paramLayout(createModel('net')).total).fill(0.5);
-  const sample = encodeAssign({ type: 'assign', step: 1, shard: 0, weightsVersion: 1, pixels: new Uint8Array(shardSamples * 784), labels: new Uint8Array(shardSamples), keys: new Uint32Array(shardSamples) }, encodeWeightsFrame(params, 'float32'));
-  const resultBytes = encode({ type: 'result', step: 1, shard: 0, weightsVersion: 1, gradSum: params, from: 0, lossSum: 1, count: shardSamples, computeMs: 0 }).length;
+  const sample = encodeAssign({ type: 'assign', step: 1, shard: 0, weightsVersion: 1, ...samples }, encodeWeightsFrame(params, 'float32'));
+  const resultBytes = encode({ type: 'result', step: 1, shard: 0, weightsVersion: 1, gradSum: params, from: 0, lossSum: 1, count: samplesPerShard, computeMs: 0 }).length;
   const dir = mkdtempSync(join(tmpdir(), 'hop-latency-'));
   const load0 = loadavg()[0];
   const peers: Peer[] = [];
@@ -326,13 +334,13 @@ async function main(): Promise<void> {
     for (const v of variants) peers.push(await startPeer(v, dir));
     const step = { value: 1 };
     // Warm-up: connections, JIT, buffers.
-    for (const p of peers) await roundTrips(p, 50, step, shardSamples, params, false);
+    for (const p of peers) await roundTrips(p, 50, step, samples, params, false);
     for (let r = 0; r < rounds; r++) {
       // Each round starts at another variant: none always runs first (or right after another).
       for (let k = 0; k < peers.length; k++) {
         const p = peers[(r + k) % peers.length];
         const before = p.times.length;
-        await roundTrips(p, perRound, step, shardSamples, params, true);
+        await roundTrips(p, perRound, step, samples, params, true);
         p.roundMedians.push(quantile(p.times.slice(before), 0.5));
       }
     }
@@ -350,7 +358,7 @@ async function main(): Promise<void> {
   }
   const base = quantile(peers[0].times, 0.5);
   console.log(`# round trip coordinator → worker → coordinator, ${new Date().toISOString().slice(0, 10)}`);
-  console.log(`out: assignment header ${sample[0].length} B (${shardSamples} samples) + weights ${sample[1].length} B; back: result ${resultBytes} B`);
+  console.log(`out: assignment header ${sample[0].length} B (${samplesPerShard} samples, ${values.pixels ? 'pixels and labels' : 'sample indices'}) + weights ${sample[1].length} B; back: result ${resultBytes} B`);
   console.log(`${rounds} rounds × ${perRound} round trips per variant, interleaved; load average ${load0.toFixed(2)} → ${loadavg()[0].toFixed(2)}\n`);
   // The load moves during a run: each round's median against the first variant's in the same
   // round says more than the overall medians, and how often the variant was the faster says how sure.

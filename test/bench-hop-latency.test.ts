@@ -10,8 +10,9 @@ test('hop-latency: real round trips per variant, the real message sizes, nothing
   const tmp = tempDir();
   const r = await runCli(HOP_LATENCY, ['--round-trips', '5', '--rounds', '2', '--variants', 'tcp,ipc,net-unix'], { env: { ...process.env, TMPDIR: tmp }, timeoutMs: 60_000 });
   assert.equal(r.code, 0, r.stderr);
-  // A 32-sample `net` shard: 32 × 784 pixels in the header, 21 840 float32 weights out, as many gradients back.
-  assert.match(r.stdout, /^out: assignment header \d{5} B \(32 samples\) \+ weights 87360 B; back: result 874\d\d B$/m);
+  // A 32-sample `net` shard: 32 sample indices and dropout keys in the header, 21 840 float32 weights
+  // out, as many gradients back.
+  assert.match(r.stdout, /^out: assignment header 3\d\d B \(32 samples, sample indices\) \+ weights 87360 B; back: result 874\d\d B$/m);
   assert.match(r.stdout, /^2 rounds × 5 round trips per variant/m);
   const rows = r.stdout.split('\n').filter((l) => /^\| (tcp|ipc|net-unix) \|/.test(l));
   assert.deepEqual(
