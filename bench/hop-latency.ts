@@ -65,6 +65,8 @@ const VARIANTS: Variant[] = [
   { name: 'tcp-poll', what: `tcp, receive polled (readable checked every event-loop turn, up to ${POLL_SPIN_MS} ms after the last message)`, transport: 'tcp', poll: true },
   { name: 'net-tcp', what: 'no ZeroMQ: node:net over TCP loopback, length-prefixed frames', transport: 'tcp', plainNet: true },
   { name: 'net-unix', what: 'no ZeroMQ: node:net over a unix socket, length-prefixed frames', transport: 'ipc', plainNet: true },
+  // The first variant again, on sockets and a child of its own: how far two identical variants drift apart.
+  { name: 'tcp-again', what: 'tcp, as the first row: a control', transport: 'tcp' },
   { name: 'codec', what: 'no socket: the same encoding and decoding, both sides in one process', transport: 'ipc', inProcess: true },
 ];
 
