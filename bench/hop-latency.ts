@@ -103,9 +103,22 @@ function zmqReceive(socket: Router | Dealer, poll: boolean): () => Promise<Buffe
 
 // ---- node:net, length-prefixed: [frame count u32][length u32, bytes]... ----
 
-function netLink(socket: NetSocket): Link {
-  const messages: Buffer[][] = [];
-  const waiters: Array<(m: Buffer[]) => void> = [];
+/** Messages in arrival order, from one connection or several. */
+class Inbox {
+  private readonly messages: Buffer[][] = [];
+  private readonly waiters: Array<(m: Buffer[]) => void> = [];
+  push(m: Buffer[]): void {
+    const w = this.waiters.shift();
+    if (w) w(m);
+    else this.messages.push(m);
+  }
+  next(): Promise<Buffer[]> {
+    const m = this.messages.shift();
+    return m ? Promise.resolve(m) : new Promise((r) => this.waiters.push(r));
+  }
+}
+
+function netLink(socket: NetSocket, inbox = new Inbox()): Link {
   let pending: Buffer = Buffer.alloc(0);
   socket.setNoDelay(true);
   socket.on('data', (chunk: Buffer) => {
@@ -123,9 +136,7 @@ function netLink(socket: NetSocket): Link {
         at += 4 + len;
       }
       pending = pending.subarray(at);
-      const w = waiters.shift();
-      if (w) w(frames);
-      else messages.push(frames);
+      inbox.push(frames);
     }
   });
   return {
@@ -143,10 +154,7 @@ function netLink(socket: NetSocket): Link {
       socket.uncork();
       return Promise.resolve();
     },
-    receive() {
-      const m = messages.shift();
-      return m ? Promise.resolve(m) : new Promise((r) => waiters.push(r));
-    },
+    receive: () => inbox.next(),
     close() {
       socket.destroy();
     },
@@ -197,61 +205,95 @@ async function child(endpoint: string, variant: Variant): Promise<void> {
 
 // ---- the coordinator's side ----
 
+/** One variant's coordinator side: its socket (or sockets) and its workers. */
 interface Peer {
   variant: Variant;
-  link: Link;
-  proc: ChildProcess | undefined;
-  cleanup: () => void;
+  /** Sends to worker `i`. */
+  sendTo(i: number, frames: Buffer[]): Promise<void>;
+  /** The next message from any worker (its frames after the routing id). */
+  receive(): Promise<Buffer[]>;
+  procs: ChildProcess[];
+  close(): void;
   /** Round-trip times, ms. */
   times: number[];
   /** Each round's median, ms: compared round by round with the first variant's. */
   roundMedians: number[];
 }
 
-async function startPeer(variant: Variant, dir: string): Promise<Peer> {
-  let link: Link;
-  let endpoint: string;
-  let cleanup = (): void => {};
+function spawnWorker(endpoint: string, variant: Variant): ChildProcess {
+  return spawn(process.execPath, [SCRIPT, '--child', endpoint, '--variant', variant.name], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+}
+
+async function startPeer(variant: Variant, dir: string, workers: number): Promise<Peer> {
   const ipcPath = join(dir, `${variant.name}.sock`);
+  const figures = { times: [], roundMedians: [] };
   if (variant.inProcess) {
-    const answer = createAnswerer();
-    const replies: Buffer[][] = [];
-    link = {
-      send(frames) {
-        const reply = answer(frames);
+    const answerers = Array.from({ length: workers }, () => createAnswerer());
+    const replies = new Inbox();
+    return {
+      variant,
+      sendTo(i, frames) {
+        const reply = answerers[i](frames);
         if (Array.isArray(reply)) replies.push(reply);
         return Promise.resolve();
       },
-      receive: () => Promise.resolve(replies.shift() ?? []),
+      receive: () => replies.next(),
+      procs: [],
       close() {},
+      ...figures,
     };
-    return { variant, link, proc: undefined, cleanup, times: [], roundMedians: [] };
   }
   if (variant.plainNet) {
     const server: Server = createServer();
     const address = variant.transport === 'ipc' ? ipcPath : { host: '127.0.0.1', port: 0 };
     await new Promise<void>((r) => server.listen(address, () => r()));
     const a = server.address();
-    endpoint = typeof a === 'string' ? `ipc://${a}` : `tcp://127.0.0.1:${a?.port}`;
-    const connected = new Promise<NetSocket>((r) => server.once('connection', r));
-    const proc = spawn(process.execPath, [SCRIPT, '--child', endpoint, '--variant', variant.name], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    link = netLink(await connected);
-    cleanup = () => server.close();
-    await link.receive();
-    return { variant, link, proc, cleanup, times: [], roundMedians: [] };
+    const endpoint = typeof a === 'string' ? `ipc://${a}` : `tcp://127.0.0.1:${a?.port}`;
+    const inbox = new Inbox();
+    const links: Link[] = [];
+    const connected = new Promise<void>((r) =>
+      server.on('connection', (socket) => {
+        links.push(netLink(socket, inbox));
+        if (links.length === workers) r();
+      }),
+    );
+    const procs: ChildProcess[] = [];
+    // One at a time, so that worker i is connection i.
+    for (let i = 0; i < workers; i++) {
+      procs.push(spawnWorker(endpoint, variant));
+      await inbox.next();
+    }
+    await connected;
+    return {
+      variant,
+      sendTo: (i, frames) => links[i].send(frames),
+      receive: () => inbox.next(),
+      procs,
+      close() {
+        for (const l of links) l.close();
+        server.close();
+      },
+      ...figures,
+    };
   }
   const router = new Router(zmqOptions(variant));
   await router.bind(variant.transport === 'ipc' ? `ipc://${ipcPath}` : 'tcp://127.0.0.1:*');
-  endpoint = router.lastEndpoint ?? '';
-  const proc = spawn(process.execPath, [SCRIPT, '--child', endpoint, '--variant', variant.name], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const endpoint = router.lastEndpoint ?? '';
   const receive = zmqReceive(router, variant.poll === true);
-  const [id] = await receive();
-  link = {
-    send: (frames) => router.send([id, ...frames]),
+  const procs: ChildProcess[] = [];
+  const ids: Buffer[] = [];
+  for (let i = 0; i < workers; i++) {
+    procs.push(spawnWorker(endpoint, variant));
+    ids.push((await receive())[0]);
+  }
+  return {
+    variant,
+    sendTo: (i, frames) => router.send([ids[i], ...frames]),
     receive: async () => (await receive()).slice(1),
+    procs,
     close: () => router.close(),
+    ...figures,
   };
-  return { variant, link, proc, cleanup, times: [], roundMedians: [] };
 }
 
 /** One shard's samples as an assignment carries them: sample indices, or (`pixels`) pixels and labels. */
@@ -261,16 +303,21 @@ function shardSamples(n: number, pixels: boolean): Pick<Assign, 'indices' | 'pix
   return { pixels: new Uint8Array(n * 28 * 28).fill(7), labels: new Uint8Array(n).fill(3), keys };
 }
 
-/** `n` round trips on `peer`, each with a fresh weights frame as a step has. */
-async function roundTrips(peer: Peer, n: number, step: { value: number }, samples: Pick<Assign, 'indices' | 'pixels' | 'labels' | 'keys'>, params: Float32Array, record: boolean): Promise<void> {
-  for (let i = 0; i < n; i++) {
+/**
+ * `n` round trips on `peer`, each as a step: a fresh weights frame, one assignment to each of
+ * `workers` (shard i to worker i), then every result back.
+ */
+async function roundTrips(peer: Peer, n: number, workers: number, step: { value: number }, samples: Pick<Assign, 'indices' | 'pixels' | 'labels' | 'keys'>, params: Float32Array, record: boolean): Promise<void> {
+  for (let k = 0; k < n; k++) {
     const s = step.value++;
     const started = performance.now();
-    const frames = encodeAssign({ type: 'assign', step: s, shard: 0, weightsVersion: s, ...samples }, encodeWeightsFrame(params, 'float32'));
-    await peer.link.send(frames);
-    const [body] = await peer.link.receive();
-    const result = decodeWorkerMessage(body);
-    if (result.type !== 'result' || result.step !== s) throw new Error(`${peer.variant.name}: unexpected answer`);
+    const weights = encodeWeightsFrame(params, 'float32');
+    for (let i = 0; i < workers; i++) await peer.sendTo(i, encodeAssign({ type: 'assign', step: s, shard: i, weightsVersion: s, ...samples }, weights));
+    for (let i = 0; i < workers; i++) {
+      const [body] = await peer.receive();
+      const result = decodeWorkerMessage(body);
+      if (result.type !== 'result' || result.step !== s) throw new Error(`${peer.variant.name}: unexpected answer`);
+    }
     if (record) peer.times.push(performance.now() - started);
   }
 }
@@ -298,6 +345,7 @@ async function main(): Promise<void> {
         'shard-samples': { type: 'string', default: '32' },
         variants: { type: 'string' },
         pixels: { type: 'boolean', default: false },
+        workers: { type: 'string', default: '1' },
       },
     });
   } catch (e) {
@@ -321,6 +369,7 @@ async function main(): Promise<void> {
   const perRound = count('round-trips', values['round-trips']);
   const rounds = count('rounds', values.rounds);
   const samplesPerShard = count('shard-samples', values['shard-samples']);
+  const workers = count('workers', values.workers);
   const samples = shardSamples(samplesPerShard, values.pixels === true);
   const wanted = values.variants?.split(',');
   const unknown = wanted?.filter((name) => !VARIANTS.some((v) => v.name === name));
@@ -333,34 +382,34 @@ async function main(): Promise<void> {
   const load0 = loadavg()[0];
   const peers: Peer[] = [];
   try {
-    for (const v of variants) peers.push(await startPeer(v, dir));
+    for (const v of variants) peers.push(await startPeer(v, dir, workers));
     const step = { value: 1 };
     // Warm-up: connections, JIT, buffers.
-    for (const p of peers) await roundTrips(p, 50, step, samples, params, false);
+    for (const p of peers) await roundTrips(p, 50, workers, step, samples, params, false);
     for (let r = 0; r < rounds; r++) {
       // Each round starts at another variant: none always runs first (or right after another).
       for (let k = 0; k < peers.length; k++) {
         const p = peers[(r + k) % peers.length];
         const before = p.times.length;
-        await roundTrips(p, perRound, step, samples, params, true);
+        await roundTrips(p, perRound, workers, step, samples, params, true);
         p.roundMedians.push(quantile(p.times.slice(before), 0.5));
       }
     }
   } finally {
     for (const p of peers) {
-      await p.link.send([encode({ type: 'shutdown', reason: 'done', finished: true })]).catch(() => {});
+      for (let i = 0; i < p.procs.length; i++) await p.sendTo(i, [encode({ type: 'shutdown', reason: 'done', finished: true })]).catch(() => {});
     }
     await new Promise((r) => setTimeout(r, 200));
     for (const p of peers) {
-      p.link.close();
-      p.cleanup();
-      if (p.proc && p.proc.exitCode === null) p.proc.kill();
+      p.close();
+      for (const proc of p.procs) if (proc.exitCode === null) proc.kill();
     }
     rmSync(dir, { recursive: true, force: true });
   }
   const base = quantile(peers[0].times, 0.5);
-  console.log(`# round trip coordinator → worker → coordinator, ${new Date().toISOString().slice(0, 10)}`);
+  console.log(`# round trip coordinator → ${workers === 1 ? 'worker' : `${workers} workers`} → coordinator, ${new Date().toISOString().slice(0, 10)}`);
   console.log(`out: assignment header ${sample[0].length} B (${samplesPerShard} samples, ${values.pixels ? 'pixels and labels' : 'sample indices'}) + weights ${sample[1].length} B; back: result ${resultBytes} B`);
+  if (workers > 1) console.log(`a round trip: one assignment to each of ${workers} workers (the weights frame shared), then every result back`);
   console.log(`${rounds} rounds × ${perRound} round trips per variant, interleaved; load average ${load0.toFixed(2)} → ${loadavg()[0].toFixed(2)}\n`);
   // The load moves during a run: each round's median against the first variant's in the same
   // round says more than the overall medians, and how often the variant was the faster says how sure.
