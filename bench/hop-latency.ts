@@ -6,11 +6,12 @@
  * transport and socket setting that could matter. The variants run interleaved, in rounds, each
  * round starting at the next variant, so that the machine's load falls on all of them alike. Prints
  * one markdown table: median and p90 per variant, and each against the first variant's (today's
- * transport), overall and round by round.
+ * transport), overall and round by round. With --workers N a round trip is a step's messages: one
+ * assignment to each of N workers (the weights frame shared), then every result back.
  *
- *   node dist/bench/hop-latency.js [--round-trips N] [--rounds R] [--shard-samples S] [--pixels] [--variants a,b,...]
+ *   node dist/bench/hop-latency.js [--workers N] [--round-trips N] [--rounds R] [--shard-samples S] [--pixels] [--variants a,b,...]
  *
- * Defaults: 40 rounds of 40 round trips per variant, 32-sample shards, every variant. Exit status 2
+ * Defaults: one worker, 40 rounds of 40 round trips per variant, 32-sample shards, every variant. Exit status 2
  * on a bad flag, 1 when a round trip fails.
  *
  * The "worker" is this script started again with --child: it decodes each assignment as a worker

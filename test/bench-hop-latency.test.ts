@@ -28,11 +28,20 @@ test('hop-latency: real round trips per variant, the real message sizes, nothing
   assert.deepEqual(readdirSync(tmp), []);
 });
 
+test('hop-latency --workers 2: a round trip is one assignment to each worker and both results back', async () => {
+  const r = await runCli(HOP_LATENCY, ['--workers', '2', '--round-trips', '3', '--rounds', '1', '--variants', 'tcp,net-tcp,codec'], { timeoutMs: 60_000 });
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout, /^# round trip coordinator → 2 workers → coordinator/m);
+  assert.match(r.stdout, /^a round trip: one assignment to each of 2 workers \(the weights frame shared\), then every result back$/m);
+  assert.equal(r.stdout.split('\n').filter((l) => /^\| (tcp|net-tcp|codec) \|/.test(l)).length, 3, r.stdout);
+});
+
 test('hop-latency: a bad flag is one line naming it, exit status 2', async () => {
   const cases: Array<[string[], RegExp]> = [
     [['--variants', 'tcp,udp'], /^hop-latency: --variants: unknown udp; known: tcp, ipc, /],
     [['--rounds', '0'], /^hop-latency: --rounds 0: must be a positive integer$/],
     [['--round-trips', 'many'], /^hop-latency: --round-trips many: must be a positive integer$/],
+    [['--workers', '0'], /^hop-latency: --workers 0: must be a positive integer$/],
   ];
   for (const [args, pattern] of cases) {
     const r = await runCli(HOP_LATENCY, args);
