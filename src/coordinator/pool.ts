@@ -35,11 +35,24 @@ import { type CoordinatorKeys, identifyWorker, readAllowList } from '../protocol
 import { ZAP_DOMAIN, type ZapHandler, startZapHandler } from './zap.js';
 import type { Logger } from '../util/logger.js';
 import type { GradDtype } from '../protocol/grad-dtype.js';
-import { type CoordinatorMessage, type Hello, MAX_MESSAGE_BYTES, type ReceivedResult, SendQueue, type WeightsFrame, decodeWorkerMessage, encode, encodeAssign, encodeWeightsFrame } from '../protocol/messages.js';
+import {
+  type CoordinatorMessage,
+  type Hello,
+  MAX_MESSAGE_BYTES,
+  type ReceivedResult,
+  SendQueue,
+  type WeightsFrame,
+  decodeWorkerMessage,
+  encode,
+  encodeAssign,
+  encodeWeightsFrame,
+  weightsFrameBytes,
+} from '../protocol/messages.js';
 import { Launcher, type Replacement, type SpawnFn } from './launcher.js';
 import { messageLimitProblem } from './limits.js';
 import { type Member, Membership, type RunIdentity, memberName } from './membership.js';
 import { Reducer } from './reducer.js';
+import { WeightsFrames } from './weights-frames.js';
 import { type Assignment, type DeadlinePolicy, Scheduler } from './scheduler.js';
 import { type EngineIdentity, SpotChecker, bitExact, compareResults } from './spot-check.js';
 
@@ -267,6 +280,8 @@ export class WorkerPool implements GradientSource {
   private readonly stepOverheads: number[] = [];
   /** The current step's weights frame, in --grad-dtype. */
   private travelling: TravellingWeights | undefined;
+  /** The buffers the weights travel in, reused once no worker may still be reading them. */
+  private readonly weightsBuffers: WeightsFrames;
   endpoint = '';
 
   private constructor(opts: PoolOptions) {
@@ -281,6 +296,7 @@ export class WorkerPool implements GradientSource {
       ...opts,
     };
     this.spotChecker = new SpotChecker(this.opts.verifyFraction);
+    this.weightsBuffers = new WeightsFrames(weightsFrameBytes(this.opts.params, this.opts.gradDtype));
     this.workers = opts.workers;
     this.minWorkers = opts.minWorkers ?? opts.workers;
     this.keepAtLeast = opts.minWorkers ?? 1;
@@ -494,7 +510,9 @@ export class WorkerPool implements GradientSource {
     // instead of 785, and no pixels gathered here.
     const samples = data.indices && this.holdsTrainSet(a.member) ? { indices: data.indices } : { pixels: data.pixels, labels: data.labels };
     const header = { type: 'assign', step: flight.step, shard: a.shard, weightsVersion: flight.step, ...samples, keys: data.keys } as const;
-    this.sendFrames(a.member, encodeAssign(header, a.withWeights ? this.weightsFrame(flight) : undefined));
+    const weights = a.withWeights ? this.weightsFrame(flight) : undefined;
+    if (weights) this.weightsBuffers.sent(weights.bytes, a.member);
+    this.sendFrames(a.member, encodeAssign(header, weights));
   }
 
   /** Whether `id`'s hello named the training set this coordinator samples from. */
@@ -506,7 +524,10 @@ export class WorkerPool implements GradientSource {
 
   /** The step's weights frame, encoded at its first assignment that carries them, and shared by all. */
   private weightsFrame(flight: StepInFlight): WeightsFrame {
-    if (this.travelling?.flight !== flight) this.travelling = { flight, frame: encodeWeightsFrame(flight.weights, this.opts.gradDtype) };
+    if (this.travelling?.flight !== flight) {
+      const into = this.weightsBuffers.take(flight.step);
+      this.travelling = { flight, frame: encodeWeightsFrame(flight.weights, this.opts.gradDtype, into) };
+    }
     return this.travelling.frame;
   }
 
@@ -615,6 +636,7 @@ export class WorkerPool implements GradientSource {
       // go back to the pool (it may get them again), and it keeps its place as the same process.
       this.opts.logger.warn({ worker: id }, `worker ${id} said hello again (it lost track of this coordinator): taking it in afresh`);
       this.membership.remove(admission.member);
+      this.weightsBuffers.left(id);
       this.scheduler.release(id);
       admission = this.membership.admit(id, hello, Date.now(), admission.member.local ?? local, identity.keyName);
       if (admission.kind !== 'admitted') return;
@@ -660,6 +682,8 @@ export class WorkerPool implements GradientSource {
   }
 
   private onResult(member: Member, r: ReceivedResult): Promise<void> | undefined {
+    // Whatever becomes of it, it says the weights sent for its step have reached this worker.
+    this.weightsBuffers.answered(member.id, r.step);
     const flight = this.current;
     if (!flight || r.step !== flight.step) {
       this.stats.stale++;
@@ -856,6 +880,7 @@ export class WorkerPool implements GradientSource {
   /** A worker is gone: its shards go to the others; a spawned one is replaced. */
   private lose(member: Member, reason: string, failure: boolean): void {
     if (!this.membership.remove(member)) return;
+    this.weightsBuffers.left(member.id);
     if (failure) this.failures++;
     this.opts.logger.warn({ worker: memberName(member), reason }, `lost worker ${memberName(member)}: ${reason}`);
     const open = this.scheduler.release(member.id);

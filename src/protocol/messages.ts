@@ -259,15 +259,22 @@ export interface WeightsFrame {
   dtype: GradDtype;
 }
 
+/** Bytes of `count` weights as they travel in `dtype`. */
+export function weightsFrameBytes(count: number, dtype: GradDtype): number {
+  return count * bytesPerElement(dtype);
+}
+
 /**
- * Encodes `weights` in `dtype` into a buffer of their own. zeromq.js sends a buffer of more than
- * 128 bytes without copying it: it holds the buffer until its I/O thread has written it out, however
- * long a slow worker's queue takes, so a buffer rewritten in place at the next step could change an
- * assignment still queued. Hence one new buffer per step (a copy per step, not per assignment).
+ * Encodes `weights` in `dtype` into `into` (weightsFrameBytes long, 2-byte aligned), or a buffer of
+ * their own. zeromq.js sends a buffer of more than 128 bytes without copying it: it holds the
+ * buffer until its I/O thread has written it out, however long a slow worker's queue takes, so a
+ * buffer may be written again only once no assignment that carries it is still queued (the
+ * coordinator's WeightsFrames knows when).
  */
-export function encodeWeightsFrame(weights: Float32Array, dtype: GradDtype): WeightsFrame {
+export function encodeWeightsFrame(weights: Float32Array, dtype: GradDtype, into?: Buffer): WeightsFrame {
   // Its own ArrayBuffer (not Node's shared pool): aligned for a Uint16Array view, and freed with it.
-  const bytes = Buffer.allocUnsafeSlow(weights.length * bytesPerElement(dtype));
+  const bytes = into ?? Buffer.allocUnsafeSlow(weightsFrameBytes(weights.length, dtype));
+  if (bytes.byteLength !== weightsFrameBytes(weights.length, dtype)) throw new RangeError(`a weights frame of ${bytes.byteLength} bytes for ${weights.length} ${dtype} values`);
   if (dtype === 'float32') bytes.set(bytesOf(weights));
   else encodeTensor(weights, dtype, new Uint16Array(bytes.buffer, bytes.byteOffset, weights.length));
   return { bytes, count: weights.length, dtype };
