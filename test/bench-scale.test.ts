@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { type LinearCost, type Scenario, computeMsForEfficiency, fitLinearCost, predictEfficiency, predictStepMs, scalingLimit } from '../bench/scale/cost-model.js';
+import { type LinearCost, type Scenario, computeMsForEfficiency, fitLinearCost, predictEfficiency, predictStepMs, scalingLimit, wireBytesPerStep } from '../bench/scale/cost-model.js';
 import type { ScaleRow } from '../bench/scale/run.js';
 import { readJson, runCli, tempDir } from './helpers.js';
 
@@ -102,9 +102,12 @@ test('cost model: the fit recovers the constants of exact data, and efficiency f
   assert.equal(predictEfficiency(model, s, 1), 1);
   assert.ok(predictEfficiency(model, s, 64) < predictEfficiency(model, s, 16));
   assert.ok(predictEfficiency(model, { ...s, gbps: 100 }, 64) > predictEfficiency(model, s, 64));
-  // 64 workers at 10 Gb/s: 64 × 137 KB assignments take 7 ms on the wire.
+  // 64 workers at 10 Gb/s: 64 assignments of 88 KB (the weights and 64 sample indices) take 4.5 ms
+  // on the wire; sent pixels, 137 KB each, 7 ms.
   const wireMs = predictStepMs(model, s, 64) - predictStepMs(model, { ...s, gbps: Infinity }, 64);
-  assert.ok(wireMs > 6.5 && wireMs < 7.5, `wire ${wireMs} ms`);
+  assert.ok(wireMs > 4.2 && wireMs < 4.8, `wire ${wireMs} ms`);
+  const pixelsMs = (wireBytesPerStep(64, 21840, 64, 'pixels') * 8) / 10e9 * 1000;
+  assert.ok(pixelsMs > 6.5 && pixelsMs < 7.5, `wire with pixels ${pixelsMs} ms`);
   const limit = scalingLimit(model, s, 0.75);
   assert.ok(limit !== undefined && predictEfficiency(model, s, limit) < 0.75 && predictEfficiency(model, s, limit / 2) >= 0.75);
   // The compute time that brings 64 workers to 90%, put back in, gives 90%.
