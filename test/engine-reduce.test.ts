@@ -6,11 +6,14 @@
  * the values the protocol's decoder gives, for every one of the 65 536 patterns.
  */
 import assert from 'node:assert/strict';
+import { copyFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { test } from 'node:test';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import { instantiateSimd, simdAvailable } from '../src/engine/simd/module.js';
 import { ReductionArena } from '../src/engine/simd/reduce.js';
 import { decodeTensor } from '../src/protocol/grad-dtype.js';
-import { rand } from './helpers.js';
+import { rand, tempDir } from './helpers.js';
 
 const LENGTHS = [0, 1, 2, 3, 4, 5, 7, 8, 15, 16, 17, 19, 31, 32, 33, 63, 1001, 21840];
 const NON_FINITE = [Number.POSITIVE_INFINITY, Number.NEGATIVE_INFINITY, Number.NaN];
@@ -221,4 +224,19 @@ test('widen: every float16 and bfloat16 pattern to the float32 the protocol deco
   }
   assert.throws(() => arena.widen(0, new Uint8Array(20), 'float16', 65536), /outside a slot/);
   assert.throws(() => new ReductionArena(4, { simd: false }).widen(0, new Uint8Array(2), 'float16', 0), /needs the SIMD kernels/);
+});
+
+test('a kernels.wasm that lacks a kernel (built from older sources) is not used: SIMD counts as unavailable', async () => {
+  const dir = tempDir();
+  const built = fileURLToPath(new URL('../src/engine/simd/', import.meta.url));
+  copyFileSync(join(built, 'module.js'), join(dir, 'module.js'));
+  // A valid module that exports nothing.
+  writeFileSync(join(dir, 'kernels.wasm'), Uint8Array.of(0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00));
+  const stale = (await import(pathToFileURL(join(dir, 'module.js')).href)) as typeof import('../src/engine/simd/module.js');
+  assert.equal(stale.simdAvailable(), false);
+  const dir2 = tempDir();
+  copyFileSync(join(built, 'module.js'), join(dir2, 'module.js'));
+  copyFileSync(join(built, 'kernels.wasm'), join(dir2, 'kernels.wasm'));
+  const whole = (await import(pathToFileURL(join(dir2, 'module.js')).href)) as typeof import('../src/engine/simd/module.js');
+  assert.equal(whole.simdAvailable(), true, 'the built kernels have every export');
 });

@@ -38,12 +38,25 @@ const PAGE_BYTES = 65536;
 
 let compiled: WebAssembly.Module | null | undefined;
 
-/** The compiled module, or null where this Node cannot run WebAssembly SIMD (or the build lacks it). */
+/** Every export SimdKernels names: a kernels.wasm built from older sources lacks some. */
+const KERNEL_NAMES: ReadonlyArray<keyof SimdKernels> = [
+  'heapBase', 'convForward', 'convFilterGrad', 'biasGrad', 'maxPool2Forward', 'maxPool2Backward', 'reluForward', 'reluBackward',
+  'copyChannels', 'scaleChannels', 'denseForward', 'denseWeightGrad', 'denseInputGrad', 'softmaxNll', 'logSoftmax',
+  'addInto', 'allFinite', 'widenFloat16', 'widenBfloat16',
+];
+
+/**
+ * The compiled module, or null where this Node cannot run WebAssembly SIMD, or the build lacks it or
+ * is stale (a kernel missing): everything then runs on the JavaScript and tfjs paths, rather than
+ * failing at the first call of a missing kernel.
+ */
 function compiledModule(): WebAssembly.Module | null {
   if (compiled === undefined) {
     try {
       const bytes = readFileSync(WASM_URL);
-      compiled = WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
+      const mod = WebAssembly.validate(bytes) ? new WebAssembly.Module(bytes) : null;
+      const exported = new Set(mod ? WebAssembly.Module.exports(mod).map((e) => e.name) : []);
+      compiled = mod && KERNEL_NAMES.every((name) => exported.has(name)) ? mod : null;
     } catch {
       compiled = null;
     }
