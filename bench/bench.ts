@@ -9,12 +9,19 @@
  * Exit status: 0 when every run finished (even if a target fails: it reports, it does not gate),
  * 1 when a run failed, 2 on bad flags.
  *
+ * The ceiling rows (by default when --workers includes 2; --ceiling / --skip-ceiling) are the one
+ * exception to "one after the other": `2 × workers=0 at once` starts two independent single-process
+ * trainings at the same moment and adds up their samples/s. Two workers run the same compute side by side
+ * plus a step's fixed cost, so over workers=1 this is what --workers 2 could reach with that cost at zero:
+ * the two-core ceiling of the scaling target. With the reference, `2 × reference 1 thread at once`
+ * does the same for PyTorch, against its 2 threads.
+ *
  * With --batch-size-per-worker B, our runs scale weakly (each worker takes B samples a step, the
  * global batch is B × workers, the learning rate scales linearly) and the scaling target is the weak
  * one; the reference runs at batch B, what one process takes.
  *
  *   node dist/bench/bench.js [--quick] [--epochs N] [--train-limit N] [--batch-size B | --batch-sizes 64,256 | --batch-size-per-worker B]
- *                            [--workers 0,1,2] [--cpus 0,1] [--deterministic-too] [--skip-reference] [--out DIR]
+ *                            [--workers 0,1,2] [--cpus 0,1] [--ceiling | --skip-ceiling] [--deterministic-too] [--skip-reference] [--out DIR]
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -55,6 +62,10 @@ const USAGE = `usage: node dist/bench/bench.js [options]   (or: npm run bench --
   --workers N1,N2,...   the worker counts of our runs (default 0,1,2; 0 = single process)
   --cpus LIST           run everything (reference too) on these CPUs only, with taskset -c LIST
                         (e.g. 0,1 or 0-2): "the same two cores" on a machine that has more
+  --ceiling             also run the ceiling rows: two single-process trainings at once
+                        (2 × workers=0, and 2 × reference 1 thread), their samples/s added up;
+                        the default when --workers includes 2 and --cpus, if given, has 2 CPUs or more
+  --skip-ceiling        do not run the ceiling rows
   --deterministic-too   also run --workers 2 --deterministic
   --skip-reference      do not run the PyTorch reference (no ratio columns)
   --tfjs-kernels-too    also run --workers 1 and 2 with the training step on tfjs's wasm
@@ -72,6 +83,8 @@ interface Options {
   skipReference: boolean;
   tfjsKernelsToo: boolean;
   workerCounts: number[];
+  /** Run the ceiling rows: two single-process trainings at once. */
+  ceiling: boolean;
   /** taskset's CPU list for every run, or undefined to run unpinned. */
   cpus: string | undefined;
   out: string;
@@ -83,6 +96,16 @@ function positiveInt(name: string, value: string): number {
   const n = Number(value);
   if (!/^\s*\d+\s*$/.test(value) || !Number.isSafeInteger(n) || n <= 0) throw new UsageError(`${name} ${value}: must be a positive integer`);
   return n;
+}
+
+/** How many CPUs a taskset list such as `0,2-3` names. */
+function cpuCount(list: string): number {
+  const ids = new Set<number>();
+  for (const part of list.split(',')) {
+    const [first, last = first] = part.split('-').map(Number) as [number, number?];
+    for (let id = first; id <= last; id++) ids.add(id);
+  }
+  return ids.size;
 }
 
 function stamp(d: Date): string {
@@ -103,6 +126,8 @@ function parseOptions(argv: string[]): Options | undefined {
       'deterministic-too': { type: 'boolean', default: false },
       'skip-reference': { type: 'boolean', default: false },
       'tfjs-kernels-too': { type: 'boolean', default: false },
+      ceiling: { type: 'boolean', default: false },
+      'skip-ceiling': { type: 'boolean', default: false },
       workers: { type: 'string' },
       cpus: { type: 'string' },
       out: { type: 'string' },
@@ -128,6 +153,10 @@ function parseOptions(argv: string[]): Options | undefined {
       ? values.workers.split(',').map((s) => (s.trim() === '0' ? 0 : positiveInt('--workers', s.trim())))
       : [0, 1, 2];
   if (values.cpus !== undefined && !/^\d+(-\d+)?(,\d+(-\d+)?)*$/.test(values.cpus)) throw new UsageError(`--cpus ${values.cpus}: expected a CPU list such as 0,1 or 0-3`);
+  if (values.ceiling && values['skip-ceiling']) throw new UsageError('give --ceiling or --skip-ceiling, not both');
+  // Two trainings at once on one CPU measure time slicing, not what two cores give.
+  const oneCpu = values.cpus !== undefined && cpuCount(values.cpus) < 2;
+  if (values.ceiling && oneCpu) throw new UsageError(`--ceiling runs two trainings at once: --cpus ${values.cpus} gives them one CPU`);
   let trainLimit = values['train-limit'] !== undefined ? positiveInt('--train-limit', values['train-limit']) : undefined;
   if (values.quick && trainLimit === undefined) trainLimit = QUICK_TRAIN_LIMIT;
   return {
@@ -139,6 +168,7 @@ function parseOptions(argv: string[]): Options | undefined {
     skipReference: values['skip-reference'],
     tfjsKernelsToo: values['tfjs-kernels-too'],
     workerCounts: [...new Set(workerCounts)],
+    ceiling: values.ceiling || (!values['skip-ceiling'] && !oneCpu && workerCounts.includes(2)),
     cpus: values.cpus,
     out: values.out !== undefined ? resolve(values.out) : join(ROOT, 'runs', `bench-${stamp(new Date())}`),
   };
@@ -193,6 +223,17 @@ interface RunSpec {
   command: string[];
 }
 
+/** A ceiling row: two runs started at the same moment; the row's samples/s is the sum of theirs. */
+interface PairSpec {
+  label: string;
+  id: string;
+  kind: RunKind;
+  batchSize: number;
+  runs: [RunSpec, RunSpec];
+}
+
+type RowSpec = RunSpec | PairSpec;
+
 interface RunRecord {
   label: string;
   id: string;
@@ -212,22 +253,48 @@ interface RunRecord {
   result?: ReferenceResult | Summary;
 }
 
-function planRuns(opts: Options, withReference: boolean): RunSpec[] {
-  const specs: RunSpec[] = [];
+interface PairRecord {
+  label: string;
+  id: string;
+  kind: RunKind;
+  batch_size: number;
+  at_once: true;
+  /** From the start of both to the end of the later one. */
+  wall_seconds: number;
+  ok: boolean;
+  error?: string;
+  /** The sum of the two runs' train_samples_per_s. */
+  train_samples_per_s?: number;
+  /** The two runs, each with its raw result. */
+  runs: [RunRecord, RunRecord];
+}
+
+type RowRecord = RunRecord | PairRecord;
+
+function planRuns(opts: Options, withReference: boolean): RowSpec[] {
+  const specs: RowSpec[] = [];
   const common = ['--epochs', String(opts.epochs), ...(opts.trainLimit !== undefined ? ['--train-limit', String(opts.trainLimit)] : [])];
   for (const b of opts.batchSizes) {
     const suffix = opts.weak ? `-weak${b}` : b === 64 ? '' : `-b${b}`;
     const batch = opts.weak ? `, ${b} per worker` : `, batch ${b}`;
     const showBatch = opts.batchSizes.length > 1 || b !== 64 || opts.weak;
+    const reference = (threads: number, id: string, seed: number): RunSpec => ({
+      label: `reference, ${threads} thread${threads > 1 ? 's' : ''}${showBatch ? batch : ''}`,
+      id,
+      kind: 'reference',
+      batchSize: b,
+      threads,
+      command: [PYTHON, REFERENCE, '--threads', String(threads), '--batch-size', String(b), '--log-interval', '100', ...common, ...(seed !== 1 ? ['--seed', String(seed)] : [])],
+    });
     if (withReference) {
-      for (const threads of [2, 1]) {
+      for (const threads of [2, 1]) specs.push(reference(threads, `ref-t${threads}${suffix}`, 1));
+      if (opts.ceiling) {
         specs.push({
-          label: `reference, ${threads} thread${threads > 1 ? 's' : ''}${showBatch ? batch : ''}`,
-          id: `ref-t${threads}${suffix}`,
+          label: `2 × reference 1 thread at once${showBatch ? batch : ''}`,
+          id: `ref-t1x2${suffix}`,
           kind: 'reference',
           batchSize: b,
-          threads,
-          command: [PYTHON, REFERENCE, '--threads', String(threads), '--batch-size', String(b), '--log-interval', '100', ...common],
+          runs: [reference(1, `ref-t1x2-a${suffix}`, 1), reference(1, `ref-t1x2-b${suffix}`, 2)],
         });
       }
     }
@@ -235,6 +302,20 @@ function planRuns(opts: Options, withReference: boolean): RunSpec[] {
     if (opts.deterministicToo) ours.push({ workers: 2, deterministic: true });
     // "Before": the same runs with the training step on tfjs's wasm kernels instead of the fused ones.
     if (opts.tfjsKernelsToo) ours.push({ workers: 1, deterministic: false, tfjsKernels: true }, { workers: 2, deterministic: false, tfjsKernels: true });
+    const coordinatorCommand = (workers: number, id: string, extra: string[]): string[] => [
+      process.execPath,
+      COORDINATOR,
+      '--workers',
+      String(workers),
+      opts.weak ? '--batch-size-per-worker' : '--batch-size',
+      String(b),
+      ...common,
+      '--out',
+      join(opts.out, id),
+      '--log-interval',
+      '100000',
+      ...extra,
+    ];
     for (const { workers, deterministic, tfjsKernels } of ours) {
       const id = `w${workers}${deterministic ? '-det' : ''}${tfjsKernels ? '-tfjs' : ''}${suffix}`;
       specs.push({
@@ -245,29 +326,38 @@ function planRuns(opts: Options, withReference: boolean): RunSpec[] {
         workers,
         deterministic,
         ...(tfjsKernels ? { env: { MNIST_KERNELS: 'tfjs' } } : {}),
-        command: [
-          process.execPath,
-          COORDINATOR,
-          '--workers',
-          String(workers),
-          opts.weak ? '--batch-size-per-worker' : '--batch-size',
-          String(b),
-          ...common,
-          '--out',
-          join(opts.out, id),
-          '--log-interval',
-          '100000',
-          ...(deterministic ? ['--deterministic'] : []),
-        ],
+        command: coordinatorCommand(workers, id, deterministic ? ['--deterministic'] : []),
+      });
+    }
+    if (opts.ceiling) {
+      // The workers=0 row's flags (under weak scaling: batch B, what one worker computes per step),
+      // twice; the second with another seed, so that the two are independent trainings.
+      const single = (id: string, seed: number): RunSpec => ({
+        label: `workers=0 (single process)${showBatch ? batch : ''}`,
+        id,
+        kind: 'ours',
+        batchSize: b,
+        workers: 0,
+        deterministic: false,
+        command: coordinatorCommand(0, id, seed !== 1 ? ['--seed', String(seed)] : []),
+      });
+      specs.push({
+        label: `2 × workers=0 at once${showBatch ? batch : ''}`,
+        id: `w0x2${suffix}`,
+        kind: 'ours',
+        batchSize: b,
+        runs: [single(`w0x2-a${suffix}`, 1), single(`w0x2-b${suffix}`, 2)],
       });
     }
   }
   return specs;
 }
 
-/** Every command of the plan, pinned to --cpus when given. */
-function pinned(specs: RunSpec[], cpus: string | undefined): RunSpec[] {
-  return cpus === undefined ? specs : specs.map((s) => ({ ...s, command: ['taskset', '-c', cpus, ...s.command] }));
+/** Every command of the plan, pinned to --cpus when given (both runs of a pair on the same CPUs). */
+function pinned(specs: RowSpec[], cpus: string | undefined): RowSpec[] {
+  if (cpus === undefined) return specs;
+  const pin = (s: RunSpec): RunSpec => ({ ...s, command: ['taskset', '-c', cpus, ...s.command] });
+  return specs.map((s) => ('runs' in s ? { ...s, runs: [pin(s.runs[0]), pin(s.runs[1])] } : pin(s)));
 }
 
 function quote(args: string[]): string {
@@ -342,6 +432,26 @@ async function execute(spec: RunSpec, out: string): Promise<RunRecord> {
   return record;
 }
 
+/** Both runs of a pair, started at the same moment. */
+async function executePair(spec: PairSpec, out: string): Promise<PairRecord> {
+  const t0 = performance.now();
+  const runs = (await Promise.all(spec.runs.map((run) => execute(run, out)))) as [RunRecord, RunRecord];
+  const ok = runs.every((r) => r.ok && r.result);
+  const errors = runs.filter((r) => !r.ok).map((r) => `${r.id}: ${r.error}`);
+  return {
+    label: spec.label,
+    id: spec.id,
+    kind: spec.kind,
+    batch_size: spec.batchSize,
+    at_once: true,
+    wall_seconds: (performance.now() - t0) / 1000,
+    ok,
+    ...(errors.length ? { error: errors.join('; ') } : {}),
+    ...(ok ? { train_samples_per_s: runs.reduce((sum, r) => sum + r.result!.train_samples_per_s, 0) } : {}),
+    runs,
+  };
+}
+
 // ---------------------------------------------------------------------------------------------
 // Report
 
@@ -375,22 +485,47 @@ function findRun(records: RunRecord[], pred: (r: RunRecord) => boolean): RunReco
   return records.find(pred);
 }
 
-function buildTable(records: RunRecord[], withReference: boolean): string {
+/** The single runs of the table, without the pairs (every ratio's denominator is a single run). */
+function singleRuns(rows: RowRecord[]): RunRecord[] {
+  return rows.filter((r): r is RunRecord => !('runs' in r));
+}
+
+function buildTable(rows: RowRecord[], withReference: boolean): string {
+  const records = singleRuns(rows);
   const header = ['run', 'samples/s'];
   if (withReference) header.push('× reference (2 threads)', '× reference (1 thread)');
   header.push('× workers=1', 'test accuracy', 'peak RSS coordinator MB', 'peak RSS worker MB', 'coordinator ms/step', 'step overhead ms (median / p90)', 'KB sent/step', 'KB received/step', 'train s');
-  const rows = records.map((r) => {
+  const cells = rows.map((r) => {
     const ref = (threads: number) => samplesPerS(findRun(records, (x) => x.kind === 'reference' && x.threads === threads && x.batch_size === r.batch_size));
-    if (!r.ok || !r.result) {
-      return [r.label, 'FAILED', ...(withReference ? ['', ''] : []), '', '', '', '', '', '', '', '', ''];
-    }
-    const sps = r.result.train_samples_per_s;
-    const d = r.kind === 'ours' ? (r.result as Summary).distributed : undefined;
+    const tfjsKernels = 'runs' in r ? undefined : r.tfjs_kernels;
     // Scaling: against one worker of the same kernels and batch size.
     const oneWorker =
       r.kind === 'ours'
-        ? samplesPerS(findRun(records, (x) => x.kind === 'ours' && x.workers === 1 && !x.deterministic && x.tfjs_kernels === r.tfjs_kernels && x.batch_size === r.batch_size))
+        ? samplesPerS(findRun(records, (x) => x.kind === 'ours' && x.workers === 1 && !x.deterministic && x.tfjs_kernels === tfjsKernels && x.batch_size === r.batch_size))
         : undefined;
+    const failed = [r.label, 'FAILED', ...(withReference ? ['', ''] : []), '', '', '', '', '', '', '', '', ''];
+    if ('runs' in r) {
+      if (!r.ok || r.train_samples_per_s === undefined) return failed;
+      // Both runs' own figures side by side; only samples/s is the sum.
+      const both = (value: (x: ReferenceResult | Summary) => string): string => r.runs.map((x) => value(x.result!)).join(' / ');
+      return [
+        r.label,
+        fmt(r.train_samples_per_s, 0),
+        ...(withReference ? [fmt(ratio(r.train_samples_per_s, ref(2)), 2), fmt(ratio(r.train_samples_per_s, ref(1)), 2)] : []),
+        fmt(ratio(r.train_samples_per_s, oneWorker), 2),
+        both((x) => `${fmt(100 * x.test_accuracy, 2)}%`),
+        both((x) => fmt(x.peak_rss_mb, 0)),
+        '–',
+        '–',
+        '',
+        '–',
+        '–',
+        both((x) => fmt(x.train_seconds, 1)),
+      ];
+    }
+    if (!r.ok || !r.result) return failed;
+    const sps = r.result.train_samples_per_s;
+    const d = r.kind === 'ours' ? (r.result as Summary).distributed : undefined;
     return [
       r.label,
       fmt(sps, 0),
@@ -406,7 +541,7 @@ function buildTable(records: RunRecord[], withReference: boolean): string {
       fmt(r.result.train_seconds, 1),
     ];
   });
-  return markdownTable(header, rows, header.map((_, i) => i > 0));
+  return markdownTable(header, cells, header.map((_, i) => i > 0));
 }
 
 function buildChecks(records: RunRecord[], opts: Options, withReference: boolean): Check[] {
@@ -490,6 +625,55 @@ function buildChecks(records: RunRecord[], opts: Options, withReference: boolean
   return checks;
 }
 
+interface CeilingFigures {
+  /** 2 × workers=0 at once over workers=1: what workers=2 could reach with a step's fixed cost at zero. */
+  pair_over_workers1?: number;
+  workers2_over_workers1?: number;
+  /** 2 × reference 1 thread at once over the reference with 2 threads, and over 1 thread. */
+  reference_pair_over_threads2?: number;
+  reference_pair_over_threads1?: number;
+  reference_threads2_over_threads1?: number;
+}
+
+/** The lines under the targets that say how far the scaling target is from what two cores give. */
+function ceilingReport(rows: RowRecord[], opts: Options): { lines: string[]; figures: CeilingFigures } {
+  const b = opts.batchSizes[0]!;
+  const records = singleRuns(rows);
+  const pair = (kind: RunKind) => rows.find((r): r is PairRecord => 'runs' in r && r.kind === kind && r.batch_size === b);
+  const single = (pred: (r: RunRecord) => boolean) => samplesPerS(findRun(records, (r) => r.batch_size === b && pred(r)));
+  const fused = (r: RunRecord): boolean => r.kind === 'ours' && !r.tfjs_kernels && !r.deterministic;
+  const w1 = single((r) => fused(r) && r.workers === 1);
+  const w2 = single((r) => fused(r) && r.workers === 2);
+  const ref1 = single((r) => r.kind === 'reference' && r.threads === 1);
+  const ref2 = single((r) => r.kind === 'reference' && r.threads === 2);
+  const ours = pair('ours');
+  const reference = pair('reference');
+  const figures: CeilingFigures = {
+    pair_over_workers1: ratio(ours?.train_samples_per_s, w1),
+    workers2_over_workers1: ratio(w2, w1),
+    reference_pair_over_threads2: ratio(reference?.train_samples_per_s, ref2),
+    reference_pair_over_threads1: ratio(reference?.train_samples_per_s, ref1),
+    reference_threads2_over_threads1: ratio(ref2, ref1),
+  };
+  const x = (v: number | undefined) => (v === undefined ? '–' : `${v.toFixed(2)}×`);
+  const target = opts.weak ? TARGET.weakScaling2over1 : TARGET.scaling2over1;
+  const lines: string[] = [];
+  if (ours) {
+    const why = !ours.ok ? ' (a run failed)' : w1 === undefined ? (opts.workerCounts.includes(1) ? ' (workers=1 failed)' : ' (workers=1 not in --workers)') : '';
+    lines.push(
+      `two-core ceiling: 2 × workers=0 at once = ${x(figures.pair_over_workers1)} workers=1${why}; ` +
+        `the target for workers=2 is ${target}×, workers=2 measured ${x(figures.workers2_over_workers1)}.`,
+    );
+  }
+  if (reference) {
+    lines.push(
+      `PyTorch: 2 × 1 thread at once = ${x(figures.reference_pair_over_threads1)} its 1 thread, ${x(figures.reference_pair_over_threads2)} its 2 threads ` +
+        `(2 threads = ${x(figures.reference_threads2_over_threads1)} 1 thread)${reference.ok ? '' : ' (a run failed)'}.`,
+    );
+  }
+  return { lines, figures };
+}
+
 function checksTable(checks: Check[]): string {
   return markdownTable(
     ['target', 'measured', 'result'],
@@ -561,16 +745,28 @@ async function main(): Promise<number> {
   }
   const specs = pinned(planRuns(opts, withReference), opts.cpus);
   const dataNote = `${opts.trainLimit !== undefined ? `first ${opts.trainLimit} training samples` : 'full MNIST'}, ${opts.epochs} epoch${opts.epochs > 1 ? 's' : ''}`;
-  console.error(`bench: ${specs.length} runs, one after the other (${dataNote}); logs and run folders in ${relative(process.cwd(), opts.out) || opts.out}`);
+  const pairs = specs.filter((s) => 'runs' in s).length;
+  console.error(`bench: ${specs.length} runs, one after the other${pairs ? ` (the ${pairs} ceiling row${pairs > 1 ? 's' : ''}: two at once)` : ''} (${dataNote}); logs and run folders in ${relative(process.cwd(), opts.out) || opts.out}`);
   if (meta.load_average_at_start[0]! > meta.cores * 0.5) {
     console.error(`bench: note: load average ${meta.load_average_at_start[0]!.toFixed(2)} on ${meta.cores} cores; other work on the machine skews the timings`);
   }
 
-  const records: RunRecord[] = [];
+  const rows: RowRecord[] = [];
   for (const [i, spec] of specs.entries()) {
     process.stderr.write(`[${i + 1}/${specs.length}] ${spec.label} … `);
+    if ('runs' in spec) {
+      const pair = await executePair(spec, opts.out);
+      rows.push(pair);
+      if (pair.ok) {
+        const each = pair.runs.map((r) => r.result!.train_samples_per_s.toFixed(0)).join(' + ');
+        process.stderr.write(`${each} = ${pair.train_samples_per_s!.toFixed(0)} samples/s, ${pair.wall_seconds.toFixed(0)} s\n`);
+      } else {
+        process.stderr.write(`FAILED: ${pair.error}\n`);
+      }
+      continue;
+    }
     const rec = await execute(spec, opts.out);
-    records.push(rec);
+    rows.push(rec);
     if (rec.ok && rec.result) {
       process.stderr.write(`${rec.result.train_samples_per_s.toFixed(0)} samples/s, accuracy ${(100 * rec.result.test_accuracy).toFixed(2)}%, ${rec.wall_seconds.toFixed(0)} s\n`);
     } else {
@@ -578,9 +774,10 @@ async function main(): Promise<number> {
     }
   }
 
-  const checks = buildChecks(records, opts, withReference);
-  const table = buildTable(records, withReference);
-  const failed = records.filter((r) => !r.ok);
+  const checks = buildChecks(singleRuns(rows), opts, withReference);
+  const ceiling = ceilingReport(rows, opts);
+  const table = buildTable(rows, withReference);
+  const failed = rows.filter((r) => !r.ok);
   const lines = [
     `## Benchmark ${meta.date.slice(0, 10)}`,
     '',
@@ -596,6 +793,7 @@ async function main(): Promise<number> {
     `Targets${opts.batchSizes.length > 1 ? ` (at batch ${opts.batchSizes[0]})` : ''}:`,
     '',
     checksTable(checks),
+    ...(ceiling.lines.length ? ['', ...ceiling.lines] : []),
     ...(failed.length ? ['', `Failed runs: ${failed.map((r) => `${r.label}: ${r.error}`).join('; ')}`] : []),
     '',
   ];
@@ -604,7 +802,7 @@ async function main(): Promise<number> {
   writeFileSync(join(opts.out, 'bench.md'), md);
   writeFileSync(
     join(opts.out, 'bench.json'),
-    `${JSON.stringify({ meta, options: { ...opts, with_reference: withReference }, targets: TARGET, runs: records, checks, finished_at: new Date().toISOString() }, null, 2)}\n`,
+    `${JSON.stringify({ meta, options: { ...opts, with_reference: withReference }, targets: TARGET, runs: rows, checks, ceiling: ceiling.figures, finished_at: new Date().toISOString() }, null, 2)}\n`,
   );
   console.error(`bench: wrote ${relative(process.cwd(), join(opts.out, 'bench.md'))} and bench.json`);
   return failed.length ? 1 : 0;
