@@ -10,6 +10,7 @@ const BENCH = fileURLToPath(new URL('../bench/bench.js', import.meta.url));
 const KERNELS_AB = fileURLToPath(new URL('../bench/fused-kernels-ab.js', import.meta.url));
 const KERNELS_WASM = fileURLToPath(new URL('../src/engine/simd/kernels.wasm', import.meta.url));
 const hasTaskset = spawnSync('taskset', ['-c', '0', 'true']).status === 0;
+const hasTorch = spawnSync(process.env.BENCH_PYTHON ?? '/usr/bin/python3', ['-c', 'import torch']).status === 0;
 
 test('bench: bad --workers and --cpus are refused with the flag named, exit status 2', async () => {
   const cases: Array<[string[], RegExp]> = [
@@ -17,6 +18,8 @@ test('bench: bad --workers and --cpus are refused with the flag named, exit stat
     [['--workers=-1'], /^bench: --workers -1: must be a positive integer$/],
     [['--cpus', 'first'], /^bench: --cpus first: expected a CPU list such as 0,1 or 0-3$/],
     [['--batch-size', '64', '--batch-size-per-worker', '32'], /^bench: give one of --batch-size, --batch-sizes and --batch-size-per-worker, not --batch-size and --batch-size-per-worker$/],
+    [['--ceiling', '--skip-ceiling'], /^bench: give --ceiling or --skip-ceiling, not both$/],
+    [['--ceiling', '--cpus', '1'], /^bench: --ceiling runs two trainings at once: --cpus 1 gives them one CPU$/],
   ];
   for (const [args, pattern] of cases) {
     const r = await runCli(BENCH, args);
@@ -64,22 +67,85 @@ test('bench: --workers picks the rows, --cpus pins every run, and the table show
   assert.match(md, /workers=2 \/ workers=1 ≥ 1\.7×\s*\|\s*\d\.\d\d×/);
 });
 
-test('bench: --batch-size-per-worker runs ours with weak scaling and checks the weak scaling target', async () => {
+interface Run {
+  id: string;
+  ok: boolean;
+  command: string;
+  result?: { train_samples_per_s: number; batch?: { global: number; per_worker: number } };
+}
+interface Pair {
+  id: string;
+  ok: boolean;
+  at_once: true;
+  train_samples_per_s: number;
+  runs: [Run, Run];
+}
+
+test('bench: --batch-size-per-worker runs ours with weak scaling, and the ceiling rows add up two runs at once', async () => {
   const out = join(tempDir(), 'bench');
-  const r = await runCli(BENCH, ['--skip-reference', '--workers', '1,2', '--batch-size-per-worker', '32', '--train-limit', '640', '--out', out], { timeoutMs: 120_000 });
+  const r = await runCli(BENCH, [...(hasTorch ? [] : ['--skip-reference']), '--workers', '1,2', '--batch-size-per-worker', '32', '--train-limit', '640', '--out', out], {
+    timeoutMs: 180_000,
+  });
   assert.equal(r.code, 0, r.stderr);
-  const bench = readJson<{ runs: Array<{ id: string; ok: boolean; command: string; result?: { batch?: { global: number; per_worker: number } } }> }>(join(out, 'bench.json'));
+  const bench = readJson<{ runs: Array<Run | Pair>; ceiling: { pair_over_workers1: number } }>(join(out, 'bench.json'));
+  const ours = bench.runs.filter((run) => !run.id.startsWith('ref-'));
   assert.deepEqual(
-    bench.runs.map((run) => [run.id, run.ok, run.result?.batch?.global, run.result?.batch?.per_worker]),
+    ours.map((run) => ('runs' in run ? [run.id, run.ok, run.runs.map((one) => [one.id, one.ok, one.result?.batch?.global, one.result?.batch?.per_worker])] : [run.id, run.ok, run.result?.batch?.global, run.result?.batch?.per_worker])),
     [
       ['w1-weak32', true, 32, 32],
       ['w2-weak32', true, 64, 32],
+      // The ceiling, on by default with workers=2: two single processes, each at the batch one worker computes.
+      [
+        'w0x2-weak32',
+        true,
+        [
+          ['w0x2-a-weak32', true, 32, 32],
+          ['w0x2-b-weak32', true, 32, 32],
+        ],
+      ],
     ],
   );
-  for (const run of bench.runs) assert.match(run.command, / --batch-size-per-worker 32 /);
+  for (const run of ours) for (const one of 'runs' in run ? run.runs : [run]) assert.match(one.command, / --batch-size-per-worker 32 /);
+  const pair = ours[2] as Pair;
+  assert.match(pair.runs[0].command, / --workers 0 /);
+  assert.doesNotMatch(pair.runs[0].command, / --seed /);
+  assert.match(pair.runs[1].command, / --workers 0 .* --seed 2$/);
+  const sum = pair.runs[0].result!.train_samples_per_s + pair.runs[1].result!.train_samples_per_s;
+  assert.ok(Math.abs(pair.train_samples_per_s - sum) < 1e-6, `${pair.train_samples_per_s} is not ${sum}`);
+
   const md = readFileSync(join(out, 'bench.md'), 'utf8');
   assert.match(md, /weak scaling: 32 samples per worker and step/);
   assert.match(md, /workers=2 \/ workers=1 ≥ 1\.6× \(weak scaling, 32 per worker\)\s*\|\s*\d\.\d\d×/);
+  // The row shows the sum, its scaling column the sum over workers=1, and a line under the targets says the same.
+  const row = (label: string): string[] => {
+    const line = md.split('\n').find((l) => l.startsWith(`| ${label} `));
+    assert.ok(line, `no ${label} row in\n${md}`);
+    return line.split('|').map((c) => c.trim());
+  };
+  const header = row('run');
+  const w1 = (ours[0] as Run).result!.train_samples_per_s;
+  const ceilingRow = row('2 × workers=0 at once, 32 per worker');
+  assert.equal(ceilingRow[header.indexOf('samples/s')], sum.toFixed(0));
+  assert.equal(ceilingRow[header.indexOf('× workers=1')], (sum / w1).toFixed(2));
+  assert.match(ceilingRow[header.indexOf('test accuracy')], /^\d+\.\d\d% \/ \d+\.\d\d%$/);
+  assert.ok(md.includes(`two-core ceiling: 2 × workers=0 at once = ${(sum / w1).toFixed(2)}× workers=1; the target for workers=2 is 1.6×`), md);
+  assert.equal(bench.ceiling.pair_over_workers1, sum / w1);
+
+  if (hasTorch) {
+    // The reference's pair: two 1-thread processes at once, against its 2 threads.
+    const refs = bench.runs.filter((run) => run.id.startsWith('ref-'));
+    assert.deepEqual(
+      refs.map((run) => run.id),
+      ['ref-t2-weak32', 'ref-t1-weak32', 'ref-t1x2-weak32'],
+    );
+    const refPair = refs[2] as Pair;
+    for (const one of refPair.runs) assert.match(one.command, /reference_mnist\.py --threads 1 --batch-size 32 /);
+    const refSum = refPair.runs[0].result!.train_samples_per_s + refPair.runs[1].result!.train_samples_per_s;
+    assert.ok(Math.abs(refPair.train_samples_per_s - refSum) < 1e-6);
+    const ref2 = (refs[0] as Run).result!.train_samples_per_s;
+    assert.equal(row('2 × reference 1 thread at once, 32 per worker')[header.indexOf('samples/s')], refSum.toFixed(0));
+    assert.ok(md.includes(`PyTorch: 2 × 1 thread at once = `) && md.includes(`${(refSum / ref2).toFixed(2)}× its 2 threads`), md);
+  }
 });
 
 test('fused-kernels-ab: a build against itself has the same bits and a timing row per kernel; bad arguments exit 2', async () => {
