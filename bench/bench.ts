@@ -628,6 +628,8 @@ function buildChecks(records: RunRecord[], opts: Options, withReference: boolean
 interface CeilingFigures {
   /** 2 × workers=0 at once over workers=1: what workers=2 could reach with a step's fixed cost at zero. */
   pair_over_workers1?: number;
+  /** 2 × workers=0 at once over workers=0 alone: how well two independent streams run side by side. */
+  pair_over_workers0?: number;
   workers2_over_workers1?: number;
   /** 2 × reference 1 thread at once over the reference with 2 threads, and over 1 thread. */
   reference_pair_over_threads2?: number;
@@ -642,6 +644,7 @@ function ceilingReport(rows: RowRecord[], opts: Options): { lines: string[]; fig
   const pair = (kind: RunKind) => rows.find((r): r is PairRecord => 'runs' in r && r.kind === kind && r.batch_size === b);
   const single = (pred: (r: RunRecord) => boolean) => samplesPerS(findRun(records, (r) => r.batch_size === b && pred(r)));
   const fused = (r: RunRecord): boolean => r.kind === 'ours' && !r.tfjs_kernels && !r.deterministic;
+  const w0 = single((r) => fused(r) && r.workers === 0);
   const w1 = single((r) => fused(r) && r.workers === 1);
   const w2 = single((r) => fused(r) && r.workers === 2);
   const ref1 = single((r) => r.kind === 'reference' && r.threads === 1);
@@ -650,6 +653,7 @@ function ceilingReport(rows: RowRecord[], opts: Options): { lines: string[]; fig
   const reference = pair('reference');
   const figures: CeilingFigures = {
     pair_over_workers1: ratio(ours?.train_samples_per_s, w1),
+    pair_over_workers0: ratio(ours?.train_samples_per_s, w0),
     workers2_over_workers1: ratio(w2, w1),
     reference_pair_over_threads2: ratio(reference?.train_samples_per_s, ref2),
     reference_pair_over_threads1: ratio(reference?.train_samples_per_s, ref1),
@@ -661,7 +665,8 @@ function ceilingReport(rows: RowRecord[], opts: Options): { lines: string[]; fig
   if (ours) {
     const why = !ours.ok ? ' (a run failed)' : w1 === undefined ? (opts.workerCounts.includes(1) ? ' (workers=1 failed)' : ' (workers=1 not in --workers)') : '';
     lines.push(
-      `two-core ceiling: 2 × workers=0 at once = ${x(figures.pair_over_workers1)} workers=1${why}; ` +
+      `two-core ceiling: 2 × workers=0 at once = ${x(figures.pair_over_workers1)} workers=1${why}` +
+        `${figures.pair_over_workers0 !== undefined ? ` (${x(figures.pair_over_workers0)} one workers=0 alone)` : ''}; ` +
         `the target for workers=2 is ${target}×, workers=2 measured ${x(figures.workers2_over_workers1)}.`,
     );
   }
