@@ -24,6 +24,7 @@ test('bench:scale: bad flags are refused in one line naming the flag, exit statu
     [['--model', 'resnet'], /^bench:scale: --model resnet: unknown model \(net, lenet or strong\)$/],
     [['--max-workers', '1024'], /^bench:scale: --max-workers 1024 × --batch-per-worker 64 = 65536 samples per step: at most 30000/],
     [['--workers', '4'], /^bench:scale: Unknown option '--workers'/],
+    [['--grad-dtype', 'float8'], /^bench:scale: --grad-dtype float8: expected float32, float16 or bfloat16$/],
   ];
   for (const [args, pattern] of cases) {
     const r = await runCli(SCALE, args);

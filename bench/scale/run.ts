@@ -24,6 +24,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createModel, isModelName, paramLayout } from '../../src/models/index.js';
+import { type GradDtype, isGradDtype } from '../../src/protocol/grad-dtype.js';
 import { renderLineChart } from '../../src/report/chart.js';
 import { PALETTE } from '../../src/report/draw.js';
 import type { LineSeries } from '../../src/report/types.js';
@@ -59,6 +60,8 @@ const USAGE = `usage: node dist/bench/scale/run.js [options]   (or: npm run benc
   --size-model NAME      a second, larger model, measured up to --size-max-workers, so that the cost
                          model can tell per-worker from per-parameter costs (default strong; none: skip)
   --size-max-workers N   the largest worker count for --size-model (default 64)
+  --grad-dtype D         what weights and gradients travel as: float32, float16 or bfloat16 (default
+                         float32; the coordinator's --grad-dtype)
   --pixels               the simulated workers do not hold the training set: every assignment carries
                          its shard's pixels and labels (default: they hold it, as a worker with the
                          bundled MNIST does, and are sent sample indices)
@@ -78,6 +81,8 @@ interface Options {
   sizeMaxWorkers: number;
   /** --pixels: the simulated workers are sent pixels, not sample indices. */
   pixels: boolean;
+  /** --grad-dtype, passed to the coordinator. */
+  gradDtype: GradDtype;
   out: string;
 }
 
@@ -91,6 +96,12 @@ function positiveNumber(name: string, value: string): number {
   const n = Number(value);
   if (!/^\s*[\d.]+\s*$/.test(value) || !Number.isFinite(n) || n <= 0) throw new UsageError(`${name} ${value}: must be a positive number of milliseconds`);
   return n;
+}
+
+function gradDtypeOption(value: string | undefined): GradDtype {
+  if (value === undefined) return 'float32';
+  if (!isGradDtype(value)) throw new UsageError(`--grad-dtype ${value}: expected float32, float16 or bfloat16`);
+  return value;
 }
 
 function modelName(name: string, value: string): string {
@@ -116,6 +127,7 @@ export function parseOptions(argv: string[]): Options {
         'size-model': { type: 'string' },
         'size-max-workers': { type: 'string' },
         pixels: { type: 'boolean' },
+        'grad-dtype': { type: 'string' },
         out: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -139,6 +151,7 @@ export function parseOptions(argv: string[]): Options {
     sizeModel: v['size-model'] === 'none' ? undefined : v['size-model'] ? modelName('--size-model', v['size-model']) : 'strong',
     sizeMaxWorkers: v['size-max-workers'] ? positiveInt('--size-max-workers', v['size-max-workers']) : 64,
     pixels: v.pixels === true,
+    gradDtype: gradDtypeOption(v['grad-dtype']),
     out: resolve(v.out ?? join('runs', `bench-scale-${stamp(new Date())}`)),
   };
   // An epoch must hold at least two steps, so that steps away from its end (and its evaluation) exist.
@@ -295,6 +308,7 @@ async function runOne(opts: Options, plan: RunPlan, params: number): Promise<Omi
     '--model', plan.model, '--batch-size', String(plan.batch),
     '--train-limit', String(plan.trainLimit), '--test-limit', String(TEST_LIMIT), '--epochs', String(plan.epochs),
     '--engine', 'wasm', '--no-cuda', '--log-interval', '1000', '--connect-timeout', '120', '--out', runDir,
+    ...(opts.gradDtype !== 'float32' ? ['--grad-dtype', opts.gradDtype] : []),
   ];
   const command = `coordinator ${args.join(' ')}`;
   const log = createWriteStream(join(opts.out, `${name}.log`));
@@ -591,7 +605,7 @@ async function main(): Promise<number> {
   });
   const loopbackAt = (n: number): string => pct(predictEfficiency(loopback, { params, batchPerWorker: opts.batchPerWorker, computeMs: opts.computeMs, gbps: Infinity }, n));
   const md = [
-    `${opts.model} with N simulated workers, ${opts.computeMs} ms per shard of ${opts.batchPerWorker} samples (global batch ${opts.batchPerWorker} × N), ${opts.steps} measured steps per run; samples sent as ${opts.pixels ? 'pixels (--pixels)' : 'indices (the workers hold the training set)'}. ${header}`,
+    `${opts.model} with N simulated workers, ${opts.computeMs} ms per shard of ${opts.batchPerWorker} samples (global batch ${opts.batchPerWorker} × N), ${opts.steps} measured steps per run; samples sent as ${opts.pixels ? 'pixels (--pixels)' : 'indices (the workers hold the training set)'}; weights and gradients as ${opts.gradDtype}. ${header}`,
     '',
     measuredTable(rows),
     '',

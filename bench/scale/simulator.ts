@@ -24,6 +24,7 @@ import {
   encode,
 } from '../../src/protocol/messages.js';
 import { loadTrainSplit, trainDataIdentity } from '../../src/data/mnist.js';
+import { type GradDtype, bytesPerElement, encodeTensor } from '../../src/protocol/grad-dtype.js';
 import { modelDigests } from '../../src/models/index.js';
 import { buildId } from '../../src/util/build.js';
 
@@ -72,7 +73,9 @@ const LOSS_PER_SAMPLE = Math.LN10;
 export class SimulatedWorkers {
   private readonly workers: SimulatedWorker[] = [];
   private readonly steps = new Map<number, StepRecord>();
-  private gradient = new Float32Array(0);
+  /** The fixed gradient, as it travels (--grad-dtype: 16-bit patterns for float16 and bfloat16). */
+  private gradient: Float32Array | Uint16Array = new Float32Array(0);
+  private gradDtype: GradDtype = 'float32';
   private streamGradients = false;
   private heartbeat: NodeJS.Timeout | undefined;
   private closed = 0;
@@ -186,7 +189,7 @@ export class SimulatedWorkers {
       }
       switch (msg.type) {
         case 'welcome':
-          this.onWelcome(worker, msg.params, msg.heartbeatMs, msg.streamGradients === true);
+          this.onWelcome(worker, msg.params, msg.heartbeatMs, msg.streamGradients === true, msg.gradDtype ?? 'float32');
           break;
         case 'reject':
           this.fail(new Error(`the coordinator refused simulated worker ${worker.id}: ${msg.reason}`));
@@ -208,10 +211,14 @@ export class SimulatedWorkers {
     }
   }
 
-  private onWelcome(worker: SimulatedWorker, params: number, heartbeatMs: number, stream: boolean): void {
+  private onWelcome(worker: SimulatedWorker, params: number, heartbeatMs: number, stream: boolean, dtype: GradDtype): void {
     if (worker.welcomed) return;
     worker.welcomed = true;
-    if (this.gradient.length !== params) this.gradient = new Float32Array(params).fill(GRADIENT_VALUE);
+    if (this.gradient.length !== params || this.gradDtype !== dtype) {
+      // As a real worker does: the gradient in the run's dtype (--grad-dtype), which the welcome names.
+      this.gradient = encodeTensor(new Float32Array(params).fill(GRADIENT_VALUE), dtype);
+      this.gradDtype = dtype;
+    }
     this.streamGradients = stream;
     // One timer for all: the same heartbeat, encoded once per beat, goes to every welcomed worker.
     this.heartbeat ??= setInterval(() => {
@@ -231,8 +238,9 @@ export class SimulatedWorkers {
     }
     record.shards++;
     const params = this.gradient.length;
-    if (m.weights && m.weights.byteLength !== params * 4) {
-      this.fail(new Error(`simulated worker ${worker.id}: weights of ${m.weights.byteLength / 4} parameters, welcomed with ${params}`));
+    const bytesPer = bytesPerElement(m.weightsDtype ?? 'float32');
+    if (m.weights && m.weights.byteLength !== params * bytesPer) {
+      this.fail(new Error(`simulated worker ${worker.id}: weights of ${m.weights.byteLength / bytesPer} parameters, welcomed with ${params}`));
       return;
     }
     // Shards given to one worker are computed one after another, as a real worker does.
@@ -240,7 +248,8 @@ export class SimulatedWorkers {
     const finish = start + this.opts.computeMs;
     worker.busyUntil = finish;
     const count = assignedSamples(m);
-    const head = { type: 'result', step: m.step, shard: m.shard, weightsVersion: m.weightsVersion, lossSum: count * LOSS_PER_SAMPLE, count } as const;
+    const dtype = this.gradDtype === 'float32' ? {} : { gradDtype: this.gradDtype };
+    const head = { type: 'result', step: m.step, shard: m.shard, weightsVersion: m.weightsVersion, lossSum: count * LOSS_PER_SAMPLE, count, ...dtype } as const;
     const finishShard = (): void => {
       const now = performance.now();
       const computeMs = now - start;
