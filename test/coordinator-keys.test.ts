@@ -130,11 +130,12 @@ test('per-worker keys: a worker is admitted and named by its key; revoked, it is
   // The right coordinator key, and a pair of its own that this coordinator never admitted.
   cpSync(join(keys, 'coordinator.public'), join(other, 'workers', 'mallory', 'coordinator.public'));
 
-  const run = startCoordinator(['--epochs', '1', '--train-limit', '5120', '--test-limit', '100', '--engine', 'wasm', '--workers', '2', '--no-spawn', '--listen', 'tcp://127.0.0.1:*', '--keys', keys, '--out', join(dir, 'run')]);
+  const run = startCoordinator(['--epochs', '1', '--train-limit', '10240', '--test-limit', '100', '--engine', 'wasm', '--workers', '2', '--no-spawn', '--listen', 'tcp://127.0.0.1:*', '--keys', keys, '--out', join(dir, 'run')]);
   try {
     assert.ok(await waitFor(() => /waiting for 2 workers on tcp:\/\/127\.0\.0\.1:\d+/.test(run.out()), 30_000), run.err());
     const addr = /waiting for 2 workers on (tcp:\/\/127\.0\.0\.1:\d+)/.exec(run.out())![1];
-    const worker = (name: string, folder = join(keys, 'workers', name)) => runCli(WORKER, ['--connect', addr, '--keys', folder, '--engine', 'wasm', '--connect-timeout', '5']);
+    const worker = (name: string, folder = join(keys, 'workers', name), extra: string[] = []) =>
+      runCli(WORKER, ['--connect', addr, '--keys', folder, '--engine', 'wasm', '--connect-timeout', '5', ...extra]);
     const alice = worker('alice');
     const bob = worker('bob');
     assert.ok(await waitFor(() => /worker alice joined/.test(run.out()) && /worker bob joined/.test(run.out()), 30_000), run.out() + run.err());
@@ -147,7 +148,9 @@ test('per-worker keys: a worker is admitted and named by its key; revoked, it is
     assert.match(run.err(), /lost worker bob: its key bob was revoked/);
     // Dropped within one heartbeat interval (0.5 s); the margin is for a loaded machine.
     assert.ok(droppedMs < 10_000, `dropped after ${droppedMs} ms`);
-    const [again, mallory] = await Promise.all([worker('bob'), worker('mallory', join(other, 'workers', 'mallory'))]);
+    // Refused at the handshake, they never train: reading no training set, they try sooner.
+    const noData = ['--data', 'none'];
+    const [again, mallory] = await Promise.all([worker('bob', undefined, noData), worker('mallory', join(other, 'workers', 'mallory'), noData)]);
     assert.doesNotMatch(run.out(), /done: test accuracy/, 'the run was still training when they tried');
     assert.equal(again.code, 1);
     assert.match(again.stderr, /refused this worker's key/);
