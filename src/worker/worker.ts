@@ -78,7 +78,6 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
     : {};
   const socket = new Dealer({ routingId: workerId, linger: 0, maxMessageSize: MAX_MESSAGE_BYTES, ...curve });
   const out = new SendQueue((frames) => socket.send(frames));
-  logger.info({ workerId, backend: engine.name, device: engine.device }, `worker ${workerId} (${engine.name} on ${engine.device}) connecting to ${opts.connect}`);
 
   const send = (m: Parameters<typeof encode>[0]): Promise<void> => out.send([encode(m)]);
 
@@ -277,6 +276,8 @@ export async function runWorker(opts: WorkerOptions): Promise<number> {
   };
   process.once('SIGTERM', onSignal);
   process.once('SIGINT', onSignal);
+  // Said once SIGINT and SIGTERM are handled: whoever waits for this line may stop the worker with them.
+  logger.info({ workerId, backend: engine.name, device: engine.device }, `worker ${workerId} (${engine.name} on ${engine.device}) connecting to ${opts.connect}`);
 
   let work: Promise<void> = Promise.resolve();
   let workError: unknown;
