@@ -17,6 +17,18 @@ const RUN = ['--epochs', '1', '--train-limit', '1280', '--test-limit', '200', '-
  * A coordinator that spawns nothing and waits up to 60 s for a lost worker, and one worker started on
  * its own (as on another machine); their output gathered as it comes.
  */
+/**
+ * What each test starts from: the weights of an undisturbed run (`--workers 0`, the same flags), a free
+ * address for the coordinator and the folder its run goes to.
+ */
+async function prepareRun(): Promise<{ undisturbed: string; listen: string; out: string }> {
+  const dir = tempDir();
+  const reference = await runCli(COORDINATOR, [...RUN, '--workers', '0', '--out', join(dir, 'reference')]);
+  assert.equal(reference.code, 0, reference.stderr);
+  const undisturbed = readJson(join(dir, 'reference', 'summary.json')).weights_sha256 as string;
+  return { undisturbed, listen: `tcp://127.0.0.1:${await freePort()}`, out: join(dir, 'run') };
+}
+
 function startWaitingRun(listen: string, out: string): { worker: ChildProcess; exited: Promise<number | null>; log: { stdout: string; stderr: string; worker: string } } {
   const log = { stdout: '', stderr: '', worker: '' };
   const coordinator = spawn(process.execPath, [COORDINATOR, ...RUN, '--workers', '1', '--no-spawn', '--listen', listen, '--empty-pool-timeout', '60', '--out', out], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -30,12 +42,7 @@ function startWaitingRun(listen: string, out: string): { worker: ChildProcess; e
 }
 
 test('a coordinator killed and resumed on the same address gathers its live worker again: the undisturbed weights', async () => {
-  const dir = tempDir();
-  const reference = await runCli(COORDINATOR, [...RUN, '--workers', '0', '--out', join(dir, 'reference')]);
-  assert.equal(reference.code, 0, reference.stderr);
-
-  const listen = `tcp://127.0.0.1:${await freePort()}`;
-  const out = join(dir, 'run');
+  const { undisturbed, listen, out } = await prepareRun();
   const first = spawn(process.execPath, [COORDINATOR, ...RUN, '--workers', '1', '--no-spawn', '--listen', listen, '--out', out], { stdio: ['ignore', 'pipe', 'pipe'] });
   let firstOut = '';
   first.stdout.on('data', (d: Buffer) => (firstOut += d));
@@ -58,16 +65,11 @@ test('a coordinator killed and resumed on the same address gathers its live work
   assert.match(workerLog, /rejoined the coordinator/);
   assert.ok(await waitFor(() => workerExit !== undefined, 15_000), 'the worker leaves when the run is done');
   assert.equal(workerExit, 0, workerLog);
-  assert.equal(readJson(join(out, 'summary.json')).weights_sha256, readJson(join(dir, 'reference', 'summary.json')).weights_sha256);
+  assert.equal(readJson(join(out, 'summary.json')).weights_sha256, undisturbed);
 });
 
 test('a worker dropped for silence comes back on its own and is admitted; --empty-pool-timeout keeps the run waiting for it', async () => {
-  const dir = tempDir();
-  const reference = await runCli(COORDINATOR, [...RUN, '--workers', '0', '--out', join(dir, 'reference')]);
-  assert.equal(reference.code, 0, reference.stderr);
-
-  const listen = `tcp://127.0.0.1:${await freePort()}`;
-  const out = join(dir, 'run');
+  const { undisturbed, listen, out } = await prepareRun();
   const { worker, exited, log } = startWaitingRun(listen, out);
   assert.ok(await waitFor(() => /Train Epoch: 1 \[64\//.test(log.stdout), 30_000), log.stdout + log.worker);
   // A partition, as the coordinator sees it: the only worker falls silent past --worker-timeout.
@@ -81,18 +83,13 @@ test('a worker dropped for silence comes back on its own and is admitted; --empt
   assert.match(log.stderr, /no worker left; waiting up to 60 s/);
   assert.match(log.worker, /rejoined the coordinator/);
   const summary = readJson(join(out, 'summary.json'));
-  assert.equal(summary.weights_sha256, readJson(join(dir, 'reference', 'summary.json')).weights_sha256);
+  assert.equal(summary.weights_sha256, undisturbed);
   assert.ok(await waitFor(() => worker.exitCode !== null, 15_000));
   assert.equal(worker.exitCode, 0, log.worker);
 });
 
 test('SIGTERM with no worker left checkpoints and exits 143 at once; --resume ends with the undisturbed weights', async () => {
-  const dir = tempDir();
-  const reference = await runCli(COORDINATOR, [...RUN, '--workers', '0', '--out', join(dir, 'reference')]);
-  assert.equal(reference.code, 0, reference.stderr);
-
-  const listen = `tcp://127.0.0.1:${await freePort()}`;
-  const out = join(dir, 'run');
+  const { undisturbed, listen, out } = await prepareRun();
   const coordinator = spawn(process.execPath, [COORDINATOR, ...RUN, '--workers', '1', '--no-spawn', '--listen', listen, '--out', out], { stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
@@ -111,7 +108,7 @@ test('SIGTERM with no worker left checkpoints and exits 143 at once; --resume en
 
   const resumed = await runCli(COORDINATOR, ['--resume', '--workers', '1', '--out', out], { timeoutMs: 120_000 });
   assert.equal(resumed.code, 0, resumed.stderr);
-  assert.equal(readJson(join(out, 'summary.json')).weights_sha256, readJson(join(dir, 'reference', 'summary.json')).weights_sha256);
+  assert.equal(readJson(join(out, 'summary.json')).weights_sha256, undisturbed);
 });
 
 test('a member that says hello again is taken in afresh: a new welcome, and its shard again with the weights', async () => {
@@ -166,12 +163,7 @@ test('a member that says hello again is taken in afresh: a new welcome, and its 
 });
 
 test('a worker frozen past --worker-timeout and resumed is asked to say hello again: admitted within seconds, not after its 10 s silence timeout', async () => {
-  const dir = tempDir();
-  const reference = await runCli(COORDINATOR, [...RUN, '--workers', '0', '--out', join(dir, 'reference')]);
-  assert.equal(reference.code, 0, reference.stderr);
-
-  const listen = `tcp://127.0.0.1:${await freePort()}`;
-  const out = join(dir, 'run');
+  const { undisturbed, listen, out } = await prepareRun();
   const { worker, exited, log } = startWaitingRun(listen, out);
   assert.ok(await waitFor(() => /Train Epoch: 1 \[64\//.test(log.stdout), 30_000), log.stdout + log.worker);
   worker.kill('SIGSTOP');
@@ -188,7 +180,7 @@ test('a worker frozen past --worker-timeout and resumed is asked to say hello ag
   assert.match(log.stdout, /asked .*, not in the pool, to say hello again/);
   assert.doesNotMatch(log.stderr, /invalid result/, 'what it computed before rejoining is not taken for a part of what it computes after');
   assert.match(log.worker, /the coordinator does not know this worker/);
-  assert.equal(readJson(join(out, 'summary.json')).weights_sha256, readJson(join(dir, 'reference', 'summary.json')).weights_sha256);
+  assert.equal(readJson(join(out, 'summary.json')).weights_sha256, undisturbed);
   assert.ok(await waitFor(() => worker.exitCode !== null, 15_000));
   assert.equal(worker.exitCode, 0, log.worker);
 });
