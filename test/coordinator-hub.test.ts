@@ -3,7 +3,6 @@
  * which it judges a sender's messages.
  */
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { test } from 'node:test';
 import { Dealer } from 'zeromq';
 import { WorkerPool } from '../src/coordinator/pool.js';
@@ -13,22 +12,13 @@ import { Terminal } from '../src/util/terminal.js';
 import { spawn } from 'node:child_process';
 import { createModel, modelDigest, paramLayout } from '../src/models/index.js';
 import { buildId } from '../src/util/build.js';
-import { waitFor, workerIdentity } from './helpers.js';
+import { freePort, waitFor, workerIdentity } from './helpers.js';
 
 /** What a worker of this build says of itself in its hello (a coordinator refuses a hello without it). */
 const identity = await workerIdentity();
 
 const P = 10;
 
-/** A loopback port nothing listens on now. */
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 test("a non-finite result's verdict comes before the sender's next message is read", async () => {
   const lines: string[] = [];

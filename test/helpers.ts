@@ -1,7 +1,6 @@
 /** Shared by the tests: run the real CLIs as processes, temporary folders, process checks. */
 import { type ChildProcess, type SpawnOptions, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -143,15 +142,7 @@ export async function startWebGpuOrSkip(t: { skip(message?: string): void }): Pr
 }
 
 /** A TCP port on 127.0.0.1 that was free a moment ago (for --listen in tests). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => resolve(port));
-    });
-  });
-}
+export { freeLoopbackPort as freePort } from '../bench/free-port.js';
 
 /** max |a − b| over the largest |b|: the error relative to the reference's own scale. */
 export function relativeError(a: Float32Array, b: Float32Array): number {

@@ -15,10 +15,9 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
-import { COORDINATOR, WORKER, readJson, runCli, tempDir, waitFor } from './helpers.js';
+import { COORDINATOR, WORKER, freePort, readJson, runCli, tempDir, waitFor } from './helpers.js';
 import { K8S, type KObject, REPO, findObject, needsKustomize, render } from './k8s-helpers.js';
 
 /** The rehearsal runs the rendered Jobs: without kubectl's kustomize it skips (and fails under CI). */
@@ -34,16 +33,6 @@ after(() => {
   for (const child of started) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
 });
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
-}
 
 /** PIDs of live processes whose command line mentions `marker`. */
 function pidsMentioning(marker: string): number[] {

@@ -26,7 +26,8 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { SeededRng } from '../../src/util/rng.js';
-import { TcpRelay, freeLoopbackPort } from './relay.js';
+import { freeLoopbackPort } from '../free-port.js';
+import { TcpRelay } from './relay.js';
 
 const COORDINATOR = fileURLToPath(new URL('../../src/cli/coordinator.js', import.meta.url));
 const WORKER = fileURLToPath(new URL('../../src/cli/worker.js', import.meta.url));

@@ -18,7 +18,6 @@
  */
 import { spawn, execFileSync } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -29,6 +28,7 @@ import { renderLineChart } from '../../src/report/chart.js';
 import { PALETTE } from '../../src/report/draw.js';
 import type { LineSeries } from '../../src/report/types.js';
 import { type LinearCost, type Scenario, type StepModel, computeMsForEfficiency, fitLinearCost, predictEfficiency, scalingLimit, wireBytesPerStep } from './cost-model.js';
+import { freeLoopbackPort } from '../free-port.js';
 import { SimulatedWorkers } from './simulator.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -173,17 +173,6 @@ function workerCounts(max: number): number[] {
   return counts;
 }
 
-/** A TCP port on 127.0.0.1 that was free a moment ago. */
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const server = createServer();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => resolvePort(port));
-    });
-  });
-}
 
 const CLOCK_TICKS_PER_S = ((): number => {
   try {
@@ -299,7 +288,7 @@ function planRun(opts: Options, model: string, workers: number): RunPlan {
 }
 
 async function runOne(opts: Options, plan: RunPlan, params: number): Promise<Omit<ScaleRow, 'efficiency'>> {
-  const port = await freePort();
+  const port = await freeLoopbackPort();
   const endpoint = `tcp://127.0.0.1:${port}`;
   const name = `${plan.model}-w${plan.workers}`;
   const runDir = join(opts.out, 'runs', name);
