@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { Dealer } from 'zeromq';
 import { PROTOCOL_VERSION, encode } from '../src/protocol/messages.js';
-import { COORDINATOR, WORKER, readJson, runCli, tempDir, freePort, workerIdentity } from './helpers.js';
+import { COORDINATOR, referenceRun, WORKER, readJson, runCli, tempDir, freePort, workerIdentity } from './helpers.js';
 
 /** What a worker of this build says of itself in its hello (a coordinator refuses a hello without it). */
 const identity = await workerIdentity();
@@ -17,8 +17,7 @@ const RUN = ['--epochs', '1', '--train-limit', '640', '--test-limit', '100', '--
 
 test('a worker that heartbeats but never answers: backups take its shards, it leaves after three, the run ends undisturbed', async () => {
   const dir = tempDir();
-  const reference = await runCli(COORDINATOR, [...RUN, '--workers', '0', '--out', join(dir, 'reference')]);
-  assert.equal(reference.code, 0, reference.stderr);
+  const reference = await referenceRun(RUN, dir);
 
   const listen = `tcp://127.0.0.1:${await freePort()}`;
   const out = join(dir, 'run');
@@ -39,7 +38,7 @@ test('a worker that heartbeats but never answers: backups take its shards, it le
     assert.equal(r.code, 0, r.stdout + r.stderr);
     assert.match(r.stderr, /lost worker zombie: 3 of its shards in a row came back first from backups/);
     const s = readJson<{ weights_sha256: string; worker_failures: number; distributed: { backup_shards: number } }>(join(out, 'summary.json'));
-    assert.equal(s.weights_sha256, readJson(join(dir, 'reference', 'summary.json')).weights_sha256);
+    assert.equal(s.weights_sha256, reference.weights_sha256);
     assert.ok(s.distributed.backup_shards >= 3, `${s.distributed.backup_shards} backups`);
     assert.equal(s.worker_failures, 1);
     assert.equal((await honest).code, 0);

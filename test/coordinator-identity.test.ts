@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { PROTOCOL_VERSION } from '../src/protocol/messages.js';
-import { COORDINATOR, freePort, readJson, runCli, startCoordinator, startWorker, tempDir, waitFor, workerPids } from './helpers.js';
+import { referenceRun, freePort, readJson, startCoordinator, startWorker, tempDir, waitFor, workerPids } from './helpers.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 const RUN = ['--epochs', '1', '--train-limit', '640', '--test-limit', '100', '--log-interval', '1'];
@@ -46,8 +46,7 @@ async function withSecondWorker(extra: string[], env: NodeJS.ProcessEnv, untilJo
 
 test('deterministic: a worker of another engine is refused (one line, exit 78) and the run keeps its bits', async () => {
   const dir = tempDir();
-  const reference = await runCli(COORDINATOR, [...RUN, ...WASM, '--deterministic', '--workers', '0', '--out', join(dir, 'reference')]);
-  assert.equal(reference.code, 0, reference.stderr);
+  const reference = await referenceRun([...RUN, ...WASM, '--deterministic'], dir);
 
   const { out, log, first, second } = await withSecondWorker(['--deterministic'], LIBRARY_KERNELS, () => false);
   assert.equal(await second.exit, REFUSED, second.log());
@@ -58,7 +57,7 @@ test('deterministic: a worker of another engine is refused (one line, exit 78) a
   assert.match(log, /refused: engine wasm \(library kernels\) differs/);
   const summary = readJson(join(out, 'summary.json'));
   assert.equal((summary.devices as { workers: unknown[] }).workers.length, 1, 'the refused worker took no part');
-  assert.equal(summary.weights_sha256, readJson(join(dir, 'reference', 'summary.json')).weights_sha256);
+  assert.equal(summary.weights_sha256, reference.weights_sha256);
   assert.equal(await first.exit, 0);
 });
 

@@ -13,7 +13,7 @@ import { initEngine } from '../src/engine/backend.js';
 import { createModel, isModelName, paramLayout } from '../src/models/index.js';
 import { PROTOCOL_VERSION, assignedSamples, copyTensor, decodeCoordinatorMessage, encode } from '../src/protocol/messages.js';
 import { createGradientComputer } from '../src/training/gradients.js';
-import { COORDINATOR, readJson, runCli, startCoordinator, tempDir, waitFor, workerPids, workerIdentity } from './helpers.js';
+import { referenceRun, readJson, startCoordinator, tempDir, waitFor, workerPids, workerIdentity } from './helpers.js';
 
 /** What a worker of this build says of itself in its hello: on the engine the runs below compute with. */
 const identity = await workerIdentity({ noCuda: true, engine: 'wasm' });
@@ -27,8 +27,7 @@ after(async () => {
 
 test('a worker that sends every result twice, the second one garbage, stays in the pool; the first result wins', async (t) => {
   const dir = tempDir();
-  const reference = await runCli(COORDINATOR, [...RUN, '--workers', '0', '--out', join(dir, 'reference')]);
-  assert.equal(reference.code, 0, reference.stderr);
+  const reference = await referenceRun(RUN, dir);
 
   const run = startCoordinator([...RUN, '--workers', '1', '--no-spawn', '--listen', 'tcp://127.0.0.1:*', '--worker-timeout', '5', '--out', join(dir, 'doubled')]);
   t.after(() => run.child.kill('SIGKILL'));
@@ -75,8 +74,7 @@ test('a worker that sends every result twice, the second one garbage, stays in t
   assert.equal(code, 0, run.err());
   assert.doesNotMatch(run.err(), /lost worker doubler/);
   const summary = readJson(join(dir, 'doubled', 'summary.json'));
-  const ref = readJson(join(dir, 'reference', 'summary.json'));
-  assert.equal(summary.weights_sha256, ref.weights_sha256, 'no duplicate was applied');
+  assert.equal(summary.weights_sha256, reference.weights_sha256, 'no duplicate was applied');
   assert.equal(summary.worker_failures, 0);
   // 4 steps of 4 shards: each shard's copy but the step's last arrives while its step is in flight.
   assert.equal(duplicates, 16);
@@ -94,8 +92,7 @@ function connectAddress(pid: number): string {
 test("a hello with a spawned child's pid is not taken as the child: evicting it leaves the child alone", async (t) => {
   const dir = tempDir();
   const args = [...RUN, '--train-limit', '1024', '--worker-timeout', '5'];
-  const reference = await runCli(COORDINATOR, [...args, '--workers', '0', '--out', join(dir, 'reference')]);
-  assert.equal(reference.code, 0, reference.stderr);
+  const reference = await referenceRun(args, dir);
 
   const run = startCoordinator([...args, '--workers', '1', '--out', join(dir, 'impostor')]);
   const impostor = new Dealer({ routingId: 'impostor', linger: 0 });
@@ -133,5 +130,5 @@ test("a hello with a spawned child's pid is not taken as the child: evicting it 
   assert.doesNotMatch(run.err(), /starting a replacement worker|killed by SIGKILL/);
   const summary = readJson(join(dir, 'impostor', 'summary.json'));
   assert.equal(summary.worker_failures, 1, 'the impostor, and only it, was lost');
-  assert.equal(summary.weights_sha256, readJson(join(dir, 'reference', 'summary.json')).weights_sha256);
+  assert.equal(summary.weights_sha256, reference.weights_sha256);
 });

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { COORDINATOR, WORKER, readJson, runCli, tempDir, waitFor, freePort, workerIdentity } from './helpers.js';
+import { COORDINATOR, referenceRun, WORKER, readJson, runCli, tempDir, waitFor, freePort, workerIdentity } from './helpers.js';
 
 /** What a worker of this build says of itself in its hello (a coordinator refuses a hello without it). */
 const identity = await workerIdentity();
@@ -23,9 +23,7 @@ const RUN = ['--epochs', '1', '--train-limit', '1280', '--test-limit', '200', '-
  */
 async function prepareRun(): Promise<{ undisturbed: string; listen: string; out: string }> {
   const dir = tempDir();
-  const reference = await runCli(COORDINATOR, [...RUN, '--workers', '0', '--out', join(dir, 'reference')]);
-  assert.equal(reference.code, 0, reference.stderr);
-  const undisturbed = readJson(join(dir, 'reference', 'summary.json')).weights_sha256 as string;
+  const undisturbed = (await referenceRun(RUN, dir)).weights_sha256 as string;
   return { undisturbed, listen: `tcp://127.0.0.1:${await freePort()}`, out: join(dir, 'run') };
 }
 

@@ -1,4 +1,5 @@
 /** Shared by the tests: run the real CLIs as processes, temporary folders, process checks. */
+import assert from 'node:assert/strict';
 import { type ChildProcess, type SpawnOptions, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -171,4 +172,14 @@ export function workerIdentity(engine: { noCuda: boolean; engine?: 'auto' | 'was
     return { build: buildId(), engine: engineIdentity(await initEngine(engine)), models: modelDigests() };
   })();
   return identity;
+}
+
+/**
+ * An undisturbed single-process run (`--workers 0`) with `flags`, into DIR/reference: its summary.json,
+ * what a run under test with the same flags must end with (the weights, the steps).
+ */
+export async function referenceRun(flags: string[], dir: string): Promise<Record<string, unknown>> {
+  const r = await runCli(COORDINATOR, [...flags, '--workers', '0', '--out', join(dir, 'reference')]);
+  assert.equal(r.code, 0, r.stderr);
+  return readJson(join(dir, 'reference', 'summary.json'));
 }
