@@ -21,7 +21,7 @@
  * one; the reference runs at batch B, what one process takes.
  *
  *   node dist/bench/bench.js [--quick] [--epochs N] [--train-limit N] [--batch-size B | --batch-sizes 64,256 | --batch-size-per-worker B]
- *                            [--workers 0,1,2] [--cpus 0,1] [--ceiling | --skip-ceiling] [--deterministic-too] [--skip-reference] [--out DIR]
+ *                            [--workers 0,1,2] [--cpus 0,1] [--ceiling | --skip-ceiling] [--deterministic-too] [--skip-in-process] [--skip-reference] [--out DIR]
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -67,6 +67,8 @@ const USAGE = `usage: node dist/bench/bench.js [options]   (or: npm run bench --
                         the default when --workers includes 2 and --cpus, if given, has 2 CPUs or more
   --skip-ceiling        do not run the ceiling rows
   --deterministic-too   also run --workers 2 --deterministic
+  --skip-in-process     do not run --workers 2 --in-process-worker (run by default when --workers
+                        includes 2: one of the two workers computes in the coordinator's process)
   --skip-reference      do not run the PyTorch reference (no ratio columns)
   --tfjs-kernels-too    also run --workers 1 and 2 with the training step on tfjs's wasm
                         kernels (MNIST_KERNELS=tfjs): the engine before the fused kernels
@@ -80,6 +82,8 @@ interface Options {
   /** --batch-size-per-worker: our runs scale weakly, at batchSizes[0] per worker. */
   weak: boolean;
   deterministicToo: boolean;
+  /** Also run --workers 2 --in-process-worker. */
+  inProcess: boolean;
   skipReference: boolean;
   tfjsKernelsToo: boolean;
   workerCounts: number[];
@@ -124,6 +128,7 @@ function parseOptions(argv: string[]): Options | undefined {
       'batch-sizes': { type: 'string' },
       'batch-size-per-worker': { type: 'string' },
       'deterministic-too': { type: 'boolean', default: false },
+      'skip-in-process': { type: 'boolean', default: false },
       'skip-reference': { type: 'boolean', default: false },
       'tfjs-kernels-too': { type: 'boolean', default: false },
       ceiling: { type: 'boolean', default: false },
@@ -165,6 +170,7 @@ function parseOptions(argv: string[]): Options | undefined {
     batchSizes: [...new Set(batchSizes)],
     weak,
     deterministicToo: values['deterministic-too'],
+    inProcess: !values['skip-in-process'] && workerCounts.includes(2),
     skipReference: values['skip-reference'],
     tfjsKernelsToo: values['tfjs-kernels-too'],
     workerCounts: [...new Set(workerCounts)],
@@ -218,6 +224,8 @@ interface RunSpec {
   threads?: number;
   workers?: number;
   deterministic?: boolean;
+  /** --in-process-worker: one of the workers computes in the coordinator's process. */
+  inProcess?: boolean;
   /** Extra environment (the tfjs-kernel rows set MNIST_KERNELS=tfjs). */
   env?: Record<string, string>;
   command: string[];
@@ -242,6 +250,8 @@ interface RunRecord {
   threads?: number;
   workers?: number;
   deterministic?: boolean;
+  /** Ran with --in-process-worker. */
+  in_process_worker?: boolean;
   /** Ran on tfjs's kernels (MNIST_KERNELS=tfjs), not the fused ones. */
   tfjs_kernels?: boolean;
   command: string;
@@ -298,7 +308,8 @@ function planRuns(opts: Options, withReference: boolean): RowSpec[] {
         });
       }
     }
-    const ours: Array<{ workers: number; deterministic: boolean; tfjsKernels?: boolean }> = opts.workerCounts.map((workers) => ({ workers, deterministic: false }));
+    const ours: Array<{ workers: number; deterministic: boolean; tfjsKernels?: boolean; inProcess?: boolean }> = opts.workerCounts.map((workers) => ({ workers, deterministic: false }));
+    if (opts.inProcess) ours.push({ workers: 2, deterministic: false, inProcess: true });
     if (opts.deterministicToo) ours.push({ workers: 2, deterministic: true });
     // "Before": the same runs with the training step on tfjs's wasm kernels instead of the fused ones.
     if (opts.tfjsKernelsToo) ours.push({ workers: 1, deterministic: false, tfjsKernels: true }, { workers: 2, deterministic: false, tfjsKernels: true });
@@ -316,17 +327,18 @@ function planRuns(opts: Options, withReference: boolean): RowSpec[] {
       '100000',
       ...extra,
     ];
-    for (const { workers, deterministic, tfjsKernels } of ours) {
-      const id = `w${workers}${deterministic ? '-det' : ''}${tfjsKernels ? '-tfjs' : ''}${suffix}`;
+    for (const { workers, deterministic, tfjsKernels, inProcess } of ours) {
+      const id = `w${workers}${inProcess ? '-inproc' : ''}${deterministic ? '-det' : ''}${tfjsKernels ? '-tfjs' : ''}${suffix}`;
       specs.push({
-        label: `workers=${workers}${workers === 0 ? ' (single process)' : ''}${deterministic ? ' --deterministic' : ''}${tfjsKernels ? ', tfjs kernels' : ''}${showBatch ? batch : ''}`,
+        label: `workers=${workers}${workers === 0 ? ' (single process)' : ''}${inProcess ? ' --in-process-worker' : ''}${deterministic ? ' --deterministic' : ''}${tfjsKernels ? ', tfjs kernels' : ''}${showBatch ? batch : ''}`,
         id,
         kind: 'ours',
         batchSize: b,
         workers,
         deterministic,
+        ...(inProcess ? { inProcess } : {}),
         ...(tfjsKernels ? { env: { MNIST_KERNELS: 'tfjs' } } : {}),
-        command: coordinatorCommand(workers, id, deterministic ? ['--deterministic'] : []),
+        command: coordinatorCommand(workers, id, [...(deterministic ? ['--deterministic'] : []), ...(inProcess ? ['--in-process-worker'] : [])]),
       });
     }
     if (opts.ceiling) {
@@ -406,6 +418,7 @@ async function execute(spec: RunSpec, out: string): Promise<RunRecord> {
     batch_size: spec.batchSize,
     ...(spec.threads !== undefined ? { threads: spec.threads } : {}),
     ...(spec.workers !== undefined ? { workers: spec.workers, deterministic: spec.deterministic ?? false } : {}),
+    ...(spec.inProcess ? { in_process_worker: true } : {}),
     ...(spec.env?.MNIST_KERNELS === 'tfjs' ? { tfjs_kernels: true } : {}),
     command: quote(spec.command),
     log: logFile,
@@ -549,9 +562,10 @@ function buildChecks(records: RunRecord[], opts: Options, withReference: boolean
   const at = (pred: (r: RunRecord) => boolean) => findRun(records, (r) => r.batch_size === b && pred(r));
   const ref2 = samplesPerS(at((r) => r.kind === 'reference' && r.threads === 2));
   const ref1 = samplesPerS(at((r) => r.kind === 'reference' && r.threads === 1));
-  const fused = (r: RunRecord): boolean => r.kind === 'ours' && !r.tfjs_kernels;
+  const fused = (r: RunRecord): boolean => r.kind === 'ours' && !r.tfjs_kernels && !r.in_process_worker;
   const w1 = samplesPerS(at((r) => fused(r) && r.workers === 1 && !r.deterministic));
   const w2 = samplesPerS(at((r) => fused(r) && r.workers === 2 && !r.deterministic));
+  const w2inProcess = samplesPerS(at((r) => r.kind === 'ours' && r.in_process_worker === true && r.workers === 2 && !r.deterministic));
   const w2det = samplesPerS(at((r) => fused(r) && r.workers === 2 && r.deterministic === true));
   const ours = records.filter((r) => r.kind === 'ours' && r.ok && r.result) as Array<RunRecord & { result: Summary }>;
   const checks: Check[] = [];
@@ -580,6 +594,17 @@ function buildChecks(records: RunRecord[], opts: Options, withReference: boolean
   const scalingTarget = opts.weak ? TARGET.weakScaling2over1 : TARGET.scaling2over1;
   const scalingNote = opts.weak ? ` (weak scaling, ${b} per worker)` : batchNote;
   check(`workers=2 / workers=1 ≥ ${scalingTarget}×${scalingNote}`, ratio(w2, w1), (v) => v >= scalingTarget, x, opts.workerCounts.includes(1) ? notPlanned(2) : notPlanned(1));
+  if (opts.inProcess) {
+    check(
+      `workers=2 --in-process-worker ≥ ${TARGET.vsReference2.toFixed(1)}× reference (2 threads)${batchNote}`,
+      ratio(w2inProcess, ref2),
+      (v) => v >= TARGET.vsReference2,
+      x,
+      noRef,
+      (v) => `aim ${TARGET.vsReference2Aim}×: ${v >= TARGET.vsReference2Aim ? 'met' : 'not met'}`,
+    );
+    check(`workers=2 --in-process-worker / workers=1 ≥ ${scalingTarget}×${scalingNote}`, ratio(w2inProcess, w1), (v) => v >= scalingTarget, x, opts.workerCounts.includes(1) ? 'a run failed' : notPlanned(1));
+  }
   check(`workers=1 ≥ ${TARGET.vsReference1}× reference (1 thread)${batchNote}`, ratio(w1, ref1), (v) => v >= TARGET.vsReference1, x, noRef);
 
   const fullData = opts.trainLimit === undefined || opts.trainLimit >= MNIST_TRAIN_SIZE;
@@ -631,6 +656,8 @@ interface CeilingFigures {
   /** 2 × workers=0 at once over workers=0 alone: how well two independent streams run side by side. */
   pair_over_workers0?: number;
   workers2_over_workers1?: number;
+  /** workers=2 --in-process-worker over workers=1. */
+  workers2_in_process_over_workers1?: number;
   /** 2 × reference 1 thread at once over the reference with 2 threads, and over 1 thread. */
   reference_pair_over_threads2?: number;
   reference_pair_over_threads1?: number;
@@ -643,10 +670,11 @@ function ceilingReport(rows: RowRecord[], opts: Options): { lines: string[]; fig
   const records = singleRuns(rows);
   const pair = (kind: RunKind) => rows.find((r): r is PairRecord => 'runs' in r && r.kind === kind && r.batch_size === b);
   const single = (pred: (r: RunRecord) => boolean) => samplesPerS(findRun(records, (r) => r.batch_size === b && pred(r)));
-  const fused = (r: RunRecord): boolean => r.kind === 'ours' && !r.tfjs_kernels && !r.deterministic;
+  const fused = (r: RunRecord): boolean => r.kind === 'ours' && !r.tfjs_kernels && !r.deterministic && !r.in_process_worker;
   const w0 = single((r) => fused(r) && r.workers === 0);
   const w1 = single((r) => fused(r) && r.workers === 1);
   const w2 = single((r) => fused(r) && r.workers === 2);
+  const w2inProcess = single((r) => r.kind === 'ours' && !r.deterministic && r.in_process_worker === true && r.workers === 2);
   const ref1 = single((r) => r.kind === 'reference' && r.threads === 1);
   const ref2 = single((r) => r.kind === 'reference' && r.threads === 2);
   const ours = pair('ours');
@@ -655,6 +683,7 @@ function ceilingReport(rows: RowRecord[], opts: Options): { lines: string[]; fig
     pair_over_workers1: ratio(ours?.train_samples_per_s, w1),
     pair_over_workers0: ratio(ours?.train_samples_per_s, w0),
     workers2_over_workers1: ratio(w2, w1),
+    workers2_in_process_over_workers1: ratio(w2inProcess, w1),
     reference_pair_over_threads2: ratio(reference?.train_samples_per_s, ref2),
     reference_pair_over_threads1: ratio(reference?.train_samples_per_s, ref1),
     reference_threads2_over_threads1: ratio(ref2, ref1),
@@ -667,7 +696,8 @@ function ceilingReport(rows: RowRecord[], opts: Options): { lines: string[]; fig
     lines.push(
       `two-core ceiling: 2 × workers=0 at once = ${x(figures.pair_over_workers1)} workers=1${why}` +
         `${figures.pair_over_workers0 !== undefined ? ` (${x(figures.pair_over_workers0)} one workers=0 alone)` : ''}; ` +
-        `the target for workers=2 is ${target}×, workers=2 measured ${x(figures.workers2_over_workers1)}.`,
+        `the target for workers=2 is ${target}×, workers=2 measured ${x(figures.workers2_over_workers1)}` +
+        `${figures.workers2_in_process_over_workers1 !== undefined ? `, with --in-process-worker ${x(figures.workers2_in_process_over_workers1)}` : ''}.`,
     );
   }
   if (reference) {

@@ -31,6 +31,7 @@ interface DistributedFlags {
   insecure: boolean;
   metrics?: string;
   verifyFraction: number;
+  inProcessWorker: boolean;
 }
 
 /** --verify-fraction: a probability, 0 to 1. */
@@ -83,6 +84,7 @@ export function buildProgram(): Command {
     .option('--keys <dir>', 'authenticate and encrypt the worker link with the keys in DIR (see keygen)')
     .option('--insecure', 'allow --listen and --metrics beyond loopback without --keys', false)
     .option('--metrics <addr>', 'serve Prometheus metrics at http://ADDR/metrics while training, e.g. 127.0.0.1:9400 (beyond loopback: with --keys or --insecure)')
+    .option('--in-process-worker', 'one of the --workers N computes in the coordinator\'s own process, which starts N − 1 worker processes (or waits for N − 1): no process only waits, and that shard costs no message (machines with few cores)', false)
     .addOption(
       new Option('--verify-fraction <p>', 'recompute a random fraction P of the workers\' results here and put out any worker whose result does not match (0 = none)')
         .argParser(fraction)
@@ -104,11 +106,15 @@ export function buildProgram(): Command {
         keysDir: flags.keys,
         insecure: flags.insecure,
         verifyFraction: flags.verifyFraction,
+        inProcessWorker: flags.inProcessWorker,
       };
       const given = new Set(givenFlags(cmd));
-      const { checkListen, checkMetrics, checkMinWorkers, prepareOutDir } = await import('../coordinator/preflight.js');
+      const { checkInProcessWorker, checkListen, checkMetrics, checkMinWorkers, prepareOutDir } = await import('../coordinator/preflight.js');
       // A resumed run may take its worker count from its checkpoint: train checks that once read.
-      if (!flags.resume || given.has('workers')) checkMinWorkers(distributed.minWorkers, config.workers);
+      if (!flags.resume || given.has('workers')) {
+        checkMinWorkers(distributed.minWorkers, config.workers);
+        checkInProcessWorker(distributed.inProcessWorker, config.workers);
+      }
       checkListen(config.workers, distributed);
       checkMetrics(flags.metrics, distributed);
       prepareOutDir(config.outDir, flags.resume);

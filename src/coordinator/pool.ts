@@ -24,6 +24,7 @@
  * puts its sender out of the run for good; the recomputation takes its place, and the sender's
  * other results of the step are computed again by others.
  */
+import { availableParallelism } from 'node:os';
 import { setFlagsFromString } from 'node:v8';
 import { Router } from 'zeromq';
 import type { EngineChoice } from '../engine/backend.js';
@@ -53,6 +54,7 @@ import { messageLimitProblem } from './limits.js';
 import { type Member, Membership, type RunIdentity, memberName } from './membership.js';
 import { Reducer } from './reducer.js';
 import { WeightsFrames } from './weights-frames.js';
+import type { InProcessWorker } from './in-process-worker.js';
 import { type Assignment, type DeadlinePolicy, Scheduler } from './scheduler.js';
 import { type EngineIdentity, SpotChecker, bitExact, compareResults } from './spot-check.js';
 
@@ -119,6 +121,11 @@ export interface PoolOptions {
   coordinatorEngine?: EngineIdentity;
   /** Starts the worker processes (child_process.spawn; tests give another). */
   spawnProcess?: SpawnFn;
+  /**
+   * --in-process-worker: one of the `workers` computes in this process (admitted at start; never
+   * replaced), and `workers` − 1 are spawned or awaited.
+   */
+  inProcessWorker?: InProcessWorker;
   /**
    * Called once the socket is bound, before the workers join: from then on the pool's running
    * totals (`liveFigures`) can be read, e.g. by the Prometheus metrics while the pool fills.
@@ -208,7 +215,7 @@ function quantile(xs: readonly number[], q: number): number {
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
 }
 
-type Optional = 'keys' | 'keysDir' | 'workerArgs' | 'trainData' | 'verifyShard' | 'augment' | 'engine' | 'spawnProcess' | 'onBound' | 'minWorkers' | 'identity' | 'recomputeShard' | 'coordinatorEngine';
+type Optional = 'keys' | 'keysDir' | 'workerArgs' | 'trainData' | 'verifyShard' | 'augment' | 'engine' | 'spawnProcess' | 'onBound' | 'minWorkers' | 'identity' | 'recomputeShard' | 'coordinatorEngine' | 'inProcessWorker';
 type Options = Required<Omit<PoolOptions, Optional>> & Pick<PoolOptions, Optional>;
 
 /** A step's weights as they travel: one frame, encoded once per step, whatever the number of assignments. */
@@ -282,6 +289,8 @@ export class WorkerPool implements GradientSource {
   private travelling: TravellingWeights | undefined;
   /** The buffers the weights travel in, reused once no worker may still be reading them. */
   private readonly weightsBuffers: WeightsFrames;
+  /** The in-process worker's shards, computed one after another. */
+  private inProcessWork: Promise<void> = Promise.resolve();
   endpoint = '';
 
   private constructor(opts: PoolOptions) {
@@ -342,10 +351,20 @@ export class WorkerPool implements GradientSource {
     opts.onBound?.(pool);
     pool.receiveLoop = pool.receive();
     pool.heartbeatTimer = setInterval(() => pool.tick(), pool.opts.heartbeatMs);
+    if (opts.inProcessWorker) {
+      try {
+        pool.admitInProcess(opts.inProcessWorker);
+      } catch (e) {
+        await pool.close(false);
+        throw e;
+      }
+    }
+    // The workers outside this process.
+    const processes = opts.workers - (opts.inProcessWorker ? 1 : 0);
     if (opts.spawn) {
       const launcher = new Launcher({
         endpoint: pool.endpoint,
-        workers: opts.workers,
+        workers: processes,
         gpus: opts.gpus,
         noCuda: opts.noCuda,
         engine: opts.engine,
@@ -357,8 +376,12 @@ export class WorkerPool implements GradientSource {
       });
       pool.launcher = launcher;
       process.on('exit', launcher.killAllNow);
-      for (let i = 0; i < opts.workers; i++) launcher.start(i);
-    } else opts.logger.info(`waiting for ${opts.workers} workers on ${pool.endpoint}`);
+      for (let i = 0; i < processes; i++) launcher.start(i);
+      const cores = availableParallelism();
+      if (!opts.inProcessWorker && opts.gpus === 0 && processes >= cores) {
+        opts.logger.info(`${processes} worker processes and this coordinator share ${cores} cores: --in-process-worker would compute one of the ${opts.workers} workers' shards here, with one process fewer`);
+      }
+    } else if (processes > 0) opts.logger.info(`waiting for ${processes} workers on ${pool.endpoint}`);
     try {
       await pool.waitForMembers(pool.minWorkers, pool.opts.connectTimeoutMs);
     } catch (e) {
@@ -371,6 +394,49 @@ export class WorkerPool implements GradientSource {
       opts.logger.info(`starting with ${size} of ${opts.workers} workers (--min-workers ${pool.minWorkers}); the others are admitted as they join`);
     }
     return pool;
+  }
+
+  /** Takes the in-process worker into the pool, as the first member. */
+  private admitInProcess(worker: InProcessWorker): void {
+    const admission = this.membership.admit(worker.id, worker.hello, Date.now());
+    if (admission.kind !== 'admitted') throw new UserError(`the in-process worker cannot take part: ${admission.kind === 'refused' ? admission.reason : 'its id is taken'}`);
+    this.opts.logger.info(
+      { worker: worker.id, backend: worker.hello.backend, device: worker.hello.device, engine: worker.hello.engine },
+      `worker ${worker.id} joined (in this process: ${worker.hello.backend} on ${worker.hello.device}); ${this.membership.size} in the pool`,
+    );
+  }
+
+  /**
+   * Computes `shard` in this process, after the step's other assignments have gone out (the other
+   * workers compute meanwhile), and takes its result in as a worker's. Shards given here while one
+   * is computed wait their turn; one taken away meanwhile (a backup came first) is skipped.
+   */
+  private computeInProcess(shard: number, flight: StepInFlight): void {
+    const worker = this.opts.inProcessWorker!;
+    const stillOurs = (): Member | undefined => {
+      const member = this.membership.get(worker.id);
+      return this.current === flight && member && this.scheduler.holds(shard, worker.id) ? member : undefined;
+    };
+    this.inProcessWork = this.inProcessWork
+      .then(() => new Promise<void>((resolve) => setImmediate(resolve)))
+      .then(async () => {
+        if (!stillOurs()) return;
+        let result: ReceivedResult;
+        try {
+          result = await worker.compute(flight.step, shard, flight.weights, flight.shards[shard]);
+        } catch (e) {
+          flight.reject(e as Error); // this process's own engine failed: the run cannot go on as it is
+          return;
+        }
+        const member = stillOurs();
+        if (!member) return;
+        this.membership.heard(worker.id, Date.now());
+        try {
+          await this.onResult(member, result);
+        } catch (e) {
+          this.countRejected(worker.id, e as Error);
+        }
+      });
   }
 
   /** Logs CURVE handshakes that fail before ZAP is asked (a worker holding another coordinator key). */
@@ -480,6 +546,7 @@ export class WorkerPool implements GradientSource {
       this.pendingChecks = 0;
       this.reducer.begin(step, shards);
       this.scheduler.begin(step, shards.length);
+      this.opts.inProcessWorker?.beginStep();
       this.current = flight;
       this.stats.steps++;
       if (this.membership.size < this.keepAtLeast) {
@@ -505,6 +572,10 @@ export class WorkerPool implements GradientSource {
   private sendAssignment(a: Assignment): void {
     const flight = this.current;
     if (!flight) return;
+    if (a.member === this.opts.inProcessWorker?.id) {
+      this.computeInProcess(a.shard, flight);
+      return;
+    }
     const data = flight.shards[a.shard];
     // A worker that holds the run's training set gathers the samples itself: 4 bytes a sample
     // instead of 785, and no pixels gathered here.
@@ -537,6 +608,7 @@ export class WorkerPool implements GradientSource {
   }
 
   private sendFrames(id: string, frames: Buffer[]): void {
+    if (id === this.opts.inProcessWorker?.id) return; // heartbeats, shutdown: nothing to tell it
     for (const frame of frames) this.stats.bytesSent += frame.length;
     this.sendQueue.send([id, ...frames]).catch((e) => this.opts.logger.debug(`send to ${id} failed: ${(e as Error).message}`));
   }
@@ -575,6 +647,7 @@ export class WorkerPool implements GradientSource {
 
   /** Acts on one message; returns the verdict still to come on a non-finite result. */
   private dispatch(id: string, body: Buffer): Promise<void> | undefined {
+    if (id === this.opts.inProcessWorker?.id) throw new Error('a connection uses the in-process worker\'s id');
     const msg = decodeWorkerMessage(body);
     const member = this.membership.heard(id, Date.now());
     switch (msg.type) {
@@ -849,6 +922,8 @@ export class WorkerPool implements GradientSource {
   /** Heartbeats out, silence detection in, late shards. */
   private tick(): void {
     const now = Date.now();
+    // The in-process worker is as alive as this process; a step it computes holds this tick back.
+    if (this.opts.inProcessWorker) this.membership.heard(this.opts.inProcessWorker.id, now);
     this.checkDeadlines(now);
     this.dropRevoked();
     const silent = new Map(this.membership.silent(now).map((s) => [s.member, s.reason]));

@@ -51,6 +51,11 @@ export function checkMinWorkers(minWorkers: number | undefined, workers: number)
   if (minWorkers < 1 || minWorkers > workers) throw new UsageError(`--min-workers ${minWorkers}: must be from 1 to --workers (${workers})`);
 }
 
+/** --in-process-worker against --workers: one of the N workers, so N ≥ 1. */
+export function checkInProcessWorker(inProcessWorker: boolean | undefined, workers: number): void {
+  if (inProcessWorker && workers === 0) throw new UsageError('--in-process-worker needs --workers N with N ≥ 1 (--workers 0 trains in one process already)');
+}
+
 /** Creates --out (or checks it) and proves it can be written, before any work starts. */
 export function prepareOutDir(outDir: string, resume: boolean): void {
   makeWritableDir(outDir, '--out');

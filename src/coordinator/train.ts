@@ -7,7 +7,7 @@ import { join, resolve } from 'node:path';
 import { AUGMENTATION, type TrainConfig } from '../config.js';
 import { loadMnist, trainDataIdentity } from '../data/mnist.js';
 import { engineIdentity, initEngine, visibleGpuCount } from '../engine/backend.js';
-import { type ModelDef, createModel, describeModel, initialWeights, modelDigest, paramLayout } from '../models/index.js';
+import { type ModelDef, createModel, describeModel, initialWeights, modelDigest, modelDigests, paramLayout } from '../models/index.js';
 import { buildId } from '../util/build.js';
 import { type GradientOptions, type ShardData, createGradientComputer } from '../training/gradients.js';
 import { loadLatestCheckpoint } from '../training/checkpoint.js';
@@ -22,8 +22,9 @@ import { Terminal } from '../util/terminal.js';
 import { writeRunArtifacts } from './artifacts.js';
 import { lockRunFolder } from './run-lock.js';
 import { WorkerPool } from './pool.js';
+import { InProcessWorker } from './in-process-worker.js';
 import { type MetricsServer, RunMetrics, serveMetrics } from './metrics.js';
-import { checkListen, checkMetrics, checkMinWorkers, listenAddress, prepareOutDir } from './preflight.js';
+import { checkInProcessWorker, checkListen, checkMetrics, checkMinWorkers, listenAddress, prepareOutDir } from './preflight.js';
 
 export const LOG_FILE = 'log.jsonl';
 
@@ -89,9 +90,11 @@ export interface DistributedOptions {
   insecure: boolean;
   /** --verify-fraction: the probability (0..1) that a worker's result is recomputed here and compared. */
   verifyFraction?: number;
+  /** --in-process-worker: one of the --workers N computes in the coordinator's process; N − 1 are started (or awaited). */
+  inProcessWorker?: boolean;
 }
 
-export { checkMinWorkers, isLoopbackAddress, isLoopbackHost, prepareOutDir } from './preflight.js';
+export { checkInProcessWorker, checkMinWorkers, isLoopbackAddress, isLoopbackHost, prepareOutDir } from './preflight.js';
 
 export interface TrainOptions {
   resume: boolean;
@@ -166,6 +169,7 @@ async function trainLocked(
   if (served) logger.info(`Prometheus metrics at ${served.url}`);
 
   checkMinWorkers(dist.minWorkers, config.workers);
+  checkInProcessWorker(dist.inProcessWorker, config.workers);
 
   let state = loaded?.state;
   if (state) {
@@ -215,6 +219,19 @@ async function trainLocked(
           ...(config.dataDir ? { workerArgs: ['--data', resolve(config.dataDir)] } : {}),
           onBound: (pool) => served?.metrics.watchPool(pool),
           gradDtype: config.gradDtype ?? 'float32',
+          ...(dist.inProcessWorker
+            ? {
+                inProcessWorker: new InProcessWorker(model, gradientOptions, config.gradDtype ?? 'float32', {
+                  backend: engine.name,
+                  device: engine.device,
+                  ...(engine.adapter ? { adapter: engine.adapter } : {}),
+                  build: buildId(),
+                  engine: engineIdentity(engine),
+                  models: modelDigests(),
+                  trainData: trainDataIdentity(data.train),
+                }),
+              }
+            : {}),
         });
 
   const abort = new AbortController();

@@ -1,0 +1,80 @@
+/**
+ * --in-process-worker: one of the --workers N computes in the coordinator's process, which starts
+ * N − 1 worker processes (real processes, real sockets, real MNIST subsets). Its shards must give
+ * the bits a worker process gives, and the run must survive its other workers' faults as before.
+ */
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { COORDINATOR, WORKER, freePort, readJson, referenceRun, runCli, startCoordinator, tempDir, waitFor, workerPids } from './helpers.js';
+
+const SUBSET = ['--epochs', '1', '--train-limit', '640', '--test-limit', '100', '--deterministic'];
+
+type Devices = { workers: Array<{ id: string }> };
+
+test('--in-process-worker: the --workers 0 weights with 1, 2 and 3 workers, and one worker process fewer', async () => {
+  const dir = tempDir();
+  const reference = await referenceRun(SUBSET, dir);
+  for (const workers of [1, 2, 3]) {
+    const run = startCoordinator([...SUBSET, '--workers', String(workers), '--in-process-worker', '--log-interval', '1', '--out', join(dir, `w${workers}`)]);
+    assert.ok(await waitFor(() => /Train Epoch: 1 \[\d+\//.test(run.out()), 60_000), run.err());
+    // Counted while it trains: the in-process worker is no process of its own.
+    const processes = workerPids().length;
+    assert.equal(await run.exit, 0, run.err());
+    assert.equal(processes, workers - 1, `worker processes while training with --workers ${workers}`);
+    assert.match(run.out(), /joined \(in this process: wasm on cpu/);
+    const summary = readJson(join(dir, `w${workers}`, 'summary.json'));
+    assert.equal(summary.weights_sha256, reference.weights_sha256, `--workers ${workers} --in-process-worker`);
+    assert.equal(summary.workers, workers);
+    const devices = (summary.devices as Devices).workers;
+    assert.equal(devices.length, workers);
+    assert.equal(devices.filter((d) => d.id.endsWith('-in-process')).length, 1);
+  }
+});
+
+test('--in-process-worker under --grad-dtype bfloat16: the bits of --workers 0 with the same dtype', async () => {
+  const dir = tempDir();
+  const flags = [...SUBSET, '--grad-dtype', 'bfloat16'];
+  const reference = await referenceRun(flags, dir);
+  const run = await runCli(COORDINATOR, [...flags, '--workers', '2', '--in-process-worker', '--out', join(dir, 'w2')]);
+  assert.equal(run.code, 0, run.stderr);
+  assert.equal(readJson(join(dir, 'w2', 'summary.json')).weights_sha256, reference.weights_sha256);
+});
+
+test('--in-process-worker: its worker process killed with SIGKILL mid-run is replaced, the weights unchanged', async () => {
+  const dir = tempDir();
+  const flags = [...SUBSET, '--train-limit', '1920'];
+  const reference = await referenceRun(flags, dir);
+  const run = startCoordinator([...flags, '--workers', '2', '--in-process-worker', '--log-interval', '1', '--worker-timeout', '2', '--out', join(dir, 'faulty')]);
+  assert.ok(await waitFor(() => /Train Epoch: 1 \[320\//.test(run.out()), 60_000), `training did not start:\n${run.out()}\n${run.err()}`);
+  const victims = workerPids();
+  assert.equal(victims.length, 1);
+  process.kill(victims[0], 'SIGKILL');
+  assert.equal(await run.exit, 0, run.err());
+  assert.match(run.err(), /lost worker .*killed by SIGKILL/);
+  const summary = readJson(join(dir, 'faulty', 'summary.json'));
+  assert.equal(summary.worker_failures, 1);
+  assert.equal(summary.weights_sha256, reference.weights_sha256);
+  assert.equal(summary.steps, reference.steps);
+  assert.ok(await waitFor(() => workerPids().length === 0, 5000), 'no worker process left behind');
+});
+
+test('--in-process-worker --no-spawn: the coordinator waits for N − 1 workers and computes beside them', async () => {
+  const dir = tempDir();
+  const reference = await referenceRun(SUBSET, dir);
+  const addr = `tcp://127.0.0.1:${await freePort()}`;
+  const run = startCoordinator([...SUBSET, '--workers', '3', '--in-process-worker', '--no-spawn', '--listen', addr, '--out', join(dir, 'nospawn')]);
+  assert.ok(await waitFor(() => /waiting for 2 workers/.test(run.out()), 30_000), run.err());
+  const workers = [runCli(WORKER, ['--connect', addr]), runCli(WORKER, ['--connect', addr])];
+  assert.equal(await run.exit, 0, run.err());
+  for (const w of await Promise.all(workers)) assert.equal(w.code, 0, w.stderr);
+  assert.equal(readJson(join(dir, 'nospawn', 'summary.json')).weights_sha256, reference.weights_sha256);
+});
+
+test('--in-process-worker with --workers 0 is one line naming the problem', async () => {
+  const r = await runCli(COORDINATOR, ['--workers', '0', '--in-process-worker', '--out', join(tempDir(), 'x')]);
+  assert.notEqual(r.code, 0);
+  assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
+  assert.match(r.stderr, /--in-process-worker needs --workers N with N ≥ 1/);
+  assert.doesNotMatch(r.stderr, /at .*\.js:\d+/);
+});
