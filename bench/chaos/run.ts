@@ -15,7 +15,7 @@
  * evaluation must be in metrics.jsonl. Prints a table (fault, injected, survived) and writes
  * DIR/chaos.json and DIR/chaos.md; every process's output is in DIR/logs/.
  *
- *   node dist/bench/chaos/run.js [--workers 3] [--epochs 3] [--train-limit 1920] [--faults-per-kind 2]
+ *   node dist/bench/chaos/run.js [--workers 3] [--in-process-worker] [--epochs 3] [--train-limit 1920] [--faults-per-kind 2]
  *                                [--seed 1] [--latency-ms 100] [--worker-timeout 2] [--out DIR]
  *
  * Exit status: 0 every fault injected and survived, nothing lost; 1 otherwise; 2 bad flags.
@@ -44,7 +44,10 @@ const FAULT_NAMES: Record<FaultKind, string> = {
 };
 
 export interface ChaosOptions {
+  /** Worker processes, each through its own relay. */
   workers: number;
+  /** The coordinator runs --in-process-worker: one more worker, in its own process (--workers N + 1). */
+  inProcessWorker?: boolean;
   epochs: number;
   trainLimit: number;
   testLimit: number;
@@ -205,7 +208,8 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
   const listen = `tcp://127.0.0.1:${port}`;
   const relays = await Promise.all(Array.from({ length: o.workers }, () => TcpRelay.start({ targetHost: '127.0.0.1', targetPort: port, latencyMs: o.latencyMs })));
   const distributedFlags = [
-    '--workers', String(o.workers),
+    '--workers', String(o.workers + (o.inProcessWorker ? 1 : 0)),
+    ...(o.inProcessWorker ? ['--in-process-worker'] : []),
     '--no-spawn', '--listen', listen,
     '--worker-timeout', String(o.workerTimeoutS),
     '--connect-timeout', '120',
@@ -252,7 +256,7 @@ export async function runChaos(o: ChaosOptions): Promise<ChaosReport> {
 
   const totalSteps = refSummary.steps;
   const plan = planFaults(o, totalSteps);
-  log(`chaos run: ${o.workers} workers, ${totalSteps} steps, ${plan.length} faults (seed ${o.seed}) in ${runDir}`);
+  log(`chaos run: ${o.workers} workers${o.inProcessWorker ? ' and one in the coordinator\'s process' : ''}, ${totalSteps} steps, ${plan.length} faults (seed ${o.seed}) in ${runDir}`);
   const faults: FaultRecord[] = [];
   const highestStep = (records: MetricRecord[]): number => records.reduce((m, r) => (r.type === 'train' && r.step > m ? r.step : m), 0);
   const trainRecords = (records: MetricRecord[]): number => records.filter((r) => r.type === 'train').length;
@@ -405,6 +409,7 @@ export function formatReport(r: ChaosReport): string {
 
 const USAGE = `usage: node dist/bench/chaos/run.js [options]   (or: npm run bench:chaos -- [options])
   --workers N           worker processes, each through its own relay (default 3)
+  --in-process-worker   the coordinator computes as one more worker (--workers N + 1 --in-process-worker)
   --epochs N            epochs (default 3)
   --train-limit N       training samples per epoch (default 1920)
   --test-limit N        test samples evaluated after each epoch (default 500)
@@ -431,6 +436,7 @@ async function main(): Promise<number> {
     const { values } = parseArgs({
       options: {
         workers: { type: 'string' },
+        'in-process-worker': { type: 'boolean', default: false },
         epochs: { type: 'string' },
         'train-limit': { type: 'string' },
         'test-limit': { type: 'string' },
@@ -452,6 +458,7 @@ async function main(): Promise<number> {
     const stamp = new Date().toISOString().replace(/[-:]/g, '').replace('T', '-').slice(0, 15);
     o = {
       workers: positive('workers', values.workers, 3),
+      inProcessWorker: values['in-process-worker'],
       epochs: positive('epochs', values.epochs, 3),
       trainLimit: positive('train-limit', values['train-limit'], 1920),
       testLimit: positive('test-limit', values['test-limit'], 500),
