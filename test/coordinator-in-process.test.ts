@@ -4,9 +4,18 @@
  * the bits a worker process gives, and the run must survive its other workers' faults as before.
  */
 import assert from 'node:assert/strict';
+import { EventEmitter } from 'node:events';
 import { join } from 'node:path';
+import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
-import { COORDINATOR, WORKER, freePort, readJson, referenceRun, runCli, startCoordinator, tempDir, waitFor, workerPids } from './helpers.js';
+import { InProcessWorker } from '../src/coordinator/in-process-worker.js';
+import type { WorkerProcess } from '../src/coordinator/launcher.js';
+import { WorkerPool } from '../src/coordinator/pool.js';
+import { initEngine } from '../src/engine/backend.js';
+import { createModel, paramLayout } from '../src/models/index.js';
+import { createLogger } from '../src/util/logger.js';
+import { Terminal } from '../src/util/terminal.js';
+import { COORDINATOR, WORKER, freePort, readJson, referenceRun, runCli, startCoordinator, tempDir, waitFor, workerIdentity, workerPids } from './helpers.js';
 
 const SUBSET = ['--epochs', '1', '--train-limit', '640', '--test-limit', '100', '--deterministic'];
 
@@ -77,4 +86,40 @@ test('--in-process-worker with --workers 0 is one line naming the problem', asyn
   assert.equal(r.stderr.trim().split('\n').length, 1, r.stderr);
   assert.match(r.stderr, /--in-process-worker needs --workers N with N ≥ 1/);
   assert.doesNotMatch(r.stderr, /at .*\.js:\d+/);
+});
+
+test('--in-process-worker on a machine with GPUs: it is worker 0, the N − 1 spawned workers are pinned to GPUs 1, 2, …', async () => {
+  await initEngine({ noCuda: true, engine: 'wasm' });
+  const model = createModel('net');
+  const identity = await workerIdentity({ noCuda: true, engine: 'wasm' });
+  const inProcess = new InProcessWorker(model, {}, 'float32', { backend: 'wasm', device: 'cpu', ...identity });
+  const spawned: string[][] = [];
+  const sink = { write: () => true, isTTY: false } as unknown as NodeJS.WriteStream;
+  // Fake processes that never say hello: the pool gives up waiting for them, once they are started.
+  const fake = (args: string[]): WorkerProcess => {
+    spawned.push(args);
+    const p = Object.assign(new EventEmitter(), { pid: 5000 + spawned.length, exitCode: null, signalCode: null, stdout: new PassThrough() });
+    return Object.assign(p, { kill: () => (setImmediate(() => p.emit('exit', null, 'SIGTERM')), true) }) as unknown as WorkerProcess;
+  };
+  await assert.rejects(
+    WorkerPool.start({
+      listen: `tcp://127.0.0.1:${await freePort()}`,
+      workers: 3,
+      spawn: true,
+      gpus: 2,
+      noCuda: false,
+      model: 'net',
+      params: paramLayout(model).total,
+      logger: createLogger({ name: 'coordinator', terminal: new Terminal(sink, sink), terminalLevel: 'error' }),
+      connectTimeoutMs: 300,
+      inProcessWorker: inProcess,
+      spawnProcess: (_command, args) => fake(args),
+    }),
+    /only 1 of 3 workers joined/,
+  );
+  assert.deepEqual(
+    spawned.map((args) => args[args.indexOf('--gpu') + 1]),
+    ['1', '0'],
+    'two worker processes for --workers 3: workers 1 and 2, on GPUs 1 and 0 (of 2)',
+  );
 });

@@ -376,7 +376,9 @@ export class WorkerPool implements GradientSource {
       });
       pool.launcher = launcher;
       process.on('exit', launcher.killAllNow);
-      for (let i = 0; i < processes; i++) launcher.start(i);
+      // Worker i is pinned to GPU i mod G: the in-process worker, on this process's (first) GPU, is worker 0.
+      const first = opts.workers - processes;
+      for (let i = first; i < opts.workers; i++) launcher.start(i);
       const cores = availableParallelism();
       if (!opts.inProcessWorker && opts.gpus === 0 && processes >= cores) {
         opts.logger.info(`${processes} worker processes and this coordinator share ${cores} cores: --in-process-worker would compute one of the ${opts.workers} workers' shards here, with one process fewer`);
