@@ -46,9 +46,13 @@ test('bench: --workers picks the rows, --cpus pins every run, and the table show
     [
       ['w1', true, 1],
       ['w2', true, 2],
+      // By default with workers=2: one of the two in the coordinator's process.
+      ['w2-inproc', true, 2],
     ],
   );
   for (const run of bench.runs) assert.match(run.command, /^taskset -c 0 /);
+  assert.match(bench.runs[2].command, / --workers 2 .* --in-process-worker$/);
+  assert.doesNotMatch(bench.runs[1].command, /--in-process-worker/);
 
   // The scaling column: workers=1 is 1.00 by definition, workers=2 is its samples/s over workers=1's.
   const [w1, w2] = bench.runs.map((run) => run.result!.train_samples_per_s);
@@ -65,6 +69,9 @@ test('bench: --workers picks the rows, --cpus pins every run, and the table show
   assert.equal(cells('workers=1')[column], '1.00');
   assert.equal(cells('workers=2')[column], (w2 / w1).toFixed(2));
   assert.match(md, /workers=2 \/ workers=1 ≥ 1\.7×\s*\|\s*\d\.\d\d×/);
+  const [, , w2inProcess] = bench.runs.map((run) => run.result!.train_samples_per_s);
+  assert.equal(cells('workers=2 --in-process-worker')[column], (w2inProcess / w1).toFixed(2));
+  assert.match(md, /workers=2 --in-process-worker \/ workers=1 ≥ 1\.7×\s*\|\s*\d\.\d\d×/);
 });
 
 interface Run {
@@ -83,7 +90,7 @@ interface Pair {
 
 test('bench: --batch-size-per-worker runs ours with weak scaling, and the ceiling rows add up two runs at once', async () => {
   const out = join(tempDir(), 'bench');
-  const r = await runCli(BENCH, [...(hasTorch ? [] : ['--skip-reference']), '--workers', '1,2', '--batch-size-per-worker', '32', '--train-limit', '640', '--out', out], {
+  const r = await runCli(BENCH, [...(hasTorch ? [] : ['--skip-reference']), '--workers', '1,2', '--skip-in-process', '--batch-size-per-worker', '32', '--train-limit', '640', '--out', out], {
     timeoutMs: 180_000,
   });
   assert.equal(r.code, 0, r.stderr);
