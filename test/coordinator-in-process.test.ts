@@ -5,10 +5,13 @@
  */
 import assert from 'node:assert/strict';
 import { EventEmitter } from 'node:events';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { test } from 'node:test';
+import { Dealer } from 'zeromq';
 import { InProcessWorker } from '../src/coordinator/in-process-worker.js';
+import { PROTOCOL_VERSION, encode } from '../src/protocol/messages.js';
 import type { WorkerProcess } from '../src/coordinator/launcher.js';
 import { WorkerPool } from '../src/coordinator/pool.js';
 import { initEngine } from '../src/engine/backend.js';
@@ -78,6 +81,29 @@ test('--in-process-worker --no-spawn: the coordinator waits for N − 1 workers 
   assert.equal(await run.exit, 0, run.err());
   for (const w of await Promise.all(workers)) assert.equal(w.code, 0, w.stderr);
   assert.equal(readJson(join(dir, 'nospawn', 'summary.json')).weights_sha256, reference.weights_sha256);
+});
+
+test('--in-process-worker: a connection that takes the in-process worker\'s id is refused, and the run keeps its weights', async () => {
+  const dir = tempDir();
+  const reference = await referenceRun(SUBSET, dir);
+  const addr = `tcp://127.0.0.1:${await freePort()}`;
+  const run = startCoordinator([...SUBSET, '--workers', '2', '--in-process-worker', '--no-spawn', '--listen', addr, '--out', join(dir, 'impostor')]);
+  assert.ok(await waitFor(() => /waiting for 1 workers/.test(run.out()), 30_000), run.err());
+  const impostor = new Dealer({ routingId: `${hostname()}-${run.child.pid}-in-process`, linger: 0 });
+  impostor.connect(addr);
+  const identity = await workerIdentity();
+  const claim = (): Promise<void> =>
+    impostor.send(encode({ type: 'hello', protocol: PROTOCOL_VERSION, workerId: 'impostor', pid: 1, host: 'elsewhere', backend: 'wasm', device: 'test', ...identity }));
+  await claim();
+  const worker = runCli(WORKER, ['--connect', addr]);
+  assert.ok(await waitFor(() => /Train Epoch: 1 \[\d+\//.test(run.out()), 60_000), run.err());
+  await claim();
+  await impostor.send(encode({ type: 'result', step: 1, shard: 0, weightsVersion: 1, gradSum: new Float32Array(4), from: 0, lossSum: 0, count: 1, computeMs: 0 }));
+  assert.equal(await run.exit, 0, run.err());
+  impostor.close();
+  assert.equal((await worker).code, 0);
+  assert.match(run.err(), /rejected a message from .*-in-process: a connection uses the in-process worker's id/);
+  assert.equal(readJson(join(dir, 'impostor', 'summary.json')).weights_sha256, reference.weights_sha256);
 });
 
 test('--in-process-worker with --workers 0 is one line naming the problem', async () => {
