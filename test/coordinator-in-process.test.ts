@@ -53,6 +53,19 @@ test('--in-process-worker under --grad-dtype bfloat16: the bits of --workers 0 w
   assert.equal(readJson(join(dir, 'w2', 'summary.json')).weights_sha256, reference.weights_sha256);
 });
 
+test('--in-process-worker --verify-fraction 1: the worker process\'s results are recomputed, not the in-process ones', async () => {
+  const dir = tempDir();
+  const reference = await referenceRun(SUBSET, dir);
+  const run = await runCli(COORDINATOR, [...SUBSET, '--workers', '2', '--in-process-worker', '--verify-fraction', '1', '--out', join(dir, 'verified')]);
+  assert.equal(run.code, 0, run.stderr);
+  const summary = readJson(join(dir, 'verified', 'summary.json'));
+  assert.equal(summary.weights_sha256, reference.weights_sha256);
+  const d = summary.distributed as { verified_shards: number; rejected_by_verification: number };
+  // 640 samples in batches of 64, fixed shards of 16: 40 shards, about half of them computed here.
+  assert.equal(d.rejected_by_verification, 0);
+  assert.ok(d.verified_shards >= 10 && d.verified_shards <= 30, `${d.verified_shards} of 40 shards recomputed`);
+});
+
 test('--in-process-worker: its worker process killed with SIGKILL mid-run is replaced, the weights unchanged', async () => {
   const dir = tempDir();
   const flags = [...SUBSET, '--train-limit', '1920'];

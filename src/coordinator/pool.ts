@@ -790,7 +790,8 @@ export class WorkerPool implements GradientSource {
         this.stepCompute.set(member.id, (this.stepCompute.get(member.id) ?? 0) + r.computeMs);
         this.completedBy.set(r.shard, member.id);
         // Drawn now that the result is in: nothing the worker saw before sending it says whether it is checked.
-        if (this.spotChecker.draw()) this.spotCheck(member, r.shard, flight);
+        // The in-process worker's results are not: they were computed here already.
+        if (member.id !== this.opts.inProcessWorker?.id && this.spotChecker.draw()) this.spotCheck(member, r.shard, flight);
         this.finishIfComplete();
         return;
     }
