@@ -125,3 +125,18 @@ test('a 2×1 sweep: runs, sweep.json, sweep.md, plots; run again it skips finish
   assert.equal(metrics.filter((l) => l.includes('"type":"test"')).length, 1, 'stale metrics were dropped');
   assert.equal(readJson<SweepEntry[]>(join(dir, 'sweep.json'))[1].summary!.weights_sha256, sha, 'same flags, same seed: same weights');
 });
+
+test('sweep --in-process-worker: runs with workers compute one share in the coordinator, a --workers 0 run trains alone, the same weights', async () => {
+  const dir = join(tempDir('mnist-sweep-'), 'sweep');
+  const flags = TINY.filter((f, i) => f !== '--workers' && TINY[i - 1] !== '--workers');
+  const r = await runCli(COORDINATOR, ['sweep', ...flags, '--workers', '0,2', '--in-process-worker', '--out', dir], { timeoutMs: 120_000 });
+  assert.equal(r.code, 0, r.stderr);
+  assert.equal((r.stdout.match(/joined \(in this process: /g) ?? []).length, 1, r.stdout);
+  const summary = (name: string) => readJson<{ weights_sha256: string; devices: { workers?: Array<{ id: string }> } }>(join(dir, 'runs', name, 'summary.json'));
+  const [alone, two] = [summary('workers=0'), summary('workers=2')];
+  assert.deepEqual(
+    two.devices.workers?.map((w) => w.id.endsWith('-in-process')),
+    [true, false],
+  );
+  assert.equal(two.weights_sha256, alone.weights_sha256);
+});

@@ -50,6 +50,7 @@ export function registerSweepCommand(program: Command): Command {
     listable.push(o);
   }
   cmd
+    .option('--in-process-worker', 'in every run with --workers N ≥ 1, one of the N computes in the coordinator\'s process, which starts N − 1 worker processes', false)
     .requiredOption('--out <dir>', `the sweep's folder: runs/<name> per run, ${SWEEP_JSON}, ${SWEEP_MD}, plots`)
     .action(async (flags: Record<string, unknown>, c: Command) => {
       // The sweep itself loads tfjs: only once the command line and --out have been checked.
@@ -91,7 +92,7 @@ export function registerSweepCommand(program: Command): Command {
         } else if (v !== undefined) fixed.push(`--${flag} ${v}`);
       }
       process.stdout.write(`sweep: ${runs.length} run${runs.length === 1 ? '' : 's'} into ${join(flags.out as string, 'runs')}\n`);
-      const result = await runSweep({ outDir: flags.out as string, runs, given, fixed });
+      const result = await runSweep({ outDir: flags.out as string, runs, given, fixed, inProcessWorker: flags.inProcessWorker === true });
       const out = flags.out as string;
       const done = result.entries.filter((e) => e.status === 'finished').length;
       process.stdout.write(`sweep: ${done}/${runs.length} runs finished; ${[SWEEP_MD, SWEEP_JSON, ACCURACY_BARS, LOSS_CURVES, TEST_ACCURACY_CURVES].map((f) => join(out, f)).join(', ')}\n`);

@@ -110,6 +110,8 @@ export interface SweepOptions {
   warn?: (line: string) => void;
   /** The training function (tests may replace it). */
   train?: (config: TrainConfig, opts: TrainOptions) => Promise<RunSummary>;
+  /** --in-process-worker for every run with workers (a --workers 0 run trains in one process anyway). */
+  inProcessWorker?: boolean;
 }
 
 export interface SweepResult {
@@ -192,7 +194,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepResult> {
       const summary = await train(config, {
         resume,
         given: opts.given ?? new Set(),
-        distributed: { spawn: true, connectTimeoutS: 60, workerTimeoutS: 5, insecure: false },
+        distributed: { spawn: true, connectTimeoutS: 60, workerTimeoutS: 5, insecure: false, inProcessWorker: opts.inProcessWorker === true && config.workers > 0 },
       });
       entry.summary = summary;
       entry.status = summary.interrupted ? 'interrupted' : 'finished';
