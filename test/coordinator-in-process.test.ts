@@ -84,6 +84,22 @@ test('--in-process-worker: its worker process killed with SIGKILL mid-run is rep
   assert.ok(await waitFor(() => workerPids().length === 0, 5000), 'no worker process left behind');
 });
 
+test('--in-process-worker: Ctrl-C mid-step checkpoints, --resume with it ends with the uninterrupted weights', async () => {
+  const dir = tempDir();
+  const flags = [...SUBSET, '--train-limit', '6400'];
+  const reference = await referenceRun(flags, dir);
+  const out = join(dir, 'interrupted');
+  const run = startCoordinator([...flags, '--workers', '2', '--in-process-worker', '--log-interval', '1', '--out', out]);
+  assert.ok(await waitFor(() => /Train Epoch: 1 \[1280\//.test(run.out()), 60_000), run.err());
+  run.child.kill('SIGINT');
+  assert.equal(await run.exit, 130, run.err());
+  assert.match(run.err(), /checkpoint written, continue with --resume/);
+  const resumed = await runCli(COORDINATOR, ['--resume', '--workers', '2', '--in-process-worker', '--out', out]);
+  assert.equal(resumed.code, 0, resumed.stderr);
+  assert.match(resumed.stdout, /joined \(in this process: /);
+  assert.equal(readJson(join(out, 'summary.json')).weights_sha256, reference.weights_sha256);
+});
+
 test('--in-process-worker --no-spawn: the coordinator waits for N − 1 workers and computes beside them', async () => {
   const dir = tempDir();
   const reference = await referenceRun(SUBSET, dir);
