@@ -50,7 +50,14 @@ test('bench:scale: N = 1, 2, 4 simulated workers against the real coordinator gi
     // A step waits for its shards' 12 ms timers: it cannot be shorter.
     assert.ok(row.step_ms.median >= row.compute_ms && row.step_ms.p90 >= row.step_ms.median, `${what}: step ${JSON.stringify(row.step_ms)}`);
     assert.ok(Number.isFinite(row.overhead_ms.median) && Number.isFinite(row.coordinator_step_overhead_ms.median), `${what}: overheads`);
-    assert.ok(row.coordinator_cpu_ms_per_step >= 0 && row.coordinator_process_cpu_ms_per_step >= row.coordinator_cpu_ms_per_step, `${what}: CPU`);
+    // All threads' CPU is at least the main and I/O threads', up to how /proc counts them: in clock ticks
+    // (10 ms), the process's total and each thread's adjusted separately, read one after the other.
+    // Two ticks apart over a 22-step run were seen; five are allowed.
+    const tickSlack = 50 / row.steps_measured;
+    assert.ok(
+      row.coordinator_cpu_ms_per_step >= 0 && row.coordinator_process_cpu_ms_per_step + tickSlack >= row.coordinator_cpu_ms_per_step,
+      `${what}: CPU ${row.coordinator_process_cpu_ms_per_step} (all threads) against ${row.coordinator_cpu_ms_per_step} (main and I/O threads)`,
+    );
   }
   // Every worker is sent the weights and its shard, and sends a gradient back, every step.
   for (let i = 1; i < net.length; i++) {
