@@ -16,10 +16,11 @@ interface Summary {
 
 test('a shard that computes for several times --worker-timeout evicts no healthy worker', async () => {
   const out = join(tempDir(), 'run');
-  // strong at batch 4096 on one worker: each shard computes for seconds, against a 2 s timeout.
+  // strong at batch 8192 on one worker: each shard computes for seconds (about 8 s on a 2-vCPU Xeon
+  // with AVX-512; 4096 samples took 3.96 s there, short of the test's twice the timeout), against a 2 s timeout.
   const r = await runCli(
     COORDINATOR,
-    ['--model', 'strong', '--batch-size', '4096', '--workers', '1', '--worker-timeout', '2', '--epochs', '1', '--train-limit', '8192', '--test-limit', '100', '--engine', 'wasm', '--no-augment', '--out', out],
+    ['--model', 'strong', '--batch-size', '8192', '--workers', '1', '--worker-timeout', '2', '--epochs', '1', '--train-limit', '16384', '--test-limit', '100', '--engine', 'wasm', '--no-augment', '--out', out],
     { timeoutMs: 300_000 },
   );
   assert.equal(r.code, 0, r.stdout + r.stderr);

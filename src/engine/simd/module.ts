@@ -26,6 +26,7 @@ export interface SimdKernels {
   allFinite(ptr: number, n: number): number;
   widenFloat16(src: number, dst: number, n: number): void;
   widenBfloat16(src: number, dst: number, n: number): void;
+  sgdStep(w: number, g: number, v: number, n: number, lr: number, momentum: number, scale: number): void;
 }
 
 export interface SimdInstance {
@@ -42,7 +43,7 @@ let compiled: WebAssembly.Module | null | undefined;
 const KERNEL_NAMES: ReadonlyArray<keyof SimdKernels> = [
   'heapBase', 'convForward', 'convFilterGrad', 'biasGrad', 'maxPool2Forward', 'maxPool2Backward', 'reluForward', 'reluBackward',
   'copyChannels', 'scaleChannels', 'denseForward', 'denseWeightGrad', 'denseInputGrad', 'softmaxNll', 'logSoftmax',
-  'addInto', 'allFinite', 'widenFloat16', 'widenBfloat16',
+  'addInto', 'allFinite', 'widenFloat16', 'widenBfloat16', 'sgdStep',
 ];
 
 /**

@@ -22,8 +22,8 @@
  * keep more adds in flight: a 4-channel block alone runs at the adds' latency, not their throughput.
  */
 
-// The reducer's kernels (sums of gradients, finiteness) live in their own file, in this same module.
-export { addInto, allFinite, widenBfloat16, widenFloat16 } from './reduce';
+// The reducer's kernels (sums of gradients, finiteness) and the optimizer's update live in their own file, in this same module.
+export { addInto, allFinite, sgdStep, widenBfloat16, widenFloat16 } from './reduce';
 
 /** Where free memory starts: below it lie this module's static data (Math.exp's tables among them). */
 export function heapBase(): usize {

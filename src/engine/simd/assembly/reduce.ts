@@ -107,3 +107,45 @@ export function widenFloat16(src: usize, dst: usize, n: i32): void {
   if (magnitude < 0x0400) return sign | reinterpret<u32>(<f32>magnitude * <f32>5.9604644775390625e-8);
   return sign | ((magnitude << 13) + (magnitude >= 0x7c00 ? 224 << 23 : 112 << 23));
 }
+
+/**
+ * One momentum-SGD update of n parameters, PyTorch's semantics (v ← μ·v + g·scale; w ← w − lr·v),
+ * with the roundings of training/sgd.ts's JavaScript loop, so that the bits are the same: g·scale in
+ * float64, rounded to float32; μ·v plus it in float64, rounded once to float32 (the new v); w − lr·v
+ * in float64, rounded once to float32 (the new w). Two float64 lanes at a time: a float32 widened
+ * to float64 is exact, a float64 multiply or add is the same IEEE operation in a lane as in
+ * JavaScript, and demoting rounds to nearest, ties to even, as Math.fround does.
+ */
+export function sgdStep(w: usize, g: usize, v: usize, n: i32, lr: f64, momentum: f64, scale: f64): void {
+  const mu = f64x2.splat(momentum);
+  const s = f64x2.splat(scale);
+  const rate = f64x2.splat(lr);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const gv = v128.load(at(g, i));
+    const vv = v128.load(at(v, i));
+    const wv = v128.load(at(w, i));
+    const vLo = sgdVelocity(f64x2.promote_low_f32x4(gv), f64x2.promote_low_f32x4(vv), mu, s);
+    const vHi = sgdVelocity(f64x2.promote_low_f32x4(v128.shuffle<f32>(gv, gv, 2, 3, 0, 1)), f64x2.promote_low_f32x4(v128.shuffle<f32>(vv, vv, 2, 3, 0, 1)), mu, s);
+    const newV = v128.shuffle<f32>(vLo, vHi, 0, 1, 4, 5);
+    const wLo = f32x4.demote_f64x2_zero(f64x2.sub(f64x2.promote_low_f32x4(wv), f64x2.mul(rate, f64x2.promote_low_f32x4(newV))));
+    const wHi = f32x4.demote_f64x2_zero(
+      f64x2.sub(f64x2.promote_low_f32x4(v128.shuffle<f32>(wv, wv, 2, 3, 0, 1)), f64x2.mul(rate, f64x2.promote_low_f32x4(v128.shuffle<f32>(newV, newV, 2, 3, 0, 1)))),
+    );
+    v128.store(at(v, i), newV);
+    v128.store(at(w, i), v128.shuffle<f32>(wLo, wHi, 0, 1, 4, 5));
+  }
+  for (; i < n; i++) {
+    const gs = <f32>(<f64>load<f32>(at(g, i)) * scale);
+    const vi = <f32>(momentum * <f64>load<f32>(at(v, i)) + <f64>gs);
+    store<f32>(at(v, i), vi);
+    store<f32>(at(w, i), <f32>(<f64>load<f32>(at(w, i)) - lr * <f64>vi));
+  }
+}
+
+/** Two lanes of the new velocity, float32 in lanes 0 and 1 (zeros above): f32(μ·v + f32(g·scale)). */
+// @ts-ignore: decorator
+@inline function sgdVelocity(g: v128, v: v128, mu: v128, scale: v128): v128 {
+  const gs = f64x2.promote_low_f32x4(f32x4.demote_f64x2_zero(f64x2.mul(g, scale)));
+  return f32x4.demote_f64x2_zero(f64x2.add(f64x2.mul(mu, v), gs));
+}
