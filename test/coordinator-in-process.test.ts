@@ -100,12 +100,18 @@ test('--in-process-worker: Ctrl-C mid-step checkpoints, --resume with it ends wi
   assert.equal(readJson(join(out, 'summary.json')).weights_sha256, reference.weights_sha256);
 });
 
+/** A deterministic `--workers N --in-process-worker --no-spawn` coordinator into DIR/NAME, once it waits for the N − 1 others. */
+async function startWaitingCoordinator(workers: number, dir: string, name: string): Promise<{ run: ReturnType<typeof startCoordinator>; addr: string }> {
+  const addr = `tcp://127.0.0.1:${await freePort()}`;
+  const run = startCoordinator([...SUBSET, '--workers', String(workers), '--in-process-worker', '--no-spawn', '--listen', addr, '--out', join(dir, name)]);
+  assert.ok(await waitFor(() => run.out().includes(`waiting for ${workers - 1} worker${workers === 2 ? '' : 's'} on`), 30_000), run.err());
+  return { run, addr };
+}
+
 test('--in-process-worker --no-spawn: the coordinator waits for N − 1 workers and computes beside them', async () => {
   const dir = tempDir();
   const reference = await referenceRun(SUBSET, dir);
-  const addr = `tcp://127.0.0.1:${await freePort()}`;
-  const run = startCoordinator([...SUBSET, '--workers', '3', '--in-process-worker', '--no-spawn', '--listen', addr, '--out', join(dir, 'nospawn')]);
-  assert.ok(await waitFor(() => /waiting for 2 workers/.test(run.out()), 30_000), run.err());
+  const { run, addr } = await startWaitingCoordinator(3, dir, 'nospawn');
   const workers = [runCli(WORKER, ['--connect', addr]), runCli(WORKER, ['--connect', addr])];
   assert.equal(await run.exit, 0, run.err());
   for (const w of await Promise.all(workers)) assert.equal(w.code, 0, w.stderr);
@@ -115,9 +121,7 @@ test('--in-process-worker --no-spawn: the coordinator waits for N − 1 workers 
 test('--in-process-worker: a connection that takes the in-process worker\'s id is refused, and the run keeps its weights', async () => {
   const dir = tempDir();
   const reference = await referenceRun(SUBSET, dir);
-  const addr = `tcp://127.0.0.1:${await freePort()}`;
-  const run = startCoordinator([...SUBSET, '--workers', '2', '--in-process-worker', '--no-spawn', '--listen', addr, '--out', join(dir, 'impostor')]);
-  assert.ok(await waitFor(() => /waiting for 1 workers/.test(run.out()), 30_000), run.err());
+  const { run, addr } = await startWaitingCoordinator(2, dir, 'impostor');
   const impostor = new Dealer({ routingId: `${hostname()}-${run.child.pid}-in-process`, linger: 0 });
   impostor.connect(addr);
   const identity = await workerIdentity();

@@ -31,8 +31,8 @@ test('a worker that sends every result twice, the second one garbage, stays in t
 
   const run = startCoordinator([...RUN, '--workers', '1', '--no-spawn', '--listen', 'tcp://127.0.0.1:*', '--worker-timeout', '5', '--out', join(dir, 'doubled')]);
   t.after(() => run.child.kill('SIGKILL'));
-  assert.ok(await waitFor(() => /waiting for 1 workers on tcp:\/\/127\.0\.0\.1:\d+/.test(run.out()), 30_000), run.err());
-  const addr = /waiting for 1 workers on (tcp:\/\/127\.0\.0\.1:\d+)/.exec(run.out())![1];
+  assert.ok(await waitFor(() => /waiting for 1 worker on tcp:\/\/127\.0\.0\.1:\d+/.test(run.out()), 30_000), run.err());
+  const addr = /waiting for 1 worker on (tcp:\/\/127\.0\.0\.1:\d+)/.exec(run.out())![1];
 
   // A worker speaking the protocol from this process, computing real gradients: each result goes
   // out twice, the copy with the right step, shard and count but a gradient of 50s.

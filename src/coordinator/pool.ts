@@ -383,7 +383,7 @@ export class WorkerPool implements GradientSource {
       if (!opts.inProcessWorker && opts.gpus === 0 && processes >= cores) {
         opts.logger.info(`${processes} worker processes and this coordinator share ${cores} cores: --in-process-worker would compute one of the ${opts.workers} workers' shards here, with one process fewer`);
       }
-    } else if (processes > 0) opts.logger.info(`waiting for ${processes} workers on ${pool.endpoint}`);
+    } else if (processes > 0) opts.logger.info(`waiting for ${processes} worker${processes === 1 ? '' : 's'} on ${pool.endpoint}`);
     try {
       await pool.waitForMembers(pool.minWorkers, pool.opts.connectTimeoutMs);
     } catch (e) {
