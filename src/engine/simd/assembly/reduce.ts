@@ -1,6 +1,7 @@
 /**
  * The coordinator's reduction kernels (../reduce.ts drives them): widening a gradient that travelled
- * as float16 or bfloat16, checking it for ±Infinity and NaN, and adding it into the running sum.
+ * as float16 or bfloat16, checking it for ±Infinity and NaN, and adding it into the running sum; and
+ * the momentum-SGD update that follows (training/sgd.ts drives it).
  *
  * Pointers are byte offsets into the module's memory, of any alignment (wasm loads and stores need
  * none); counts are in float32 elements, any count: whole vectors first, then a scalar tail.
