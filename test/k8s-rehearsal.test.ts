@@ -271,7 +271,7 @@ test('rehearsal: the rendered Jobs train together, N workers, and leave the mode
   assert.equal(summary.epochs, 1);
   assert.ok(existsSync(join(cluster.out, 'model', 'model.json')), 'the model is on the volume');
   assert.ok(existsSync(join(cluster.out, 'checkpoint.bin')));
-  assert.match(coordinator.stdout(), new RegExp(`waiting for ${cluster.n} workers? on`));
+  assert.match(coordinator.stdout(), new RegExp(`waiting for ${cluster.n} worker${cluster.n === 1 ? '' : 's'} on`));
   assert.doesNotMatch(coordinator.stderr(), /CURVE handshake|refused/, 'the keys fit');
   for (const w of workers) assert.match(w.stdout(), /joined: training net/);
 
