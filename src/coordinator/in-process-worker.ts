@@ -32,9 +32,9 @@ export class InProcessWorker {
   private readonly gradBuffer: Float32Array;
   /** The 16-bit gradient as it would travel (--grad-dtype float16 or bfloat16). */
   private readonly grad16: Uint16Array;
-  /** The step's weights rounded to --grad-dtype, and the step they are for. */
+  /** The step's weights rounded to --grad-dtype, once `roundedThisStep`. */
   private readonly rounded: Float32Array;
-  private roundedStep = -1;
+  private roundedThisStep = false;
 
   constructor(
     model: ModelDef,
@@ -59,8 +59,8 @@ export class InProcessWorker {
     let used = weights;
     if (this.gradDtype !== 'float32') {
       // Rounded once per step, however many of its shards are computed here.
-      if (this.roundedStep !== step) travelledWeights(weights, this.gradDtype, this.rounded);
-      this.roundedStep = step;
+      if (!this.roundedThisStep) travelledWeights(weights, this.gradDtype, this.rounded);
+      this.roundedThisStep = true;
       used = this.rounded;
     }
     const r = await this.computer.compute(used, data, this.gradBuffer);
@@ -79,8 +79,8 @@ export class InProcessWorker {
     };
   }
 
-  /** A step begins: weights rounded for an earlier one are not reused, even under the same step number. */
+  /** A step begins: weights rounded for an earlier one are not reused. */
   beginStep(): void {
-    this.roundedStep = -1;
+    this.roundedThisStep = false;
   }
 }

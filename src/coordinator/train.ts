@@ -181,6 +181,9 @@ async function trainLocked(
   }
 
   const gradientOptions: GradientOptions = config.augment ? { augment: AUGMENTATION } : {};
+  // What this process computes on, as summary.json, the spot checks and the in-process worker name it.
+  const thisProcess = { backend: engine.name, device: engine.device, ...(engine.adapter ? { adapter: engine.adapter } : {}), engine: engineIdentity(engine), build: buildId() };
+  const trainData = trainDataIdentity(data.train);
   const source: GradientSource =
     config.workers === 0
       ? createLocalSource(model, size, gradientOptions, config.gradDtype)
@@ -212,24 +215,16 @@ async function trainLocked(
           verifyShard: shardVerifier(model, gradientOptions, config.gradDtype ?? 'float32'),
           verifyFraction: dist.verifyFraction ?? 0,
           ...(dist.verifyFraction ? { recomputeShard: shardRecomputer(model, gradientOptions, config.gradDtype ?? 'float32') } : {}),
-          coordinatorEngine: { backend: engine.name, device: engine.device, engine: engineIdentity(engine), build: buildId(), ...(engine.adapter ? { adapter: engine.adapter } : {}) },
+          coordinatorEngine: thisProcess,
           augment: gradientOptions.augment,
-          trainData: trainDataIdentity(data.train),
+          trainData,
           // Spawned workers read the coordinator's own copy of the data, and are sent sample indices.
           ...(config.dataDir ? { workerArgs: ['--data', resolve(config.dataDir)] } : {}),
           onBound: (pool) => served?.metrics.watchPool(pool),
           gradDtype: config.gradDtype ?? 'float32',
           ...(dist.inProcessWorker
             ? {
-                inProcessWorker: new InProcessWorker(model, gradientOptions, config.gradDtype ?? 'float32', {
-                  backend: engine.name,
-                  device: engine.device,
-                  ...(engine.adapter ? { adapter: engine.adapter } : {}),
-                  build: buildId(),
-                  engine: engineIdentity(engine),
-                  models: modelDigests(),
-                  trainData: trainDataIdentity(data.train),
-                }),
+                inProcessWorker: new InProcessWorker(model, gradientOptions, config.gradDtype ?? 'float32', { ...thisProcess, models: modelDigests(), trainData }),
               }
             : {}),
         });
@@ -254,7 +249,7 @@ async function trainLocked(
       logger,
       terminal,
       backend: engine.name,
-      device: { backend: engine.name, device: engine.device, ...(engine.adapter ? { adapter: engine.adapter } : {}), engine: engineIdentity(engine), build: buildId() },
+      device: thisProcess,
       state,
       signal: abort.signal,
       observer: served?.metrics.observer,
