@@ -59,6 +59,19 @@ test('bench:scale: N = 1, 2, 4 simulated workers against the real coordinator gi
       `${what}: CPU ${row.coordinator_process_cpu_ms_per_step} (all threads) against ${row.coordinator_cpu_ms_per_step} (main and I/O threads)`,
     );
   }
+  // The transport floor: the same bytes over the same sockets with no trainer, after each run.
+  for (const row of result.rows) {
+    const floor = row.transport_floor;
+    const what = `${row.model}, ${row.workers} workers`;
+    assert.ok(floor, `${what}: a transport floor`);
+    // Its DEALERs answer after the same timers: no step of it is shorter than a shard's compute (a
+    // timer may fire up to a millisecond early on Node's clock: 1 ms of slack).
+    assert.ok(floor.step_ms.median >= row.compute_ms - 1 && floor.step_ms.p90 >= floor.step_ms.median, `${what}: floor step ${JSON.stringify(floor.step_ms)}`);
+    assert.ok(floor.steps_measured >= row.steps_measured, `${what}: floor over ${floor.steps_measured} steps`);
+    assert.ok(floor.efficiency > 0 && floor.efficiency <= 1.2, `${what}: floor efficiency ${floor.efficiency}`);
+  }
+  assert.equal(net[0].transport_floor?.efficiency, 1);
+
   // Every worker is sent the weights and its shard, and sends a gradient back, every step.
   for (let i = 1; i < net.length; i++) {
     assert.ok(net[i].bytes_sent_per_step > net[i - 1].bytes_sent_per_step * 1.5, `bytes sent grow with N: ${net.map((x) => x.bytes_sent_per_step)}`);
@@ -82,8 +95,19 @@ test('bench:scale: N = 1, 2, 4 simulated workers against the real coordinator gi
   }
   const md = readFileSync(join(out, 'scale.md'), 'utf8');
   assert.match(md, /\| model\s+\| workers \| step ms \(median \/ p90\)/);
-  assert.match(md, /efficiency at 16 workers ≥ 90% \(T = 12 ms\) \| – \| n\/a \(not measured\)/);
+  assert.match(md, /efficiency at 16 workers ≥ 90% \(T = 12 ms\) \| – \| – \| n\/a \(not measured\)/);
+  assert.match(md, /\| model \| workers \| step ms, run \(median\) \| step ms, ZeroMQ alone \(median \/ p90\)/);
   assert.ok(r.stdout.includes(md.split('\n')[2]), 'the table is printed as written');
+});
+
+test('bench:scale --skip-floor: the runs alone, no transport floor in the table or the figures', async () => {
+  const out = join(tempDir(), 'scale');
+  const r = await runCli(SCALE, ['--max-workers', '1', '--steps', '3', '--size-model', 'none', '--skip-floor', '--out', out], { timeoutMs: 120_000 });
+  assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+  const result = readJson<ScaleJson>(join(out, 'scale.json'));
+  assert.equal(result.rows.length, 1);
+  assert.equal(result.rows[0].transport_floor, undefined);
+  assert.doesNotMatch(readFileSync(join(out, 'scale.md'), 'utf8'), /ZeroMQ alone \(median/);
 });
 
 test('cost model: the fit recovers the constants of exact data, and efficiency falls with N and with a slower link', () => {

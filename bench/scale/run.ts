@@ -23,13 +23,14 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { createModel, isModelName, paramLayout } from '../../src/models/index.js';
-import { type GradDtype, isGradDtype } from '../../src/protocol/grad-dtype.js';
+import { type GradDtype, bytesPerElement, isGradDtype } from '../../src/protocol/grad-dtype.js';
 import { renderLineChart } from '../../src/report/chart.js';
 import { PALETTE } from '../../src/report/draw.js';
 import type { LineSeries } from '../../src/report/types.js';
 import { type LinearCost, type Scenario, type StepModel, computeMsForEfficiency, fitLinearCost, predictEfficiency, scalingLimit, wireBytesPerStep } from './cost-model.js';
 import { freeLoopbackPort } from '../free-port.js';
 import { SimulatedWorkers } from './simulator.js';
+import { measureTransportFloor } from './transport-floor.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const COORDINATOR = join(ROOT, 'dist', 'src', 'cli', 'coordinator.js');
@@ -65,6 +66,8 @@ const USAGE = `usage: node dist/bench/scale/run.js [options]   (or: npm run benc
   --pixels               the simulated workers do not hold the training set: every assignment carries
                          its shard's pixels and labels (default: they hold it, as a worker with the
                          bundled MNIST does, and are sent sample indices)
+  --skip-floor           do not measure the transport floor (the same bytes over the same sockets,
+                         no trainer) after each run
   --out DIR              where the runs, scale.md, scale.json and the plots go
                          (default runs/bench-scale-<timestamp>)
   -h, --help             this text`;
@@ -83,6 +86,8 @@ interface Options {
   pixels: boolean;
   /** --grad-dtype, passed to the coordinator. */
   gradDtype: GradDtype;
+  /** Measure the transport floor after each run (bench/scale/transport-floor.ts); --skip-floor: no. */
+  floor: boolean;
   out: string;
 }
 
@@ -128,6 +133,7 @@ export function parseOptions(argv: string[]): Options {
         'size-max-workers': { type: 'string' },
         pixels: { type: 'boolean' },
         'grad-dtype': { type: 'string' },
+        'skip-floor': { type: 'boolean' },
         out: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
@@ -152,6 +158,7 @@ export function parseOptions(argv: string[]): Options {
     sizeMaxWorkers: v['size-max-workers'] ? positiveInt('--size-max-workers', v['size-max-workers']) : 64,
     pixels: v.pixels === true,
     gradDtype: gradDtypeOption(v['grad-dtype']),
+    floor: v['skip-floor'] !== true,
     out: resolve(v.out ?? join('runs', `bench-scale-${stamp(new Date())}`)),
   };
   // An epoch must hold at least two steps, so that steps away from its end (and its evaluation) exist.
@@ -260,6 +267,12 @@ export interface ScaleRow {
   samples_per_s: number;
   /** throughput(N) / (N × throughput(1)) of the same model: step(1) / step(N). */
   efficiency: number;
+  /**
+   * The transport floor (bench/scale/transport-floor.ts): the run's bytes per worker over the same
+   * sockets with no trainer, the same timers; its efficiency against its own one-worker step. Absent
+   * with --skip-floor.
+   */
+  transport_floor?: { step_ms: { median: number; p90: number }; steps_measured: number; efficiency: number };
   command: string;
 }
 
@@ -287,7 +300,8 @@ function planRun(opts: Options, model: string, workers: number): RunPlan {
   return { model, workers, batch, stepsPerEpoch, trainLimit: stepsPerEpoch * batch, epochs };
 }
 
-async function runOne(opts: Options, plan: RunPlan, params: number): Promise<Omit<ScaleRow, 'efficiency'>> {
+/** A run's row, and how many parts each result travelled in (what the transport floor repeats). */
+async function runOne(opts: Options, plan: RunPlan, params: number): Promise<{ row: Omit<ScaleRow, 'efficiency' | 'transport_floor'>; resultParts: number }> {
   const port = await freeLoopbackPort();
   const endpoint = `tcp://127.0.0.1:${port}`;
   const name = `${plan.model}-w${plan.workers}`;
@@ -362,7 +376,7 @@ async function runOne(opts: Options, plan: RunPlan, params: number): Promise<Omi
     simulatorCpuMs += simulatorCpu.get(step + 1)! - simulatorCpu.get(step)!;
   }
   const medianStep = quantile(walls, 0.5);
-  return {
+  const row = {
     model: plan.model,
     params,
     workers: plan.workers,
@@ -380,6 +394,27 @@ async function runOne(opts: Options, plan: RunPlan, params: number): Promise<Omi
     samples_per_s: (plan.batch / medianStep) * 1000,
     command,
   };
+  return { row, resultParts: sim.streamsGradients ? 2 : 1 };
+}
+
+/**
+ * The transport floor of a measured run: one assignment and one result per worker and step of the
+ * run's sizes (summary.json's bytes per step, heartbeats included, over the workers; the weights
+ * frame as it travels), in as many parts as the run's results.
+ */
+async function floorOf(opts: Options, row: Omit<ScaleRow, 'efficiency' | 'transport_floor'>, resultParts: number): Promise<{ step_ms: { median: number; p90: number }; steps_measured: number }> {
+  const weightsBytes = row.params * bytesPerElement(opts.gradDtype);
+  const assignBytes = Math.round(row.bytes_sent_per_step / row.workers);
+  const resultBytes = Math.round(row.bytes_received_per_step / row.workers);
+  const tail = resultParts === 2 ? Math.floor(resultBytes / 2) : 0;
+  return measureTransportFloor({
+    workers: row.workers,
+    computeMs: row.compute_ms,
+    headerBytes: Math.max(1, assignBytes - weightsBytes),
+    weightsBytes,
+    resultPartBytes: tail > 0 ? [tail, resultBytes - tail] : [resultBytes],
+    steps: row.steps_measured,
+  });
 }
 
 // ---------------------------------------------------------------- output
@@ -413,6 +448,25 @@ function measuredTable(rows: readonly ScaleRow[]): string {
       pct(r.efficiency),
     ]),
     [false, true, true, true, true, true, true, true, true, true, true],
+  );
+}
+
+/** The runs beside their transport floors: what the trainer adds to the sockets' own cost. */
+function floorTable(rows: readonly ScaleRow[]): string {
+  const floored = rows.filter((r) => r.transport_floor);
+  if (floored.length === 0) return '';
+  return markdownTable(
+    ['model', 'workers', 'step ms, run (median)', 'step ms, ZeroMQ alone (median / p90)', 'the trainer\'s share ms (run − ZeroMQ alone)', 'efficiency, run', 'efficiency, ZeroMQ alone'],
+    floored.map((r) => [
+      r.model,
+      String(r.workers),
+      f1(r.step_ms.median),
+      `${f1(r.transport_floor!.step_ms.median)} / ${f1(r.transport_floor!.step_ms.p90)}`,
+      f2(r.step_ms.median - r.transport_floor!.step_ms.median),
+      pct(r.efficiency),
+      pct(r.transport_floor!.efficiency),
+    ]),
+    [false, true, true, true, true, true, true],
   );
 }
 
@@ -493,6 +547,9 @@ function writePlots(out: string, rows: readonly ScaleRow[], loopback: StepModel,
   const series: LineSeries[] = [
     { name: `${opts.model}, measured (loopback)`, points: main.map((r) => [r.workers, 100 * r.efficiency]), color: PALETTE[0], lineWidth: 2.5, markers: true },
     { name: 'fit, loopback', points: curve(loopback, base, maxN), color: PALETTE[0], dash: [6, 4], markers: false },
+    ...(main.some((r) => r.transport_floor)
+      ? [{ name: 'ZeroMQ alone (same bytes, no trainer)', points: main.filter((r) => r.transport_floor).map((r): [number, number] => [r.workers, 100 * r.transport_floor!.efficiency]), color: '#888888', markers: true }]
+      : []),
     ...LINKS_GBPS.map((gbps, i) => ({ name: `predicted, ${gbps} Gb/s`, points: curve(cluster, { ...base, gbps }, Math.max(1024, maxN)), color: PALETTE[i + 1], dash: [3, 3], markers: false })),
   ];
   for (const size of new Set(rows.filter((r) => r.model !== opts.model).map((r) => r.model))) {
@@ -512,6 +569,9 @@ function writePlots(out: string, rows: readonly ScaleRow[], loopback: StepModel,
   const stepSeries: LineSeries[] = [
     { name: 'step, median', points: main.map((r) => [r.workers, r.step_ms.median]), color: PALETTE[0], lineWidth: 2.5 },
     { name: 'step, p90', points: main.map((r) => [r.workers, r.step_ms.p90]), color: PALETTE[0], dash: [6, 4] },
+    ...(main.some((r) => r.transport_floor)
+      ? [{ name: 'step, ZeroMQ alone', points: main.filter((r) => r.transport_floor).map((r): [number, number] => [r.workers, r.transport_floor!.step_ms.median]), color: '#888888' }]
+      : []),
     { name: 'overhead, median', points: main.map((r) => [r.workers, r.overhead_ms.median]), color: PALETTE[1] },
     { name: 'coordinator CPU per step', points: main.map((r) => [r.workers, r.coordinator_cpu_ms_per_step]), color: PALETTE[2] },
     { name: `compute (${opts.computeMs} ms)`, points: main.map((r) => [r.workers, opts.computeMs]), color: '#888888', dash: [2, 4], markers: false },
@@ -562,17 +622,26 @@ async function main(): Promise<number> {
   for (const plan of plans) {
     process.stdout.write(`${plan.model}, ${plan.workers} workers: batch ${plan.batch}, ${plan.epochs} epochs of ${plan.stepsPerEpoch} steps … `);
     let row;
+    let floor;
     try {
-      row = await runOne(opts, plan, paramsOf(plan.model));
+      const measured = await runOne(opts, plan, paramsOf(plan.model));
+      row = measured.row;
+      if (opts.floor) floor = await floorOf(opts, row, measured.resultParts);
     } catch (e) {
       process.stdout.write('failed\n');
       process.stderr.write(`bench:scale: ${(e as Error).message}\n`);
       return 1;
     }
     const single = rows.find((r) => r.model === plan.model && r.workers === 1);
-    const withEfficiency = { ...row, efficiency: single ? single.step_ms.median / row.step_ms.median : 1 };
+    const singleFloor = single?.transport_floor?.step_ms.median ?? floor?.step_ms.median;
+    const withEfficiency: ScaleRow = {
+      ...row,
+      efficiency: single ? single.step_ms.median / row.step_ms.median : 1,
+      ...(floor && singleFloor !== undefined ? { transport_floor: { ...floor, efficiency: singleFloor / floor.step_ms.median } } : {}),
+    };
     rows.push(withEfficiency);
-    process.stdout.write(`step ${f1(row.step_ms.median)} ms, efficiency ${pct(withEfficiency.efficiency)}\n`);
+    const floorNote = withEfficiency.transport_floor ? `; transport floor ${f1(withEfficiency.transport_floor.step_ms.median)} ms, ${pct(withEfficiency.transport_floor.efficiency)}` : '';
+    process.stdout.write(`step ${f1(row.step_ms.median)} ms, efficiency ${pct(withEfficiency.efficiency)}${floorNote}\n`);
   }
 
   const params = paramsOf(opts.model);
@@ -590,18 +659,27 @@ async function main(): Promise<number> {
     const r = rows.find((x) => x.model === opts.model && x.workers === t.workers);
     const applies = opts.computeMs === TARGET_COMPUTE_MS && opts.model === 'net';
     const result = !r ? 'n/a (not measured)' : !applies ? 'n/a (targets are for net at 12 ms)' : r.efficiency >= t.efficiency ? 'PASS' : 'FAIL';
-    return `| efficiency at ${t.workers} workers ≥ ${100 * t.efficiency}% (T = ${TARGET_COMPUTE_MS} ms) | ${r ? pct(r.efficiency) : '–'} | ${result} |`;
+    return `| efficiency at ${t.workers} workers ≥ ${100 * t.efficiency}% (T = ${TARGET_COMPUTE_MS} ms) | ${r ? pct(r.efficiency) : '–'} | ${r?.transport_floor ? pct(r.transport_floor.efficiency) : '–'} | ${result} |`;
   });
+  const floors = floorTable(rows);
   const loopbackAt = (n: number): string => pct(predictEfficiency(loopback, { params, batchPerWorker: opts.batchPerWorker, computeMs: opts.computeMs, gbps: Infinity }, n));
   const md = [
     `${opts.model} with N simulated workers, ${opts.computeMs} ms per shard of ${opts.batchPerWorker} samples (global batch ${opts.batchPerWorker} × N), ${opts.steps} measured steps per run; samples sent as ${opts.pixels ? 'pixels (--pixels)' : 'indices (the workers hold the training set)'}; weights and gradients as ${opts.gradDtype}. ${header}`,
     '',
     measuredTable(rows),
     '',
-    '| target | measured | result |',
-    '|---|---:|---|',
+    '| target | measured | ZeroMQ alone (the transport floor) | result |',
+    '|---|---:|---:|---|',
     ...targetLines,
     '',
+    ...(floors
+      ? [
+          'The transport floor: after each run, the same bytes per worker and step over the same kind of sockets (a ROUTER in another process, the DEALERs here, the same timers), with nothing encoded, reduced or updated (bench/scale/transport-floor.ts). No coordinator that sends every worker its weights can be faster on this machine.',
+          '',
+          floors,
+          '',
+        ]
+      : []),
     '```',
     'step(N, P) = T + L + a + b·N + c·N·P + wire bytes / bandwidth (bench/scale/cost-model.ts)',
     ...describeFit('the coordinator\'s CPU per step (main and ZeroMQ I/O threads), fitted', cpuFit),

@@ -145,6 +145,11 @@ export class SimulatedWorkers {
     return sim;
   }
 
+  /** Whether the coordinator asked for each result in two parts (the welcome's streamGradients). */
+  get streamsGradients(): boolean {
+    return this.streamGradients;
+  }
+
   /** Per step, what the simulated workers saw of it. */
   stepRecords(): ReadonlyMap<number, StepRecord> {
     return this.steps;
