@@ -28,6 +28,7 @@ import { parseArgs } from 'node:util';
 import { Context, Dealer, Router } from 'zeromq';
 import { createModel, paramLayout } from '../src/models/index.js';
 import { receivedFloat32 } from '../src/protocol/grad-dtype.js';
+import { quantile } from '../src/util/quantile.js';
 import { type Assign, MAX_MESSAGE_BYTES, assignedSamples, decodeCoordinatorMessage, decodeWorkerMessage, encode, encodeAssign, encodeWeightsFrame } from '../src/protocol/messages.js';
 
 const SCRIPT = fileURLToPath(import.meta.url);
@@ -321,11 +322,6 @@ async function roundTrips(peer: Peer, n: number, workers: number, step: { value:
     }
     if (record) peer.times.push(performance.now() - started);
   }
-}
-
-function quantile(xs: readonly number[], q: number): number {
-  const sorted = [...xs].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
 }
 
 /** A bad flag: one line, exit status 2. */

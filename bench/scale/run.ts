@@ -27,6 +27,7 @@ import { type GradDtype, bytesPerElement, isGradDtype } from '../../src/protocol
 import { renderLineChart } from '../../src/report/chart.js';
 import { PALETTE } from '../../src/report/draw.js';
 import type { LineSeries } from '../../src/report/types.js';
+import { quantile } from '../../src/util/quantile.js';
 import { type LinearCost, type Scenario, type StepModel, computeMsForEfficiency, fitLinearCost, predictEfficiency, scalingLimit, wireBytesPerStep } from './cost-model.js';
 import { freeLoopbackPort } from '../free-port.js';
 import { SimulatedWorkers } from './simulator.js';
@@ -232,13 +233,6 @@ class CoordinatorCpu {
 function ownCpuMs(): number {
   const u = process.cpuUsage();
   return (u.user + u.system) / 1000;
-}
-
-/** The q-quantile (0..1) of `xs` (nearest rank); NaN when empty. */
-function quantile(xs: readonly number[], q: number): number {
-  if (xs.length === 0) return Number.NaN;
-  const sorted = [...xs].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
 }
 
 export interface ScaleRow {

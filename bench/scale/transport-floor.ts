@@ -15,6 +15,7 @@ import { fork } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Dealer, Router } from 'zeromq';
 import { MAX_MESSAGE_BYTES, SendQueue } from '../../src/protocol/messages.js';
+import { quantile } from '../../src/util/quantile.js';
 
 export interface FloorPlan {
   workers: number;
@@ -38,12 +39,6 @@ export interface FloorResult {
 /** Steps at the start left out (connections warming up), as in the runs. */
 const WARMUP_STEPS = 2;
 const THIS_FILE = fileURLToPath(import.meta.url);
-
-/** The q-quantile (0..1) of `xs` (nearest rank). */
-function quantile(xs: readonly number[], q: number): number {
-  const sorted = [...xs].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
-}
 
 /** Runs the floor for one plan: the child's ROUTER against `plan.workers` DEALERs here. */
 export async function measureTransportFloor(plan: FloorPlan): Promise<FloorResult> {

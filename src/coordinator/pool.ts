@@ -32,6 +32,7 @@ import type { ShardData } from '../training/gradients.js';
 import type { AugmentOptions } from '../training/augment.js';
 import type { BatchResult, DeviceDescription, GradientSource } from '../training/source.js';
 import { UserError } from '../util/errors.js';
+import { quantile } from '../util/quantile.js';
 import { type CoordinatorKeys, identifyWorker, readAllowList } from '../protocol/keys.js';
 import { ZAP_DOMAIN, type ZapHandler, startZapHandler } from './zap.js';
 import type { Logger } from '../util/logger.js';
@@ -206,13 +207,6 @@ export interface PoolStats {
   rejected_by_verification: number;
   /** The coordinator's time per spot check: recomputing the shard and comparing, ms. */
   verify_ms_per_shard: number;
-}
-
-/** The q-quantile (0..1) of `xs` (nearest rank); NaN when empty. */
-function quantile(xs: readonly number[], q: number): number {
-  if (xs.length === 0) return Number.NaN;
-  const sorted = [...xs].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
 }
 
 type Optional = 'keys' | 'keysDir' | 'workerArgs' | 'trainData' | 'verifyShard' | 'augment' | 'engine' | 'spawnProcess' | 'onBound' | 'minWorkers' | 'identity' | 'recomputeShard' | 'coordinatorEngine' | 'inProcessWorker';
