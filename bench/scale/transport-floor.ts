@@ -38,16 +38,22 @@ export interface FloorResult {
 
 /** Steps at the start left out (connections warming up), as in the runs. */
 const WARMUP_STEPS = 2;
+/** A floor not done by then has hung (256 workers take a few seconds): the bench fails instead of waiting. */
+const FLOOR_TIMEOUT_MS = 120_000;
 const THIS_FILE = fileURLToPath(import.meta.url);
 
 /** Runs the floor for one plan: the child's ROUTER against `plan.workers` DEALERs here. */
 export async function measureTransportFloor(plan: FloorPlan): Promise<FloorResult> {
   const child = fork(THIS_FILE, ['router', JSON.stringify(plan)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+  const watchdog = setTimeout(() => child.kill('SIGKILL'), FLOOR_TIMEOUT_MS);
   const endpoint = await Promise.race([
     new Promise<string>((resolve) => child.once('message', (m) => resolve(String(m)))),
     exited.then((code) => Promise.reject(new Error(`the transport floor's ROUTER process exited with status ${code} before binding`))),
-  ]);
+  ]).catch((e: unknown) => {
+    clearTimeout(watchdog);
+    throw e;
+  });
   const arrivals: number[] = []; // per step, when its first assignment arrived
   const sockets: Dealer[] = [];
   const parts = plan.resultPartBytes.map((n) => Buffer.alloc(n, 1));
@@ -80,9 +86,11 @@ export async function measureTransportFloor(plan: FloorPlan): Promise<FloorResul
   try {
     // The ROUTER leaves once the last step's parts are in; the DEALERs' sockets stay open until then.
     const code = await exited;
+    if (code === null) throw new Error(`the transport floor of ${plan.workers} worker${plan.workers === 1 ? "" : "s"} did not finish within ${FLOOR_TIMEOUT_MS / 1000} s`);
     if (code !== 0) throw new Error(`the transport floor's ROUTER process exited with status ${code}`);
     await Promise.all(served);
   } finally {
+    clearTimeout(watchdog);
     for (const s of sockets) if (!s.closed) s.close();
   }
   const walls: number[] = [];
