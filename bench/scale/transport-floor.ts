@@ -86,7 +86,7 @@ export async function measureTransportFloor(plan: FloorPlan): Promise<FloorResul
   try {
     // The ROUTER leaves once the last step's parts are in; the DEALERs' sockets stay open until then.
     const code = await exited;
-    if (code === null) throw new Error(`the transport floor of ${plan.workers} worker${plan.workers === 1 ? "" : "s"} did not finish within ${FLOOR_TIMEOUT_MS / 1000} s`);
+    if (code === null) throw new Error(`the transport floor of ${plan.workers} worker${plan.workers === 1 ? '' : 's'} did not finish within ${FLOOR_TIMEOUT_MS / 1000} s`);
     if (code !== 0) throw new Error(`the transport floor's ROUTER process exited with status ${code}`);
     await Promise.all(served);
   } finally {
