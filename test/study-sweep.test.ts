@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import pngjs from 'pngjs';
 import { sweepGrid, runName, type SweepEntry } from '../src/study/sweep.js';
-import { COORDINATOR, readJson, runCli, tempDir } from './helpers.js';
+import { COORDINATOR, freePort, readJson, runCli, tempDir } from './helpers.js';
 
 const { PNG } = pngjs;
 // Deterministic, so that a run trained again gives the same weights.
@@ -30,6 +30,7 @@ test('bad lists: one-line usage error, exit status 2', async () => {
     [['--lr', '0.1,abc'], /^coordinator: error: option '--lr <lr>' argument '0\.1,abc' is invalid\. 'abc' must be a number > 0\.$/],
     [['--batch-size', '50,,100'], /--batch-size.*empty item/],
     [['--model', 'net,resnet'], /--model.*'resnet' must be one of net, lenet, strong/],
+    [['--metrics', '10.1.2.3:9400'], /--metrics 10\.1\.2\.3:9400 reaches beyond this machine/],
   ];
   const out = join(tempDir('mnist-sweep-'), 'never');
   for (const [args, pattern] of cases) {
@@ -139,4 +140,36 @@ test('sweep --in-process-worker: runs with workers compute one share in the coor
     [true, false],
   );
   assert.equal(two.weights_sha256, alone.weights_sha256);
+});
+
+test('sweep --metrics: each run serves /metrics while it trains, labelled with its name, on the same address', async () => {
+  const dir = join(tempDir('mnist-sweep-'), 'sweep');
+  const port = await freePort();
+  // Runs long enough (10 epochs of 1024 samples) to be scraped a few times each.
+  const flags = ['--workers', '0', '--epochs', '10', '--train-limit', '1024', '--test-limit', '100', '--log-interval', '1000', '--deterministic'];
+  const sweep = runCli(COORDINATOR, ['sweep', ...flags, '--lr', '0.01,0.02', '--metrics', `127.0.0.1:${port}`, '--out', dir], { timeoutMs: 300_000 });
+  let done = false;
+  void sweep.then(() => (done = true));
+  // Per run label seen: the most steps any scrape counted for it.
+  const steps = new Map<string, number>();
+  while (!done) {
+    try {
+      const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+      for (const m of text.matchAll(/^mnist_ddp_steps_total\{run="([^"]+)"\} (\d+)$/gm)) steps.set(m[1], Math.max(steps.get(m[1]) ?? 0, Number(m[2])));
+      assert.doesNotMatch(text, /^mnist_ddp_steps_total \d/m, 'every series carries the run label');
+    } catch (e) {
+      if (e instanceof assert.AssertionError) throw e;
+      // between runs, or before the first: nothing listens
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const r = await sweep;
+  assert.equal(r.code, 0, r.stderr);
+  assert.deepEqual([...steps.keys()].sort(), ['lr=0.01', 'lr=0.02'], `runs scraped: ${JSON.stringify([...steps])}`);
+  for (const [run, n] of steps) assert.ok(n > 0, `${run}: steps counted`);
+  // Serving changes nothing trained: the same weights as the run alone.
+  const alone = join(tempDir('mnist-sweep-'), 'alone');
+  const single = await runCli(COORDINATOR, [...flags, '--lr', '0.02', '--out', alone], { timeoutMs: 120_000 });
+  assert.equal(single.code, 0, single.stderr);
+  assert.equal(readJson<{ weights_sha256: string }>(join(dir, 'runs', 'lr=0.02', 'summary.json')).weights_sha256, readJson<{ weights_sha256: string }>(join(alone, 'summary.json')).weights_sha256);
 });

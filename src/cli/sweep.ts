@@ -51,9 +51,12 @@ export function registerSweepCommand(program: Command): Command {
   }
   cmd
     .option('--in-process-worker', 'in every run with --workers N ≥ 1, one of the N computes in the coordinator\'s process, which starts N − 1 worker processes', false)
+    .option('--metrics <addr>', 'serve Prometheus metrics at http://ADDR/metrics while each run trains, labelled run="NAME", e.g. 127.0.0.1:9400 (this machine only)')
     .requiredOption('--out <dir>', `the sweep's folder: runs/<name> per run, ${SWEEP_JSON}, ${SWEEP_MD}, plots`)
     .action(async (flags: Record<string, unknown>, c: Command) => {
       // The sweep itself loads tfjs: only once the command line and --out have been checked.
+      const { checkMetrics } = await import('../coordinator/preflight.js');
+      checkMetrics(flags.metrics as string | undefined, { insecure: false });
       makeWritableDir(flags.out as string, '--out');
       const { runSweep, sweepGrid } = await import('../study/sweep.js');
       const given = new Set(givenFlags(c));
@@ -92,7 +95,14 @@ export function registerSweepCommand(program: Command): Command {
         } else if (v !== undefined) fixed.push(`--${flag} ${v}`);
       }
       process.stdout.write(`sweep: ${runs.length} run${runs.length === 1 ? '' : 's'} into ${join(flags.out as string, 'runs')}\n`);
-      const result = await runSweep({ outDir: flags.out as string, runs, given, fixed, inProcessWorker: flags.inProcessWorker === true });
+      const result = await runSweep({
+        outDir: flags.out as string,
+        runs,
+        given,
+        fixed,
+        inProcessWorker: flags.inProcessWorker === true,
+        ...(flags.metrics !== undefined ? { metrics: flags.metrics as string } : {}),
+      });
       const out = flags.out as string;
       const done = result.entries.filter((e) => e.status === 'finished').length;
       process.stdout.write(`sweep: ${done}/${runs.length} runs finished; ${[SWEEP_MD, SWEEP_JSON, ACCURACY_BARS, LOSS_CURVES, TEST_ACCURACY_CURVES].map((f) => join(out, f)).join(', ')}\n`);

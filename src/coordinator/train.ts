@@ -104,6 +104,11 @@ export interface TrainOptions {
   terminal?: Terminal;
   /** --metrics HOST:PORT: serve Prometheus metrics at http://HOST:PORT/metrics while the run lasts. */
   metrics?: string;
+  /**
+   * A label every metric carries, `run="NAME"` (a sweep's runs are served one after another on the same
+   * address: a scraper tells them apart by it).
+   */
+  metricsRun?: string;
 }
 
 export async function train(requested: TrainConfig, opts: TrainOptions): Promise<RunSummary> {
@@ -125,6 +130,7 @@ export async function train(requested: TrainConfig, opts: TrainOptions): Promise
   let metricsServer: MetricsServer | undefined;
   try {
     const metrics = metricsAddress ? new RunMetrics() : undefined;
+    if (metrics && opts.metricsRun !== undefined) metrics.registry.setDefaultLabels({ run: opts.metricsRun });
     if (metrics && metricsAddress) metricsServer = await serveMetrics(metrics.registry, metricsAddress);
     return await trainLocked(requested, opts, keys, listen, metrics && metricsServer ? { metrics, url: metricsServer.url } : undefined);
   } finally {

@@ -112,6 +112,11 @@ export interface SweepOptions {
   train?: (config: TrainConfig, opts: TrainOptions) => Promise<RunSummary>;
   /** --in-process-worker for every run with workers (a --workers 0 run trains in one process anyway). */
   inProcessWorker?: boolean;
+  /**
+   * --metrics HOST:PORT: each run, while it trains, serves Prometheus metrics there, labelled with its
+   * name (`run="lr-0.1"`); between runs nothing answers.
+   */
+  metrics?: string;
 }
 
 export interface SweepResult {
@@ -195,6 +200,7 @@ export async function runSweep(opts: SweepOptions): Promise<SweepResult> {
         resume,
         given: opts.given ?? new Set(),
         distributed: { spawn: true, connectTimeoutS: 60, workerTimeoutS: 5, insecure: false, inProcessWorker: opts.inProcessWorker === true && config.workers > 0 },
+        ...(opts.metrics !== undefined ? { metrics: opts.metrics, metricsRun: spec.name } : {}),
       });
       entry.summary = summary;
       entry.status = summary.interrupted ? 'interrupted' : 'finished';
