@@ -80,7 +80,10 @@ export async function measureTransportFloor(plan: FloorPlan): Promise<FloorResul
             }, plan.computeMs / 2);
           }
         }
-      })(),
+      })().catch((e: unknown) => {
+        // Closed below when the ROUTER failed or hung: its error is the one to tell.
+        if (!socket.closed) throw e;
+      }),
     );
   }
   try {
