@@ -49,7 +49,11 @@ export async function measureTransportFloor(plan: FloorPlan): Promise<FloorResul
   const watchdog = setTimeout(() => child.kill('SIGKILL'), FLOOR_TIMEOUT_MS);
   const endpoint = await Promise.race([
     new Promise<string>((resolve) => child.once('message', (m) => resolve(String(m)))),
-    exited.then((code) => Promise.reject(new Error(`the transport floor's ROUTER process exited with status ${code} before binding`))),
+    exited.then((code) =>
+      Promise.reject(
+        new Error(code === null ? `the transport floor's ROUTER process did not bind within ${FLOOR_TIMEOUT_MS / 1000} s` : `the transport floor's ROUTER process exited with status ${code} before binding`),
+      ),
+    ),
   ]).catch((e: unknown) => {
     clearTimeout(watchdog);
     throw e;
