@@ -31,7 +31,7 @@ import { quantile } from '../../src/util/quantile.js';
 import { type LinearCost, type Scenario, type StepModel, computeMsForEfficiency, fitLinearCost, predictEfficiency, scalingLimit, wireBytesPerStep } from './cost-model.js';
 import { freeLoopbackPort } from '../free-port.js';
 import { SimulatedWorkers } from './simulator.js';
-import { measureTransportFloor } from './transport-floor.js';
+import { type FloorResult, measureTransportFloor } from './transport-floor.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const COORDINATOR = join(ROOT, 'dist', 'src', 'cli', 'coordinator.js');
@@ -266,9 +266,12 @@ export interface ScaleRow {
    * sockets with no trainer, the same timers; its efficiency against its own one-worker step. Absent
    * with --skip-floor.
    */
-  transport_floor?: { step_ms: { median: number; p90: number }; steps_measured: number; efficiency: number };
+  transport_floor?: FloorResult & { efficiency: number };
   command: string;
 }
+
+/** A run's row as measured, before it is set against the one-worker run and its floor. */
+type MeasuredRow = Omit<ScaleRow, 'efficiency' | 'transport_floor'>;
 
 interface RunPlan {
   model: string;
@@ -295,7 +298,7 @@ function planRun(opts: Options, model: string, workers: number): RunPlan {
 }
 
 /** A run's row, and how many parts each result travelled in (what the transport floor repeats). */
-async function runOne(opts: Options, plan: RunPlan, params: number): Promise<{ row: Omit<ScaleRow, 'efficiency' | 'transport_floor'>; resultParts: number }> {
+async function runOne(opts: Options, plan: RunPlan, params: number): Promise<{ row: MeasuredRow; resultParts: number }> {
   const port = await freeLoopbackPort();
   const endpoint = `tcp://127.0.0.1:${port}`;
   const name = `${plan.model}-w${plan.workers}`;
@@ -396,7 +399,7 @@ async function runOne(opts: Options, plan: RunPlan, params: number): Promise<{ r
  * run's sizes (summary.json's bytes per step, heartbeats included, over the workers; the weights
  * frame as it travels), in as many parts as the run's results.
  */
-async function floorOf(opts: Options, row: Omit<ScaleRow, 'efficiency' | 'transport_floor'>, resultParts: number): Promise<{ step_ms: { median: number; p90: number }; steps_measured: number }> {
+async function floorOf(opts: Options, row: MeasuredRow, resultParts: number): Promise<FloorResult> {
   const weightsBytes = row.params * bytesPerElement(opts.gradDtype);
   const assignBytes = Math.round(row.bytes_sent_per_step / row.workers);
   const resultBytes = Math.round(row.bytes_received_per_step / row.workers);
