@@ -114,7 +114,7 @@ export interface SweepOptions {
   inProcessWorker?: boolean;
   /**
    * --metrics HOST:PORT: each run, while it trains, serves Prometheus metrics there, labelled with its
-   * name (`run="lr-0.1"`); between runs nothing answers.
+   * name (`run="lr=0.1"`); between runs nothing answers.
    */
   metrics?: string;
 }
