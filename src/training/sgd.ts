@@ -11,11 +11,9 @@ import { type SimdKernels, growTo, instantiateSimd, simdAvailable } from '../eng
 
 const FLOAT = 4;
 
-/** The kernel, with room for the weights, the gradient and the velocity in its memory. */
+/** The kernel, with room for the weights, the gradient and the velocity in its memory (views; their byteOffsets are the kernel's arguments). */
 interface SgdKernel {
   kernels: SimdKernels;
-  /** Byte offsets of the three arrays, and views of them. */
-  offsets: [w: number, g: number, v: number];
   w: Float32Array;
   g: Float32Array;
   v: Float32Array;
@@ -37,10 +35,9 @@ export class MomentumSgd {
       // Three arrays on 64-byte boundaries after the module's static data.
       const stride = Math.ceil((size * FLOAT) / 64) * 64;
       const base = Math.ceil(kernels.heapBase() / 64) * 64;
-      const offsets: SgdKernel['offsets'] = [base, base + stride, base + 2 * stride];
       growTo(memory, base + 3 * stride);
       const view = (at: number): Float32Array => new Float32Array(memory.buffer, at, size);
-      this.kernel = { kernels, offsets, w: view(offsets[0]), g: view(offsets[1]), v: view(offsets[2]) };
+      this.kernel = { kernels, w: view(base), g: view(base + stride), v: view(base + 2 * stride) };
     }
   }
 
@@ -64,7 +61,7 @@ export class MomentumSgd {
       k.w.set(weights);
       k.g.set(grad);
       k.v.set(this.velocity);
-      k.kernels.sgdStep(k.offsets[0], k.offsets[1], k.offsets[2], weights.length, lr, momentum, gradScale);
+      k.kernels.sgdStep(k.w.byteOffset, k.g.byteOffset, k.v.byteOffset, weights.length, lr, momentum, gradScale);
       weights.set(k.w);
       this.velocity.set(k.v);
       return;
